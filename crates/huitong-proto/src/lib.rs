@@ -6,6 +6,7 @@
 
 pub mod codec;
 pub mod convert;
+pub mod transport;
 pub mod value;
 
 #[allow(clippy::all, clippy::pedantic, missing_debug_implementations, missing_docs)]

@@ -1,0 +1,116 @@
+//! Transport conventions every Huitong server follows: how it listens and how it answers an
+//! oversized message.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpSocket};
+use tonic::transport::server::TcpIncoming;
+
+/// Accept queue length. The default of 128 resets connections when a proxy in front (nginx
+/// opens one upstream connection per concurrent stream) or a load test opens many at once.
+pub const LISTEN_BACKLOG: u32 = 4096;
+
+/// Default largest message a Huitong server accepts: 4 MiB, gRPC's customary limit.
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+
+/// Binds a listener with [`LISTEN_BACKLOG`]. Port 0 picks a free port; ask the listener which.
+pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
+/// Accepted connections with TCP_NODELAY (gRPC messages are small; Nagle only adds latency)
+/// and keepalive, so that dead peers are noticed.
+pub fn incoming(listener: TcpListener) -> TcpIncoming {
+    TcpIncoming::from(listener)
+        .with_nodelay(Some(true))
+        .with_keepalive(Some(Duration::from_secs(60)))
+}
+
+/// Answers a request message over the configured limit with RESOURCE_EXHAUSTED, as the gRPC
+/// status-code guide prescribes, and a message that names the limit.
+///
+/// tonic refuses such a message before any handler runs, but with OUT_OF_RANGE; this layer
+/// sits outside every service and rewrites just that answer.
+#[derive(Debug, Clone, Copy)]
+pub struct MessageLimitLayer {
+    max_bytes: usize,
+}
+
+impl MessageLimitLayer {
+    pub fn new(max_bytes: usize) -> Self {
+        Self { max_bytes }
+    }
+}
+
+impl<S> tower_layer::Layer<S> for MessageLimitLayer {
+    type Service = MessageLimit<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        MessageLimit {
+            inner,
+            max_bytes: self.max_bytes,
+        }
+    }
+}
+
+/// See [`MessageLimitLayer`].
+#[derive(Debug, Clone)]
+pub struct MessageLimit<S> {
+    inner: S,
+    max_bytes: usize,
+}
+
+/// Prefix of tonic's message for a decoded message over the limit (tonic/src/codec/decode.rs).
+const TONIC_TOO_LARGE: &[u8] = b"Error, decoded message length too large";
+const GRPC_OUT_OF_RANGE: &[u8] = b"11";
+
+impl<S, ReqBody, ResBody> tower_service::Service<http::Request<ReqBody>> for MessageLimit<S>
+where
+    S: tower_service::Service<http::Request<ReqBody>, Response = http::Response<ResBody>>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<ReqBody>) -> Self::Future {
+        let max = self.max_bytes;
+        let fut = self.inner.call(req);
+        Box::pin(async move {
+            let mut resp = fut.await?;
+            let headers = resp.headers_mut();
+            let too_large = headers
+                .get("grpc-status")
+                .is_some_and(|s| s.as_bytes() == GRPC_OUT_OF_RANGE)
+                && headers
+                    .get("grpc-message")
+                    .is_some_and(|m| m.as_bytes().starts_with(TONIC_TOO_LARGE));
+            if too_large {
+                let msg = format!(
+                    "the request message is larger than this server accepts ({max} bytes); send less per request"
+                );
+                if let Ok(v) = http::HeaderValue::from_str(&msg) {
+                    headers.insert("grpc-status", http::HeaderValue::from_static("8"));
+                    headers.insert("grpc-message", v);
+                }
+            }
+            Ok(resp)
+        })
+    }
+}
