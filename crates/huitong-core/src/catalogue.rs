@@ -358,7 +358,9 @@ impl Catalogue {
         if let Some(s) = specs.iter().find(|s| s.id.provider() != provider) {
             return Err(Error::InvalidResource {
                 resource: s.id.to_string(),
-                problem: format!("department {provider} cannot describe another department's resource"),
+                problem: format!(
+                    "department {provider} cannot describe another department's resource"
+                ),
             });
         }
         let mut resources = self.resources.clone();

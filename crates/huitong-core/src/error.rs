@@ -55,7 +55,9 @@ pub enum Error {
         got: &'static str,
     },
     /// The resource is catalogued as not shared (不予共享).
-    #[error("resource {resource} is catalogued as not shared (不予共享){basis}; it is never served")]
+    #[error(
+        "resource {resource} is catalogued as not shared (不予共享){basis}; it is never served"
+    )]
     NotShared { resource: ResourceId, basis: String },
     /// A provider described a resource inconsistently.
     #[error("resource {resource}: {problem}")]

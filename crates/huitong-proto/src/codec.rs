@@ -56,7 +56,10 @@ impl<U: Message + Default> Decoder for HuitongDecoder<U> {
         U::decode(buf).map(Some).map_err(|e| {
             Status::invalid_argument(format!(
                 "the message is not a valid {}: {e}; encode it from proto/huitong/v1",
-                std::any::type_name::<U>().rsplit("::").next().unwrap_or("message"),
+                std::any::type_name::<U>()
+                    .rsplit("::")
+                    .next()
+                    .unwrap_or("message"),
             ))
         })
     }

@@ -9,7 +9,12 @@ pub mod convert;
 pub mod transport;
 pub mod value;
 
-#[allow(clippy::all, clippy::pedantic, missing_debug_implementations, missing_docs)]
+#[allow(
+    clippy::all,
+    clippy::pedantic,
+    missing_debug_implementations,
+    missing_docs
+)]
 mod generated {
     tonic::include_proto!("huitong.v1");
 }

@@ -72,8 +72,9 @@ pub struct MessageLimit<S> {
     max_bytes: usize,
 }
 
-/// Prefix of tonic's message for a decoded message over the limit (tonic/src/codec/decode.rs).
-const TONIC_TOO_LARGE: &[u8] = b"Error, decoded message length too large";
+/// Prefix of tonic's message for a decoded message over the limit (tonic/src/codec/decode.rs),
+/// as it appears in the header: percent-encoded.
+const TONIC_TOO_LARGE: &[u8] = b"Error,%20decoded%20message%20length%20too%20large";
 const GRPC_OUT_OF_RANGE: &[u8] = b"11";
 
 impl<S, ReqBody, ResBody> tower_service::Service<http::Request<ReqBody>> for MessageLimit<S>

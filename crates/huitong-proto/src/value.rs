@@ -150,9 +150,7 @@ impl Value {
         Ok(match ty {
             FieldType::String => Value::string(s),
             FieldType::Int => Value::int(s.trim().parse().map_err(|_| expected("a whole number"))?),
-            FieldType::Double => {
-                Value::double(s.trim().parse().map_err(|_| expected("a number"))?)
-            }
+            FieldType::Double => Value::double(s.trim().parse().map_err(|_| expected("a number"))?),
             FieldType::Bool => Value::bool(match s.trim() {
                 "true" => true,
                 "false" => false,
@@ -309,7 +307,10 @@ mod tests {
     #[test]
     fn json_values_are_typed_by_the_field() {
         let j = serde_json::json!(42);
-        assert_eq!(Value::from_json(&j, FieldType::Int).unwrap(), Value::int(42));
+        assert_eq!(
+            Value::from_json(&j, FieldType::Int).unwrap(),
+            Value::int(42)
+        );
         assert_eq!(
             Value::from_json(&j, FieldType::Double).unwrap(),
             Value::double(42.0)

@@ -58,12 +58,23 @@ fn duplicate_requested_field_is_refused() {
 #[test]
 fn key_must_cover_exactly_the_key_fields_with_values() {
     let r = register();
-    assert!(r.check_key([("id_number", ValueKind::String, false)]).is_ok());
+    assert!(
+        r.check_key([("id_number", ValueKind::String, false)])
+            .is_ok()
+    );
     assert!(r.check_key([]).is_err());
-    assert!(r.check_key([("id_number", ValueKind::String, true)]).is_err());
-    assert!(r.check_key([("id_number", ValueKind::Null, false)]).is_err());
+    assert!(
+        r.check_key([("id_number", ValueKind::String, true)])
+            .is_err()
+    );
+    assert!(
+        r.check_key([("id_number", ValueKind::Null, false)])
+            .is_err()
+    );
     assert!(r.check_key([("name", ValueKind::String, false)]).is_err());
-    let e = r.check_key([("id_number", ValueKind::Int, false)]).unwrap_err();
+    let e = r
+        .check_key([("id_number", ValueKind::Int, false)])
+        .unwrap_err();
     assert!(matches!(e, Error::WrongValueType { .. }), "{e}");
 }
 
@@ -114,7 +125,10 @@ fn a_provider_cannot_describe_another_departments_resource() {
     let own = DeptId::new("public-security").unwrap();
     let cat = cat.with_provider(&own, vec![register()]).unwrap();
     assert_eq!(cat.len(), 1);
-    let id = ResourceId::new(own.clone(), ResourceName::new("household-register").unwrap());
+    let id = ResourceId::new(
+        own.clone(),
+        ResourceName::new("household-register").unwrap(),
+    );
     assert!(cat.get(&id).is_ok());
     let cat = cat.with_provider(&own, vec![]).unwrap();
     assert!(cat.is_empty());

@@ -12,7 +12,9 @@ fn dept_ids_accept_lowercase_words() {
 #[test]
 fn dept_ids_reject_what_would_break_paths_and_uris() {
     let long = "a".repeat(64);
-    for bad in ["", "Public", "2dept", "a_b", "a/b", "a--b", "a-", "公安", &long] {
+    for bad in [
+        "", "Public", "2dept", "a_b", "a/b", "a--b", "a-", "公安", &long,
+    ] {
         assert!(DeptId::new(bad).is_err(), "{bad:?} was accepted");
     }
 }

@@ -1,0 +1,487 @@
+//! The gRPC server that serves a [`Source`]: request validation, the `Adapter` service, gRPC
+//! health and server reflection.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+
+use huitong_core::{DeptId, FieldName, FieldType, ResourceId, ResourceName, ResourceSpec};
+use huitong_proto::transport::{self, DEFAULT_MAX_MESSAGE_BYTES, MessageLimitLayer};
+use huitong_proto::v1::adapter_server::{self, Adapter, AdapterServer};
+use huitong_proto::v1::value::Kind;
+use huitong_proto::v1::{
+    ChangeEvent, DescribeRequest, DescribeResponse, FetchRequest, FetchResponse, Filter, Record,
+    SearchRequest, SearchResponse, Value, WatchChangesRequest,
+};
+use huitong_proto::{FILE_DESCRIPTOR_SET, convert};
+use tokio::net::TcpListener;
+use tonic::{Request, Response, Status};
+use tracing::{Instrument, field};
+
+use crate::error::Error;
+use crate::source::{PageRequest, Source};
+use crate::status;
+
+/// Smallest `max_message_bytes` accepted: below this a single ordinary record may not fit.
+pub const MIN_MESSAGE_BYTES: usize = 16 * 1024;
+/// Largest `max_message_bytes` accepted. Pages bigger than this belong in several requests.
+pub const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
+
+/// Limits of the adapter server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServeOptions {
+    /// Largest request or response message, in bytes; larger requests are answered with
+    /// RESOURCE_EXHAUSTED.
+    pub max_message_bytes: usize,
+    /// Page size of a search that asks for none (`page_size` 0).
+    pub default_page_size: u32,
+    /// Larger requested page sizes are reduced to this.
+    pub max_page_size: u32,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        Self {
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            default_page_size: 100,
+            max_page_size: 1000,
+        }
+    }
+}
+
+impl ServeOptions {
+    /// The first out-of-range option, as (option name, problem); the names are those of the
+    /// config file, so that the config loader can point at the key.
+    pub(crate) fn problem(&self) -> Option<(&'static str, String)> {
+        if !(MIN_MESSAGE_BYTES..=MAX_MESSAGE_BYTES).contains(&self.max_message_bytes) {
+            return Some((
+                "max_message_bytes",
+                format!(
+                    "{} is out of range; use {MIN_MESSAGE_BYTES} to {MAX_MESSAGE_BYTES} \
+                     (the default is {DEFAULT_MAX_MESSAGE_BYTES})",
+                    self.max_message_bytes
+                ),
+            ));
+        }
+        if self.default_page_size == 0 {
+            return Some(("default_page_size", "it must be at least 1".into()));
+        }
+        if self.max_page_size < self.default_page_size {
+            return Some((
+                "max_page_size",
+                format!(
+                    "{} is smaller than default_page_size ({}); it must be at least as large",
+                    self.max_page_size, self.default_page_size
+                ),
+            ));
+        }
+        None
+    }
+
+    fn check(&self) -> Result<(), Error> {
+        match self.problem() {
+            Some((key, problem)) => Err(Error::InvalidOptions(format!("{key}: {problem}"))),
+            None => Ok(()),
+        }
+    }
+
+    /// The page size to use for a requested one: 0 means the default, and no page is larger
+    /// than the maximum.
+    fn page_size(&self, requested: u32) -> u32 {
+        match requested {
+            0 => self.default_page_size,
+            n => n.min(self.max_page_size),
+        }
+    }
+}
+
+/// The `huitong.v1.Adapter` service over a [`Source`]. [`serve`] runs it; build it directly to
+/// add it to a tonic server of your own.
+pub struct AdapterService<S> {
+    dept: DeptId,
+    source: Arc<S>,
+    resources: HashMap<ResourceName, ResourceSpec>,
+    describe: DescribeResponse,
+    options: ServeOptions,
+}
+
+impl<S> std::fmt::Debug for AdapterService<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdapterService")
+            .field("dept", &self.dept)
+            .field("resources", &self.resources.keys().collect::<Vec<_>>())
+            .field("software", &self.describe.software)
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: Source> AdapterService<S> {
+    /// Checks the source's resources (each of `dept`, names distinct, at least one) and the
+    /// options.
+    pub fn new(dept: DeptId, source: S, options: &ServeOptions) -> Result<Self, Error> {
+        options.check()?;
+        let specs = source.resources();
+        if specs.is_empty() {
+            return Err(Error::NoResources(dept));
+        }
+        let mut resources = HashMap::with_capacity(specs.len());
+        let mut descriptions = Vec::with_capacity(specs.len());
+        for spec in specs {
+            if spec.id().provider() != &dept {
+                return Err(Error::ForeignResource {
+                    dept,
+                    resource: spec.id().clone(),
+                });
+            }
+            if resources.contains_key(spec.id().name()) {
+                return Err(Error::DuplicateResource(spec.id().clone()));
+            }
+            descriptions.push(convert::resource_description(&spec));
+            resources.insert(spec.id().name().clone(), spec);
+        }
+        let describe = DescribeResponse {
+            dept_id: dept.to_string(),
+            resources: descriptions,
+            software: format!(
+                "huitong-adapter/{} {}",
+                env!("CARGO_PKG_VERSION"),
+                source.kind()
+            ),
+        };
+        Ok(Self {
+            dept,
+            source: Arc::new(source),
+            resources,
+            describe,
+            options: *options,
+        })
+    }
+
+    /// The department whose resources are served.
+    pub fn dept(&self) -> &DeptId {
+        &self.dept
+    }
+
+    /// The served resource a request names, by its local name (`household-register`) or its
+    /// catalogue id (`public-security/household-register`).
+    fn resource(&self, raw: &str) -> Result<&ResourceSpec, Status> {
+        let not_served = |what: &dyn std::fmt::Display| {
+            Status::not_found(format!(
+                "resource {what} is not served by department {}; Describe lists what is",
+                self.dept
+            ))
+        };
+        let name = if raw.contains('/') {
+            let id = ResourceId::parse(raw).map_err(|e| status::from_core(&e))?;
+            if id.provider() != &self.dept {
+                return Err(not_served(&id));
+            }
+            id.name().clone()
+        } else {
+            ResourceName::new(raw).map_err(|e| status::from_core(&e))?
+        };
+        let spec = self.resources.get(&name).ok_or_else(|| not_served(&name))?;
+        spec.check_shared().map_err(|e| status::from_core(&e))?;
+        Ok(spec)
+    }
+
+    async fn fetch_checked(&self, req: FetchRequest) -> Result<FetchResponse, Status> {
+        let spec = self.resource(&req.resource)?;
+        let key = checked_key(spec, req.key)?;
+        let fields = spec
+            .check_requested_fields(req.fields.iter().map(String::as_str))
+            .map_err(|e| status::from_core(&e))?;
+        let found = self
+            .source
+            .fetch(spec.id().name(), &key, &fields)
+            .await
+            .map_err(|e| source_failed(&e, spec.id()))?;
+        match found {
+            Some(record) => Ok(FetchResponse {
+                record: Some(trimmed(record, &fields)),
+            }),
+            None => Err(Status::not_found(format!(
+                "no record of {} has that key",
+                spec.id()
+            ))),
+        }
+    }
+
+    async fn search_checked(&self, req: SearchRequest) -> Result<SearchResponse, Status> {
+        let spec = self.resource(&req.resource)?;
+        let filters = checked_filters(spec, req.filters)?;
+        let fields = spec
+            .check_requested_fields(req.fields.iter().map(String::as_str))
+            .map_err(|e| status::from_core(&e))?;
+        let page = PageRequest {
+            size: self.options.page_size(req.page_size),
+            token: Some(req.page_token).filter(|t| !t.is_empty()),
+        };
+        let page = self
+            .source
+            .search(spec.id().name(), &filters, &fields, page)
+            .await
+            .map_err(|e| source_failed(&e, spec.id()))?;
+        tracing::Span::current().record("records", page.records.len());
+        Ok(SearchResponse {
+            records: page
+                .records
+                .into_iter()
+                .map(|r| trimmed(r, &fields))
+                .collect(),
+            next_page_token: page.next_token.unwrap_or_default(),
+        })
+    }
+}
+
+/// The key in key-field order, each value coerced to its field's type.
+fn checked_key(
+    spec: &ResourceSpec,
+    mut key: HashMap<String, Value>,
+) -> Result<Vec<(FieldName, Value)>, Status> {
+    spec.check_key(
+        key.iter()
+            .map(|(name, v)| (name.as_str(), v.value_kind(), v.is_empty_text())),
+    )
+    .map_err(|e| status::from_core(&e))?;
+    spec.key_fields()
+        .iter()
+        .map(|name| {
+            // check_key has seen exactly the key fields, so each is present.
+            let value = key.remove(name.as_str()).ok_or_else(|| {
+                Status::internal(format!("key field {name} vanished after the key check"))
+            })?;
+            Ok((name.clone(), coerced(field_type(spec, name), value)))
+        })
+        .collect()
+}
+
+/// The filters, each on a declared field with a value of its type, none on a field twice.
+fn checked_filters(
+    spec: &ResourceSpec,
+    filters: Vec<Filter>,
+) -> Result<Vec<(FieldName, Value)>, Status> {
+    let mut out: Vec<(FieldName, Value)> = Vec::with_capacity(filters.len());
+    for f in filters {
+        let value = f.value.unwrap_or_else(Value::null);
+        let name = spec
+            .check_filter(&f.field, value.value_kind())
+            .map_err(|e| status::from_core(&e))?;
+        if out.iter().any(|(n, _)| n == &name) {
+            return Err(status::from_core(&huitong_core::Error::DuplicateField(
+                name.to_string(),
+            )));
+        }
+        let value = coerced(field_type(spec, &name), value);
+        out.push((name, value));
+    }
+    Ok(out)
+}
+
+fn field_type(spec: &ResourceSpec, name: &FieldName) -> Option<FieldType> {
+    spec.field(name.as_str()).map(|f| f.ty)
+}
+
+/// One canonical form per value, so that a source can compare with `==`: ints in double
+/// fields become doubles, every null is the same null, timestamps are normalised.
+fn coerced(ty: Option<FieldType>, value: Value) -> Value {
+    match (ty, value.kind) {
+        (_, None | Some(Kind::NullValue(_))) => Value::null(),
+        (Some(FieldType::Double), Some(Kind::IntValue(i))) => Value::double(i as f64),
+        (_, Some(Kind::TimestampValue(mut t))) => {
+            t.normalize();
+            Value {
+                kind: Some(Kind::TimestampValue(t)),
+            }
+        }
+        (_, kind) => Value { kind },
+    }
+}
+
+/// Only the requested fields: a source may return whole rows, and nothing else may leave.
+fn trimmed(mut record: Record, fields: &[FieldName]) -> Record {
+    record
+        .fields
+        .retain(|name, _| fields.iter().any(|f| f.as_str() == name));
+    record
+}
+
+/// Logs a source's failure with its detail and answers with a status that omits it.
+fn source_failed(e: &crate::SourceError, resource: &ResourceId) -> Status {
+    match e {
+        crate::SourceError::BadPageToken => {}
+        crate::SourceError::Unavailable(_) => {
+            tracing::warn!(%resource, error = %e, "the source is unavailable");
+        }
+        crate::SourceError::Internal(_) => {
+            tracing::error!(%resource, error = %e, "the source failed");
+        }
+    }
+    status::from_source(e, &resource.to_string())
+}
+
+/// The resource as a request named it, cut short, for spans.
+fn resource_field(raw: &str) -> String {
+    raw.chars().take(80).collect()
+}
+
+/// Records how a call ended on its span, and logs refusals.
+fn finish<T>(result: Result<T, Status>) -> Result<Response<T>, Status> {
+    let span = tracing::Span::current();
+    match result {
+        Ok(answer) => {
+            span.record("outcome", "ok");
+            tracing::debug!("answered");
+            Ok(Response::new(answer))
+        }
+        Err(status) => {
+            let outcome = format!("{:?}", status.code());
+            span.record("outcome", outcome.as_str());
+            tracing::debug!(reason = status.message(), "refused");
+            Err(status)
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl<S: Source> Adapter for AdapterService<S> {
+    async fn describe(
+        &self,
+        _request: Request<DescribeRequest>,
+    ) -> Result<Response<DescribeResponse>, Status> {
+        let span = tracing::info_span!("describe", outcome = field::Empty);
+        async { finish(Ok(self.describe.clone())) }
+            .instrument(span)
+            .await
+    }
+
+    async fn fetch(
+        &self,
+        request: Request<FetchRequest>,
+    ) -> Result<Response<FetchResponse>, Status> {
+        let req = request.into_inner();
+        let span = tracing::info_span!(
+            "fetch",
+            resource = %resource_field(&req.resource),
+            fields = req.fields.len(),
+            outcome = field::Empty,
+        );
+        async { finish(self.fetch_checked(req).await) }
+            .instrument(span)
+            .await
+    }
+
+    async fn search(
+        &self,
+        request: Request<SearchRequest>,
+    ) -> Result<Response<SearchResponse>, Status> {
+        let req = request.into_inner();
+        let span = tracing::info_span!(
+            "search",
+            resource = %resource_field(&req.resource),
+            filters = req.filters.len(),
+            fields = req.fields.len(),
+            page_size = req.page_size,
+            continued = !req.page_token.is_empty(),
+            records = field::Empty,
+            outcome = field::Empty,
+        );
+        async { finish(self.search_checked(req).await) }
+            .instrument(span)
+            .await
+    }
+
+    type WatchChangesStream = tokio_stream::Empty<Result<ChangeEvent, Status>>;
+
+    async fn watch_changes(
+        &self,
+        request: Request<WatchChangesRequest>,
+    ) -> Result<Response<Self::WatchChangesStream>, Status> {
+        let span = tracing::info_span!(
+            "watch_changes",
+            resource = %resource_field(&request.get_ref().resource),
+            outcome = field::Empty,
+        );
+        async {
+            finish(Err(Status::unimplemented(format!(
+                "department {}'s adapter does not publish changes yet",
+                self.dept
+            ))))
+        }
+        .instrument(span)
+        .await
+    }
+}
+
+/// Serves `source` as department `dept`'s adapter on `listener` until `shutdown` completes,
+/// then finishes the calls in flight and returns.
+///
+/// Besides `huitong.v1.Adapter`, it serves gRPC health (`""` and `huitong.v1.Adapter` are
+/// SERVING until shutdown begins, NOT_SERVING after) and server reflection v1. The source's
+/// resources and the options are checked first, so a misdescribed source fails here with a
+/// precise error rather than answering requests wrongly.
+pub async fn serve<S: Source>(
+    dept: DeptId,
+    source: S,
+    listener: TcpListener,
+    options: ServeOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    let service = AdapterService::new(dept, source, &options)?;
+    let dept = service.dept.clone();
+    let resources = service.resources.len();
+    let max = options.max_message_bytes;
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_service_status(
+            adapter_server::SERVICE_NAME,
+            tonic_health::ServingStatus::Serving,
+        )
+        .await;
+
+    // Descriptors of every service served, and only those listed: the protocol's descriptor
+    // set also holds the broker's services, which an adapter does not serve.
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .with_service_name(adapter_server::SERVICE_NAME)
+        .with_service_name(tonic_health::pb::health_server::SERVICE_NAME)
+        .with_service_name(tonic_reflection::pb::v1::server_reflection_server::SERVICE_NAME)
+        .build_v1()?;
+
+    let signal = {
+        let dept = dept.clone();
+        async move {
+            shutdown.await;
+            tracing::info!(%dept, "adapter shutting down");
+            for name in ["", adapter_server::SERVICE_NAME] {
+                health
+                    .set_service_status(name, tonic_health::ServingStatus::NotServing)
+                    .await;
+            }
+        }
+    };
+
+    match listener.local_addr() {
+        Ok(addr) => tracing::info!(%dept, %addr, resources, "adapter serving"),
+        Err(_) => tracing::info!(%dept, resources, "adapter serving"),
+    }
+    tonic::transport::Server::builder()
+        .layer(MessageLimitLayer::new(max))
+        .add_service(
+            AdapterServer::new(service)
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max),
+        )
+        .add_service(health_service)
+        .add_service(reflection)
+        .serve_with_incoming_shutdown(transport::incoming(listener), signal)
+        .await?;
+    tracing::info!(%dept, "adapter stopped");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

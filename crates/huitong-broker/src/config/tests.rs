@@ -1,0 +1,91 @@
+use super::*;
+
+fn write(name: &str, text: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("huitong-broker-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+const GOOD: &str = r#"
+[broker]
+listen = "127.0.0.1:0"
+adapter_timeout_ms = 2000
+
+[[adapters]]
+dept = "public-security"
+endpoint = "http://127.0.0.1:7401"
+
+[[adapters]]
+dept = "civil-affairs"
+endpoint = "http://127.0.0.1:7402"
+"#;
+
+#[test]
+fn a_good_file_loads_with_defaults_filled_in() {
+    let c = BrokerConfig::load(&write("good.toml", GOOD)).unwrap();
+    assert_eq!(c.adapters.len(), 2);
+    assert_eq!(c.adapter_timeout, Duration::from_secs(2));
+    assert_eq!(c.max_page_size, 1000);
+}
+
+fn problem(name: &str, text: &str) -> String {
+    BrokerConfig::load(&write(name, text))
+        .unwrap_err()
+        .to_string()
+}
+
+#[test]
+fn unknown_keys_name_the_file_and_the_key() {
+    let e = problem(
+        "unknown.toml",
+        &GOOD.replace("adapter_timeout_ms", "adapter_timout_ms"),
+    );
+    assert!(e.contains("unknown.toml"), "{e}");
+    assert!(e.contains("adapter_timout_ms"), "{e}");
+}
+
+#[test]
+fn bad_values_name_key_and_problem() {
+    let e = problem(
+        "dept.toml",
+        &GOOD.replace("\"civil-affairs\"", "\"Civil Affairs\""),
+    );
+    assert!(e.contains("dept.toml: adapters[1].dept:"), "{e}");
+    let e = problem(
+        "dup.toml",
+        &GOOD.replace("civil-affairs", "public-security"),
+    );
+    assert!(
+        e.contains("adapters[1].dept: department public-security is listed twice"),
+        "{e}"
+    );
+    let e = problem(
+        "ep.toml",
+        &GOOD.replace("http://127.0.0.1:7402", "127.0.0.1:7402"),
+    );
+    assert!(e.contains("adapters[1].endpoint:"), "{e}");
+    let e = problem("listen.toml", &GOOD.replace("127.0.0.1:0", "localhost"));
+    assert!(e.contains("broker.listen:"), "{e}");
+    let e = problem("zero.toml", &GOOD.replace("2000", "0"));
+    assert!(
+        e.contains("broker.adapter_timeout_ms: must be greater than 0"),
+        "{e}"
+    );
+}
+
+#[test]
+fn type_errors_keep_the_line() {
+    let e = problem("type.toml", &GOOD.replace("2000", "\"2s\""));
+    assert!(e.contains("type.toml"), "{e}");
+    assert!(e.contains("line"), "{e}");
+}
+
+#[test]
+fn a_missing_file_says_so() {
+    let e = BrokerConfig::load(Path::new("/nonexistent/broker.toml"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("/nonexistent/broker.toml: cannot read"), "{e}");
+}

@@ -1,0 +1,115 @@
+//! The broker's errors and the one table that turns them into gRPC statuses.
+//!
+//! What a peer sees is written for the peer: what to fix, or whom to ask. Internal detail
+//! (addresses, transport errors) goes to the broker's log under the request id, never into the
+//! answer.
+
+use std::time::Duration;
+
+use huitong_core::error::ErrorKind;
+use huitong_core::{DeptId, ResourceId};
+use tonic::{Code, Status};
+
+/// Why the broker could not start or keep serving.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error("adapter endpoint for {dept}: {source}")]
+    Endpoint {
+        dept: DeptId,
+        #[source]
+        source: tonic::transport::Error,
+    },
+    #[error("building the reflection service: {0}")]
+    Reflection(String),
+    #[error("serving gRPC: {0}")]
+    Serve(#[from] tonic::transport::Error),
+}
+
+/// Why one exchange was not answered with records.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ExchangeError {
+    /// The request broke a rule of the catalogue or of the protocol.
+    #[error(transparent)]
+    Request(#[from] huitong_core::Error),
+    /// The provider's adapter could not be reached, or its catalogue was never loaded.
+    #[error("department {dept} is unavailable: its adapter cannot be reached; try again later")]
+    ProviderUnavailable { dept: DeptId },
+    /// The provider did not answer in time.
+    #[error("department {dept} did not answer within {} ms", after.as_millis())]
+    ProviderTimeout { dept: DeptId, after: Duration },
+    /// The provider has no record with the key.
+    #[error("no record of {resource} has that key")]
+    NoRecord { resource: ResourceId },
+    /// The provider refused the request; its reason is passed on.
+    #[error("department {dept} refused the request: {reason}")]
+    ProviderRefused {
+        dept: DeptId,
+        code: Code,
+        reason: String,
+    },
+    /// The provider failed in a way the consumer cannot fix.
+    #[error("department {dept} could not answer; its operators can look up the request id")]
+    ProviderFailed { dept: DeptId },
+}
+
+/// The one table from errors to gRPC codes.
+impl From<&ExchangeError> for Code {
+    fn from(e: &ExchangeError) -> Code {
+        match e {
+            ExchangeError::Request(e) => match e.kind() {
+                ErrorKind::InvalidRequest => Code::InvalidArgument,
+                ErrorKind::NotFound => Code::NotFound,
+                ErrorKind::PermissionDenied => Code::PermissionDenied,
+                ErrorKind::ProviderFault => Code::FailedPrecondition,
+                _ => Code::Internal,
+            },
+            ExchangeError::ProviderUnavailable { .. } | ExchangeError::ProviderFailed { .. } => {
+                Code::Unavailable
+            }
+            ExchangeError::ProviderTimeout { .. } => Code::DeadlineExceeded,
+            ExchangeError::NoRecord { .. } => Code::NotFound,
+            ExchangeError::ProviderRefused { code, .. } => *code,
+        }
+    }
+}
+
+impl ExchangeError {
+    /// The answer to the consumer, tagged with the request id.
+    pub fn into_status(self, request_id: &str) -> Status {
+        let mut status = Status::new(Code::from(&self), self.to_string());
+        if let Ok(v) = request_id.parse() {
+            status.metadata_mut().insert("x-huitong-request-id", v);
+        }
+        status
+    }
+
+    /// Interprets an adapter's answer to a call for `resource`.
+    pub fn from_adapter(dept: &DeptId, resource: &ResourceId, status: &Status) -> Self {
+        let dept = dept.clone();
+        match status.code() {
+            Code::NotFound if status.message().starts_with("no record") => {
+                ExchangeError::NoRecord {
+                    resource: resource.clone(),
+                }
+            }
+            Code::Unavailable | Code::Unknown | Code::Cancelled => {
+                ExchangeError::ProviderUnavailable { dept }
+            }
+            code @ (Code::InvalidArgument
+            | Code::NotFound
+            | Code::ResourceExhausted
+            | Code::FailedPrecondition
+            | Code::Unimplemented) => ExchangeError::ProviderRefused {
+                dept,
+                code,
+                // Adapter messages are written for callers; bound them all the same.
+                reason: status.message().chars().take(300).collect(),
+            },
+            _ => ExchangeError::ProviderFailed { dept },
+        }
+    }
+}

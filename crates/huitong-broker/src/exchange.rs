@@ -1,0 +1,382 @@
+//! The exchange path: one consumer query, from the wire to the answer.
+//!
+//! Each step is a small function and the steps run in this order, top to bottom:
+//!
+//! 1. **validate**: raw strings become checked ids, fields and a purpose ([`validate`]);
+//! 2. **catalogue**: the resource exists, may be shared, and has the fields and key asked for
+//!    ([`check_against_catalogue`]);
+//! 3. **authorise**: grants and purposes (mutual TLS identity and grants come with the access
+//!    control work; until then every resource that is not `not-shared` is served);
+//! 4. **route**: the provider's adapter answers within the deadline ([`route`]);
+//! 5. **minimise**: only the fields asked for leave the broker, whatever the adapter sent
+//!    ([`minimise`]);
+//! 6. **answer**: records with provenance and the request id.
+//!
+//! A refusal at any step ends the exchange with the status from [`crate::error`].
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use huitong_core::{FieldName, Purpose, ResourceId, ResourceSpec};
+use huitong_proto::v1::exchange_server::Exchange;
+use huitong_proto::v1::{
+    CatalogueEntry, FetchRequest, Filter, ListCatalogueRequest, ListCatalogueResponse, Provenance,
+    QueryRequest, QueryResponse, Record, SearchRequest, Value,
+};
+use huitong_proto::{Timestamp, convert};
+use tonic::{Request, Response, Status};
+use tracing::{Instrument, info, info_span};
+
+use crate::deadline::Deadline;
+use crate::error::ExchangeError;
+use crate::providers::{Provider, Providers};
+
+/// Page limits for filter queries.
+#[derive(Debug, Clone, Copy)]
+pub struct Paging {
+    pub default_size: u32,
+    pub max_size: u32,
+}
+
+/// The `Exchange` gRPC service.
+#[derive(Debug, Clone)]
+pub struct ExchangeService {
+    providers: Arc<Providers>,
+    adapter_timeout: std::time::Duration,
+    paging: Paging,
+}
+
+impl ExchangeService {
+    pub fn new(
+        providers: Arc<Providers>,
+        adapter_timeout: std::time::Duration,
+        paging: Paging,
+    ) -> Self {
+        Self {
+            providers,
+            adapter_timeout,
+            paging,
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Exchange for ExchangeService {
+    async fn list_catalogue(
+        &self,
+        request: Request<ListCatalogueRequest>,
+    ) -> Result<Response<ListCatalogueResponse>, Status> {
+        let provider = request.into_inner().provider;
+        let only = if provider.is_empty() {
+            None
+        } else {
+            Some(
+                huitong_core::DeptId::new(&provider)
+                    .map_err(|e| Status::invalid_argument(e.to_string()))?,
+            )
+        };
+        let catalogue = self.providers.catalogue();
+        let entries = catalogue
+            .iter()
+            .filter(|s| only.as_ref().is_none_or(|d| s.id().provider() == d))
+            .map(|s| CatalogueEntry {
+                resource: s.id().to_string(),
+                provider: s.id().provider().to_string(),
+                description: Some(convert::resource_description(s)),
+                provider_reachable: self
+                    .providers
+                    .get(s.id().provider())
+                    .is_some_and(|p| p.is_reachable()),
+            })
+            .collect();
+        Ok(Response::new(ListCatalogueResponse { entries }))
+    }
+
+    async fn query(
+        &self,
+        request: Request<QueryRequest>,
+    ) -> Result<Response<QueryResponse>, Status> {
+        let started = Instant::now();
+        let request_id = next_request_id();
+        let deadline = Deadline::from_request(request.metadata(), self.adapter_timeout);
+        let raw = request.into_inner();
+        let span = info_span!("exchange", request_id = %request_id, resource = %raw.resource.chars().take(130).collect::<String>());
+        async move {
+            let result = self.exchange(raw, deadline, &request_id).await;
+            let micros = started.elapsed().as_micros() as u64;
+            match result {
+                Ok(answer) => {
+                    info!(outcome = "answered", records = answer.records.len(), micros, "exchange");
+                    Ok(Response::new(answer))
+                }
+                Err(e) => {
+                    info!(outcome = "refused", code = ?tonic::Code::from(&e), reason = %e, micros, "exchange");
+                    Err(e.into_status(&request_id))
+                }
+            }
+        }
+        .instrument(span)
+        .await
+    }
+}
+
+impl ExchangeService {
+    async fn exchange(
+        &self,
+        raw: QueryRequest,
+        deadline: Deadline,
+        request_id: &str,
+    ) -> Result<QueryResponse, ExchangeError> {
+        let query = validate(&raw)?;
+        let catalogue = self.providers.catalogue();
+        let provider = self.provider_of(&query.resource)?;
+        let spec = catalogue.get(&query.resource)?;
+        let fields = check_against_catalogue(spec, &raw)?;
+        let selector = if raw.key.is_empty() {
+            Selector::Filters {
+                filters: raw.filters,
+                page_size: self.page_size(raw.page_size),
+                page_token: raw.page_token,
+            }
+        } else {
+            Selector::Key(raw.key)
+        };
+        let routed = route(provider, &query.resource, selector, &fields, deadline).await?;
+        let mut records = routed.records;
+        minimise(&mut records, &fields);
+        Ok(QueryResponse {
+            records,
+            provenance: Some(Provenance {
+                provider: query.resource.provider().to_string(),
+                resource: query.resource.to_string(),
+                fetched_at: Some(Timestamp::from(routed.fetched_at)),
+                from_cache: false,
+            }),
+            next_page_token: routed.next_page_token,
+            request_id: request_id.to_owned(),
+        })
+    }
+
+    /// The provider's adapter; a resource of a configured department whose catalogue has not
+    /// loaded yet is UNAVAILABLE (try later), not NOT_FOUND (it may well exist).
+    fn provider_of(&self, resource: &ResourceId) -> Result<&Arc<Provider>, ExchangeError> {
+        match self.providers.get(resource.provider()) {
+            Some(p) if !p.is_described() => Err(ExchangeError::ProviderUnavailable {
+                dept: p.dept.clone(),
+            }),
+            Some(p) => Ok(p),
+            None => Err(huitong_core::Error::UnknownResource(resource.clone()).into()),
+        }
+    }
+
+    fn page_size(&self, asked: u32) -> u32 {
+        match asked {
+            0 => self.paging.default_size,
+            n => n.min(self.paging.max_size),
+        }
+    }
+}
+
+/// A query whose identifiers have been checked.
+#[derive(Debug)]
+struct ValidQuery {
+    resource: ResourceId,
+    // Kept for the exchange log and for purpose-bound grants.
+    #[allow(dead_code)]
+    purpose: Purpose,
+}
+
+/// Step 1: raw strings become checked identifiers.
+fn validate(raw: &QueryRequest) -> Result<ValidQuery, ExchangeError> {
+    let resource = ResourceId::parse(&raw.resource)?;
+    let purpose = Purpose::new(&raw.purpose)?;
+    if raw.key.is_empty() == raw.filters.is_empty() {
+        let msg = if raw.key.is_empty() {
+            "give either a key (one value per key field) or at least one filter"
+        } else {
+            "give either a key or filters, not both"
+        };
+        return Err(huitong_core::Error::BadSelector(msg.into()).into());
+    }
+    Ok(ValidQuery { resource, purpose })
+}
+
+/// Step 2: the catalogue's rules for the resource: shared at all, known fields, a whole key,
+/// well-typed filters. Returns the fields to release.
+fn check_against_catalogue(
+    spec: &ResourceSpec,
+    raw: &QueryRequest,
+) -> Result<Vec<FieldName>, ExchangeError> {
+    spec.check_shared()?;
+    let fields = spec.check_requested_fields(raw.fields.iter().map(String::as_str))?;
+    if !raw.key.is_empty() {
+        spec.check_key(
+            raw.key
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.value_kind(), v.is_empty_text())),
+        )?;
+    }
+    for f in &raw.filters {
+        let kind = f
+            .value
+            .as_ref()
+            .map_or(huitong_core::ValueKind::Null, Value::value_kind);
+        spec.check_filter(&f.field, kind)?;
+    }
+    Ok(fields)
+}
+
+enum Selector {
+    Key(std::collections::HashMap<String, Value>),
+    Filters {
+        filters: Vec<Filter>,
+        page_size: u32,
+        page_token: String,
+    },
+}
+
+struct Routed {
+    records: Vec<Record>,
+    next_page_token: String,
+    fetched_at: SystemTime,
+}
+
+/// Step 4: the provider's adapter answers within the deadline.
+async fn route(
+    provider: &Provider,
+    resource: &ResourceId,
+    selector: Selector,
+    fields: &[FieldName],
+    deadline: Deadline,
+) -> Result<Routed, ExchangeError> {
+    let budget = deadline.remaining();
+    let timed_out = || ExchangeError::ProviderTimeout {
+        dept: provider.dept.clone(),
+        after: budget,
+    };
+    let fields: Vec<String> = fields.iter().map(|f| f.to_string()).collect();
+    let name = resource.name().to_string();
+    let mut client = provider.client();
+    let call = async {
+        match selector {
+            Selector::Key(key) => {
+                let mut req = Request::new(FetchRequest {
+                    resource: name,
+                    key,
+                    fields,
+                });
+                req.set_timeout(budget);
+                client.fetch(req).await.map(|r| Routed {
+                    records: r.into_inner().record.into_iter().collect(),
+                    next_page_token: String::new(),
+                    fetched_at: SystemTime::now(),
+                })
+            }
+            Selector::Filters {
+                filters,
+                page_size,
+                page_token,
+            } => {
+                let mut req = Request::new(SearchRequest {
+                    resource: name,
+                    filters,
+                    fields,
+                    page_size,
+                    page_token,
+                });
+                req.set_timeout(budget);
+                client.search(req).await.map(|r| {
+                    let r = r.into_inner();
+                    Routed {
+                        records: r.records,
+                        next_page_token: r.next_page_token,
+                        fetched_at: SystemTime::now(),
+                    }
+                })
+            }
+        }
+    };
+    match tokio::time::timeout(budget, call).await {
+        Err(_) => Err(timed_out()),
+        Ok(Ok(routed)) => {
+            provider.mark(true);
+            Ok(routed)
+        }
+        // The adapter's server ends a call past our grpc-timeout with CANCELLED or
+        // DEADLINE_EXCEEDED; either way the budget is what ran out.
+        Ok(Err(status))
+            if status.code() == tonic::Code::DeadlineExceeded || deadline.remaining().is_zero() =>
+        {
+            Err(timed_out())
+        }
+        Ok(Err(status)) => {
+            let e = ExchangeError::from_adapter(&provider.dept, resource, &status);
+            if matches!(e, ExchangeError::ProviderUnavailable { .. }) {
+                provider.mark(false);
+            } else {
+                provider.mark(true);
+            }
+            tracing::debug!(code = ?status.code(), message = status.message(), "adapter answered with an error");
+            Err(e)
+        }
+    }
+}
+
+/// Step 5: only the requested fields leave the broker.
+fn minimise(records: &mut [Record], fields: &[FieldName]) {
+    for r in records {
+        r.fields
+            .retain(|name, _| fields.iter().any(|f| f.as_str() == name));
+    }
+}
+
+/// Unique across restarts: the process start time, then a counter.
+fn next_request_id() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    static EPOCH: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let epoch = *EPOCH.get_or_init(|| {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64)
+    });
+    format!("{epoch:x}-{:06x}", COUNTER.fetch_add(1, Ordering::Relaxed))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn minimise_keeps_only_requested_fields() {
+        let mut r = Record::default();
+        for f in ["id_number", "name", "address"] {
+            r.fields.insert(f.into(), Value::string("x"));
+        }
+        let mut records = vec![r];
+        minimise(&mut records, &[FieldName::new("name").unwrap()]);
+        assert_eq!(records[0].fields.keys().collect::<Vec<_>>(), ["name"]);
+    }
+
+    #[test]
+    fn a_query_needs_exactly_one_of_key_and_filters() {
+        let mut q = QueryRequest {
+            resource: "a/b".into(),
+            purpose: "p".into(),
+            ..Default::default()
+        };
+        assert!(validate(&q).is_err());
+        q.key.insert("k".into(), Value::string("v"));
+        assert!(validate(&q).is_ok());
+        q.filters.push(Filter {
+            field: "f".into(),
+            value: Some(Value::int(1)),
+        });
+        assert!(validate(&q).is_err());
+    }
+
+    #[test]
+    fn request_ids_differ() {
+        assert_ne!(next_request_id(), next_request_id());
+    }
+}

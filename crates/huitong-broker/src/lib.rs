@@ -1,0 +1,18 @@
+//! The broker: authenticates, checks policy, routes each exchange to the providing department and answers.
+//!
+//! Read [`exchange`] top to bottom to follow one query through the broker. [`providers`] owns the
+//! connections to departments' adapters and the catalogue built from their descriptions;
+//! [`error`] is the one place where failures become gRPC statuses.
+
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod deadline;
+pub mod error;
+pub mod exchange;
+pub mod providers;
+pub mod server;
+
+pub use config::{BrokerConfig, ConfigError};
+pub use error::{Error, ExchangeError};
+pub use server::serve;

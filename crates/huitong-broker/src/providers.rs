@@ -1,0 +1,199 @@
+//! The departments' adapters as the broker sees them: one reusable HTTP/2 channel each, whether
+//! each answered lately, and the catalogue built from their descriptions.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use huitong_core::{Catalogue, DeptId, ResourceSpec};
+use huitong_proto::convert;
+use huitong_proto::v1::DescribeRequest;
+use huitong_proto::v1::adapter_client::AdapterClient;
+use tonic::transport::{Channel, Endpoint};
+use tracing::{info, warn};
+
+use crate::config::BrokerConfig;
+use crate::error::Error;
+
+/// One department's adapter.
+#[derive(Debug)]
+pub struct Provider {
+    pub dept: DeptId,
+    client: AdapterClient<Channel>,
+    reachable: AtomicBool,
+    /// Whether a description was ever loaded; until then its resources are unknown.
+    described: AtomicBool,
+}
+
+impl Provider {
+    /// A client for one call. Cloning shares the underlying connection.
+    pub fn client(&self) -> AdapterClient<Channel> {
+        self.client.clone()
+    }
+
+    pub fn is_reachable(&self) -> bool {
+        self.reachable.load(Ordering::Relaxed)
+    }
+
+    pub fn is_described(&self) -> bool {
+        self.described.load(Ordering::Relaxed)
+    }
+
+    /// Records the outcome of a call, so that the catalogue shows who answers.
+    pub fn mark(&self, reachable: bool) {
+        if self.reachable.swap(reachable, Ordering::Relaxed) != reachable {
+            if reachable {
+                info!(dept = %self.dept, "adapter reachable again");
+            } else {
+                warn!(dept = %self.dept, "adapter unreachable");
+            }
+        }
+    }
+}
+
+/// Every configured provider and the current catalogue.
+#[derive(Debug)]
+pub struct Providers {
+    by_dept: HashMap<DeptId, Arc<Provider>>,
+    // A snapshot swapped whole on refresh: a query clones the Arc and never holds the lock.
+    catalogue: RwLock<Arc<Catalogue>>,
+    call_timeout: Duration,
+}
+
+impl Providers {
+    /// Channels are connected lazily and reconnect by themselves, so a department that is down
+    /// when the broker starts is picked up when it comes back.
+    pub fn new(config: &BrokerConfig) -> Result<Self, Error> {
+        let mut by_dept = HashMap::with_capacity(config.adapters.len());
+        for a in &config.adapters {
+            let endpoint = Endpoint::from_shared(a.endpoint.clone())
+                .map_err(|source| Error::Endpoint {
+                    dept: a.dept.clone(),
+                    source,
+                })?
+                .connect_timeout(config.connect_timeout)
+                .tcp_nodelay(true)
+                .http2_keep_alive_interval(Duration::from_secs(30))
+                .keep_alive_timeout(Duration::from_secs(10))
+                .keep_alive_while_idle(true);
+            let client = AdapterClient::new(endpoint.connect_lazy())
+                .max_decoding_message_size(config.max_message_bytes)
+                .max_encoding_message_size(config.max_message_bytes);
+            by_dept.insert(
+                a.dept.clone(),
+                Arc::new(Provider {
+                    dept: a.dept.clone(),
+                    client,
+                    reachable: AtomicBool::new(false),
+                    described: AtomicBool::new(false),
+                }),
+            );
+        }
+        Ok(Self {
+            by_dept,
+            catalogue: RwLock::new(Arc::new(Catalogue::default())),
+            call_timeout: config.adapter_timeout,
+        })
+    }
+
+    pub fn get(&self, dept: &DeptId) -> Option<&Arc<Provider>> {
+        self.by_dept.get(dept)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Provider>> {
+        self.by_dept.values()
+    }
+
+    /// The current catalogue snapshot.
+    pub fn catalogue(&self) -> Arc<Catalogue> {
+        match self.catalogue.read() {
+            Ok(c) => Arc::clone(&c),
+            // A writer panicked mid-swap; the Arc it left is still a whole catalogue.
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+
+    /// Asks every adapter to describe itself, concurrently, and swaps in the new catalogue.
+    /// A department that does not answer keeps the resources it last described.
+    pub async fn refresh(&self) {
+        let calls = self.by_dept.values().map(|p| {
+            let p = Arc::clone(p);
+            let timeout = self.call_timeout;
+            tokio::spawn(async move {
+                let specs = describe(&p, timeout).await;
+                (p, specs)
+            })
+        });
+        let mut updates = Vec::with_capacity(self.by_dept.len());
+        for call in calls.collect::<Vec<_>>() {
+            if let Ok(update) = call.await {
+                updates.push(update);
+            }
+        }
+        let mut next = (*self.catalogue()).clone();
+        for (p, specs) in updates {
+            let Some(specs) = specs else { continue };
+            match next.with_provider(&p.dept, specs) {
+                Ok(c) => {
+                    next = c;
+                    p.described.store(true, Ordering::Relaxed);
+                }
+                Err(e) => warn!(dept = %p.dept, error = %e, "description refused"),
+            }
+        }
+        let next = Arc::new(next);
+        match self.catalogue.write() {
+            Ok(mut c) => *c = next,
+            Err(poisoned) => *poisoned.into_inner() = next,
+        }
+    }
+
+    /// Refreshes the catalogue every `every`, and every 2 s while a department is missing.
+    pub async fn refresh_forever(self: Arc<Self>, every: Duration) {
+        loop {
+            let all_up = self.iter().all(|p| p.is_reachable() && p.is_described());
+            tokio::time::sleep(if all_up {
+                every
+            } else {
+                every.min(Duration::from_secs(2))
+            })
+            .await;
+            self.refresh().await;
+        }
+    }
+}
+
+/// One adapter's resources, or None if it did not answer properly.
+async fn describe(p: &Provider, timeout: Duration) -> Option<Vec<ResourceSpec>> {
+    let mut req = tonic::Request::new(DescribeRequest {});
+    req.set_timeout(timeout);
+    let answer = tokio::time::timeout(timeout, p.client().describe(req)).await;
+    let resp = match answer {
+        Ok(Ok(r)) => r.into_inner(),
+        Ok(Err(status)) => {
+            p.mark(false);
+            warn!(dept = %p.dept, code = ?status.code(), message = status.message(), "describe failed");
+            return None;
+        }
+        Err(_) => {
+            p.mark(false);
+            warn!(dept = %p.dept, "describe timed out");
+            return None;
+        }
+    };
+    p.mark(true);
+    if resp.dept_id != p.dept.as_str() {
+        warn!(dept = %p.dept, answered_as = %resp.dept_id, "adapter describes itself as another department; ignored");
+        return None;
+    }
+    let mut specs = Vec::with_capacity(resp.resources.len());
+    for d in &resp.resources {
+        match convert::resource_spec(&p.dept, d) {
+            Ok(s) => specs.push(s),
+            Err(e) => warn!(dept = %p.dept, error = %e, "resource description refused"),
+        }
+    }
+    info!(dept = %p.dept, resources = specs.len(), "catalogue loaded");
+    Some(specs)
+}

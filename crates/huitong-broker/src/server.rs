@@ -1,0 +1,75 @@
+//! Starts the broker: connects the providers, loads the catalogue, serves `Exchange` with
+//! health checking and reflection.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use huitong_proto::FILE_DESCRIPTOR_SET;
+use huitong_proto::transport::{self, MessageLimitLayer};
+use huitong_proto::v1::exchange_server::ExchangeServer;
+use tokio::net::TcpListener;
+use tonic_health::ServingStatus;
+use tracing::info;
+
+use crate::config::BrokerConfig;
+use crate::error::Error;
+use crate::exchange::{ExchangeService, Paging};
+use crate::providers::Providers;
+
+/// Serves until `shutdown` completes, then finishes in-flight exchanges and returns.
+pub async fn serve(
+    config: BrokerConfig,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    let providers = Arc::new(Providers::new(&config)?);
+    // One pass before serving, so that a broker whose departments are up starts with a full
+    // catalogue; departments that are down are retried in the background.
+    providers.refresh().await;
+    let refresher = tokio::spawn(Arc::clone(&providers).refresh_forever(config.catalogue_refresh));
+
+    let exchange = ExchangeService::new(
+        Arc::clone(&providers),
+        config.adapter_timeout,
+        Paging {
+            default_size: config.default_page_size,
+            max_size: config.max_page_size,
+        },
+    );
+    let max = config.max_message_bytes;
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_service_status("huitong.v1.Exchange", ServingStatus::Serving)
+        .await;
+    health.set_service_status("", ServingStatus::Serving).await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| Error::Reflection(e.to_string()))?;
+
+    info!(addr = ?listener.local_addr().ok(), resources = providers.catalogue().len(), "broker serving");
+    let shutdown = async move {
+        shutdown.await;
+        // Tell load balancers first, so that no new work is sent while in-flight work drains.
+        health
+            .set_service_status("", ServingStatus::NotServing)
+            .await;
+        health
+            .set_service_status("huitong.v1.Exchange", ServingStatus::NotServing)
+            .await;
+    };
+    let result = tonic::transport::Server::builder()
+        .layer(MessageLimitLayer::new(max))
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(
+            ExchangeServer::new(exchange)
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max),
+        )
+        .serve_with_incoming_shutdown(transport::incoming(listener), shutdown)
+        .await;
+    refresher.abort();
+    result.map_err(Error::Serve)
+}

@@ -1,0 +1,234 @@
+//! The consumer SDK: query the exchange's catalogue and records from Rust.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), huitong_client::ClientError> {
+//! use huitong_client::{Client, Query};
+//! let mut client = Client::connect("http://127.0.0.1:7400").await?;
+//! let answer = client
+//!     .query(
+//!         Query::by_key("public-security/household-register", "id_number", "110105199001011234")
+//!             .fields(["name", "birth_date", "marital_status"])
+//!             .purpose("marriage registration"),
+//!     )
+//!     .await?;
+//! for record in &answer.records {
+//!     println!("{:?}", record.fields.get("name"));
+//! }
+//! # Ok(()) }
+//! ```
+
+#![forbid(unsafe_code)]
+
+use std::time::Duration;
+
+use huitong_core::{DeptId, ResourceId, ResourceSpec};
+use huitong_proto::convert;
+use huitong_proto::v1::exchange_client::ExchangeClient;
+use huitong_proto::v1::{CatalogueEntry, Filter, ListCatalogueRequest, QueryRequest};
+use tonic::transport::{Channel, Endpoint};
+
+pub use huitong_proto::v1::{QueryResponse, Record, Value};
+
+/// Why a call did not return an answer.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// The broker address is malformed or the broker cannot be reached.
+    #[error("cannot connect to the broker at {endpoint}: {source}")]
+    Connect {
+        endpoint: String,
+        #[source]
+        source: tonic::transport::Error,
+    },
+    /// The broker answered with an error status; its message says what to fix.
+    #[error("{}: {}", code_name(.0.code()), .0.message())]
+    Status(#[from] tonic::Status),
+    /// The catalogue entry the broker sent is not usable.
+    #[error("the broker described {resource} inconsistently: {problem}")]
+    BadDescription { resource: String, problem: String },
+}
+
+impl ClientError {
+    /// The gRPC code, for errors the broker answered with.
+    pub fn code(&self) -> Option<tonic::Code> {
+        match self {
+            ClientError::Status(s) => Some(s.code()),
+            _ => None,
+        }
+    }
+}
+
+fn code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code::*;
+    match code {
+        Ok => "OK",
+        Cancelled => "CANCELLED",
+        Unknown => "UNKNOWN",
+        InvalidArgument => "INVALID_ARGUMENT",
+        DeadlineExceeded => "DEADLINE_EXCEEDED",
+        NotFound => "NOT_FOUND",
+        AlreadyExists => "ALREADY_EXISTS",
+        PermissionDenied => "PERMISSION_DENIED",
+        ResourceExhausted => "RESOURCE_EXHAUSTED",
+        FailedPrecondition => "FAILED_PRECONDITION",
+        Aborted => "ABORTED",
+        OutOfRange => "OUT_OF_RANGE",
+        Unimplemented => "UNIMPLEMENTED",
+        Internal => "INTERNAL",
+        Unavailable => "UNAVAILABLE",
+        DataLoss => "DATA_LOSS",
+        Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
+/// A query, built up step by step.
+#[derive(Debug, Clone, Default)]
+pub struct Query {
+    request: QueryRequest,
+    timeout: Option<Duration>,
+}
+
+impl Query {
+    /// One record by a single-field key.
+    pub fn by_key(resource: &str, key_field: &str, key: impl Into<Value>) -> Self {
+        let mut q = Self::resource(resource);
+        q.request.key.insert(key_field.to_owned(), key.into());
+        q
+    }
+
+    /// Records matching filters; add them with [`Query::filter`].
+    pub fn search(resource: &str) -> Self {
+        Self::resource(resource)
+    }
+
+    fn resource(resource: &str) -> Self {
+        Self {
+            request: QueryRequest {
+                resource: resource.to_owned(),
+                ..Default::default()
+            },
+            timeout: None,
+        }
+    }
+
+    /// Adds a key field, for resources with a composite key.
+    pub fn key(mut self, field: &str, value: impl Into<Value>) -> Self {
+        self.request.key.insert(field.to_owned(), value.into());
+        self
+    }
+
+    /// Adds an equality filter.
+    pub fn filter(mut self, field: &str, value: impl Into<Value>) -> Self {
+        self.request.filters.push(Filter {
+            field: field.to_owned(),
+            value: Some(value.into()),
+        });
+        self
+    }
+
+    /// The fields wanted; nothing else is released.
+    pub fn fields<I, S>(mut self, fields: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.request.fields = fields.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Why the data is needed; recorded with the exchange.
+    pub fn purpose(mut self, purpose: &str) -> Self {
+        self.request.purpose = purpose.to_owned();
+        self
+    }
+
+    pub fn page_size(mut self, n: u32) -> Self {
+        self.request.page_size = n;
+        self
+    }
+
+    /// Continues a filter query from a previous answer's `next_page_token`.
+    pub fn page_token(mut self, token: &str) -> Self {
+        self.request.page_token = token.to_owned();
+        self
+    }
+
+    /// The longest the caller will wait; the broker passes it on to the provider.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+}
+
+/// A connection to a broker's `Exchange` service. Cheap to clone; clones share the connection.
+#[derive(Debug, Clone)]
+pub struct Client {
+    inner: ExchangeClient<Channel>,
+}
+
+impl Client {
+    /// Connects to `endpoint`, e.g. `http://127.0.0.1:7400`.
+    pub async fn connect(endpoint: &str) -> Result<Self, ClientError> {
+        let err = |source| ClientError::Connect {
+            endpoint: endpoint.to_owned(),
+            source,
+        };
+        let channel = Endpoint::from_shared(endpoint.to_owned())
+            .map_err(err)?
+            .connect_timeout(Duration::from_secs(5))
+            .tcp_nodelay(true)
+            .connect()
+            .await
+            .map_err(err)?;
+        Ok(Self {
+            inner: ExchangeClient::new(channel),
+        })
+    }
+
+    /// The catalogue, or one provider's part of it.
+    pub async fn catalogue(
+        &mut self,
+        provider: Option<&str>,
+    ) -> Result<Vec<CatalogueEntry>, ClientError> {
+        let resp = self
+            .inner
+            .list_catalogue(ListCatalogueRequest {
+                provider: provider.unwrap_or_default().to_owned(),
+            })
+            .await?;
+        Ok(resp.into_inner().entries)
+    }
+
+    /// One resource's description, typed, e.g. to parse key values typed by a person.
+    pub async fn describe(&mut self, resource: &str) -> Result<ResourceSpec, ClientError> {
+        let id = ResourceId::parse(resource)
+            .map_err(|e| tonic::Status::invalid_argument(e.to_string()))?;
+        let entries = self.catalogue(Some(id.provider().as_str())).await?;
+        let entry = entries
+            .into_iter()
+            .find(|e| e.resource == resource)
+            .ok_or_else(|| {
+                tonic::Status::not_found(format!(
+                    "resource {resource} is not in the catalogue; list the catalogue to see what is offered"
+                ))
+            })?;
+        let bad = |problem: String| ClientError::BadDescription {
+            resource: resource.to_owned(),
+            problem,
+        };
+        let dept = DeptId::new(&entry.provider).map_err(|e| bad(e.to_string()))?;
+        let desc = entry
+            .description
+            .ok_or_else(|| bad("no description".into()))?;
+        convert::resource_spec(&dept, &desc).map_err(|e| bad(e.to_string()))
+    }
+
+    /// Runs a query.
+    pub async fn query(&mut self, query: Query) -> Result<QueryResponse, ClientError> {
+        let mut req = tonic::Request::new(query.request);
+        if let Some(t) = query.timeout {
+            req.set_timeout(t);
+        }
+        Ok(self.inner.query(req).await?.into_inner())
+    }
+}
