@@ -6,6 +6,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use huitong_core::{DeptId, FieldName, FieldType, ResourceId, ResourceName, ResourceSpec};
+use huitong_proto::convert;
 use huitong_proto::transport::{self, DEFAULT_MAX_MESSAGE_BYTES, MessageLimitLayer};
 use huitong_proto::v1::adapter_server::{self, Adapter, AdapterServer};
 use huitong_proto::v1::value::Kind;
@@ -13,7 +14,6 @@ use huitong_proto::v1::{
     ChangeEvent, DescribeRequest, DescribeResponse, FetchRequest, FetchResponse, Filter, Record,
     SearchRequest, SearchResponse, Value, WatchChangesRequest,
 };
-use huitong_proto::{FILE_DESCRIPTOR_SET, convert};
 use tokio::net::TcpListener;
 use tonic::{Request, Response, Status};
 use tracing::{Instrument, field};
@@ -418,7 +418,7 @@ impl<S: Source> Adapter for AdapterService<S> {
 /// then finishes the calls in flight and returns.
 ///
 /// Besides `huitong.v1.Adapter`, it serves gRPC health (`""` and `huitong.v1.Adapter` are
-/// SERVING until shutdown begins, NOT_SERVING after) and server reflection v1. The source's
+/// SERVING until shutdown begins, NOT_SERVING after) and server reflection (v1 and v1alpha). The source's
 /// resources and the options are checked first, so a misdescribed source fails here with a
 /// precise error rather than answering requests wrongly.
 pub async fn serve<S: Source>(
@@ -441,15 +441,10 @@ pub async fn serve<S: Source>(
         )
         .await;
 
-    // Descriptors of every service served, and only those listed: the protocol's descriptor
-    // set also holds the broker's services, which an adapter does not serve.
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .with_service_name(adapter_server::SERVICE_NAME)
-        .with_service_name(tonic_health::pb::health_server::SERVICE_NAME)
-        .with_service_name(tonic_reflection::pb::v1::server_reflection_server::SERVICE_NAME)
-        .build_v1()?;
+    // Only the services served here: the protocol's descriptor set also holds the broker's.
+    let reflection_v1 = transport::reflection(&[adapter_server::SERVICE_NAME]).build_v1()?;
+    let reflection_v1alpha =
+        transport::reflection(&[adapter_server::SERVICE_NAME]).build_v1alpha()?;
 
     let signal = {
         let dept = dept.clone();
@@ -476,7 +471,8 @@ pub async fn serve<S: Source>(
                 .max_encoding_message_size(max),
         )
         .add_service(health_service)
-        .add_service(reflection)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
         .serve_with_incoming_shutdown(transport::incoming(listener), signal)
         .await?;
     tracing::info!(%dept, "adapter stopped");

@@ -4,7 +4,6 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use huitong_proto::FILE_DESCRIPTOR_SET;
 use huitong_proto::transport::{self, MessageLimitLayer};
 use huitong_proto::v1::exchange_server::ExchangeServer;
 use tokio::net::TcpListener;
@@ -42,10 +41,12 @@ pub async fn serve(
         .set_service_status("huitong.v1.Exchange", ServingStatus::Serving)
         .await;
     health.set_service_status("", ServingStatus::Serving).await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    let exchange_name = <ExchangeServer<ExchangeService> as tonic::server::NamedService>::NAME;
+    let reflection_v1 = transport::reflection(&[exchange_name])
         .build_v1()
+        .map_err(|e| Error::Reflection(e.to_string()))?;
+    let reflection_v1alpha = transport::reflection(&[exchange_name])
+        .build_v1alpha()
         .map_err(|e| Error::Reflection(e.to_string()))?;
 
     info!(addr = ?listener.local_addr().ok(), resources = providers.catalogue().len(), "broker serving");
@@ -62,7 +63,8 @@ pub async fn serve(
     let result = tonic::transport::Server::builder()
         .layer(MessageLimitLayer::new(max))
         .add_service(health_service)
-        .add_service(reflection)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
         .add_service(
             ExchangeServer::new(exchange)
                 .max_decoding_message_size(max)

@@ -115,3 +115,20 @@ where
         })
     }
 }
+
+/// Server reflection for `services` (plus health and reflection itself), so that grpcurl and
+/// dynamic clients need no `.proto` files. Build it twice, with `build_v1` and
+/// `build_v1alpha`: grpcurl asks v1, while many clients (Python grpcio's among them) still ask
+/// v1alpha only.
+pub fn reflection(services: &[&str]) -> tonic_reflection::server::Builder<'static> {
+    let mut builder = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .with_service_name(tonic_health::pb::health_server::SERVICE_NAME)
+        .with_service_name(tonic_reflection::pb::v1::server_reflection_server::SERVICE_NAME)
+        .with_service_name(tonic_reflection::pb::v1alpha::server_reflection_server::SERVICE_NAME);
+    for s in services {
+        builder = builder.with_service_name(*s);
+    }
+    builder
+}

@@ -1,5 +1,101 @@
 //! The huitong command: demo, broker, adapter, query and the other subcommands.
+//!
+//! This file only parses flags and maps the outcome to an exit code; each subcommand lives in
+//! its own module and the work itself in the library crates.
 
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod adapter;
+mod broker;
+mod config;
 mod demo;
+mod query;
+mod serve;
 
-fn main() {}
+#[derive(Debug, Parser)]
+#[command(
+    name = "huitong",
+    version,
+    about = "Huitong (汇通): cross-department data exchange. Data travels between departments, not citizens."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a three-department exchange on this machine and walk through real exchanges.
+    Demo(demo::Args),
+    /// Run the broker.
+    Broker(broker::Args),
+    /// Run a department's adapter from a config file.
+    Adapter(adapter::Args),
+    /// Query records through a broker; prints JSON.
+    Query(query::QueryArgs),
+    /// List the broker's catalogue.
+    Catalogue(query::CatalogueArgs),
+    /// Check configuration files.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Check a broker or adapter config file; exits non-zero with the key and problem if wrong.
+    Check {
+        /// The file to check.
+        file: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let quiet = matches!(
+        cli.command,
+        Command::Query(_) | Command::Catalogue(_) | Command::Config(_) | Command::Demo(_)
+    );
+    init_logging(if quiet { "warn" } else { "info" });
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Demo(args) => demo::run(args).await,
+            Command::Broker(args) => broker::run(args).await,
+            Command::Adapter(args) => adapter::run(args).await,
+            Command::Query(args) => query::run_query(args).await,
+            Command::Catalogue(args) => query::run_catalogue(args).await,
+            Command::Config(ConfigCommand::Check { file }) => config::check(&file),
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Logs go to stderr, so that stdout carries only results (JSON, addresses) for scripts.
+/// `HUITONG_LOG` takes a tracing filter such as `info,huitong_broker=debug`.
+fn init_logging(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("HUITONG_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}

@@ -555,6 +555,7 @@ async fn health_is_serving_and_reflection_lists_the_services() {
         [
             "grpc.health.v1.Health",
             "grpc.reflection.v1.ServerReflection",
+            "grpc.reflection.v1alpha.ServerReflection",
             "huitong.v1.Adapter"
         ]
     );

@@ -1,4 +1,182 @@
-//! `huitong demo`: a three-department exchange on one machine.
+//! `huitong demo`: a three-department exchange on one machine, and a walk through real
+//! exchanges between them.
+//!
+//! The adapters and the broker are the real servers, each on its own loopback port, loaded from
+//! the same config files that `--init` writes for running them as separate processes.
 
-#[allow(dead_code)]
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use huitong_adapter::AdapterConfig;
+use huitong_broker::BrokerConfig;
+use huitong_broker::config::{RawAdapter, RawBrokerConfig, RawBrokerSection};
+use tokio::sync::watch;
+
+mod catalogue;
 pub mod data;
+mod scenario;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Keep the exchange running after the walkthrough and print how to query it.
+    #[arg(long)]
+    serve: bool,
+    /// Write the demo exchange (records, adapter and broker configs) to DIR and exit, to run each
+    /// part as its own process.
+    #[arg(long, value_name = "DIR", conflicts_with = "serve")]
+    init: Option<PathBuf>,
+    /// Residents in the synthetic household register (at least 500).
+    #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u32).range(500..=1_000_000))]
+    persons: u32,
+    /// Seed of the synthetic records; the same seed gives the same records.
+    #[arg(long, default_value_t = 20_261_126)]
+    seed: u64,
+}
+
+pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let started = std::time::Instant::now();
+    let data = data::generate(
+        args.seed,
+        data::DemoSize {
+            persons: args.persons as usize,
+        },
+    );
+
+    if let Some(dir) = &args.init {
+        let written = catalogue::write_exchange(dir, &data)?;
+        println!(
+            "Wrote the demo exchange to {}. Run each part in its own terminal:",
+            dir.display()
+        );
+        for (_, cfg) in &written.adapter_configs {
+            println!("  huitong adapter --config {}", cfg.display());
+        }
+        println!(
+            "  huitong broker --config {}",
+            written.broker_config.display()
+        );
+        println!(
+            "  huitong query --broker http://127.0.0.1:{} public-security/household-register --key id_number={} --fields name,birth_date --purpose \"marriage registration\"",
+            catalogue::BROKER_PORT,
+            data.eligible_couple().0.id_number
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+
+    let dir = std::env::temp_dir().join(format!("huitong-demo-{}", std::process::id()));
+    let written = catalogue::write_exchange(&dir, &data)?;
+    let result = run_exchange(&args, &data, &written, started).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+async fn run_exchange(
+    args: &Args,
+    data: &data::DemoData,
+    written: &catalogue::Written,
+    started: std::time::Instant,
+) -> anyhow::Result<ExitCode> {
+    let (stop_tx, _) = watch::channel(false);
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+
+    println!(
+        "Huitong demo: {} residents, {} marriages, {} business licences (seed {})",
+        data.persons.len(),
+        data.marriages.len(),
+        data.businesses.len(),
+        args.seed
+    );
+    let mut tasks = Vec::new();
+    let mut adapters = Vec::new();
+    for (dept, path) in &written.adapter_configs {
+        let config = AdapterConfig::load(path)?;
+        let source = config
+            .into_source()
+            .with_context(|| format!("loading {dept}'s records"))?;
+        let listener = huitong_proto::transport::bind("127.0.0.1:0".parse()?)?;
+        let addr = listener.local_addr()?;
+        let title = catalogue::DEPARTMENTS
+            .iter()
+            .find(|d| d.0 == dept.as_str())
+            .map_or("", |d| d.1);
+        println!("  adapter {dept:<18} {title:<44} http://{addr}");
+        adapters.push(RawAdapter {
+            dept: dept.to_string(),
+            endpoint: format!("http://{addr}"),
+        });
+        let dept = dept.clone();
+        let options = config.serve_options();
+        let stop = stopped(stop_tx.subscribe());
+        tasks.push(tokio::spawn(async move {
+            huitong_adapter::serve(dept.clone(), source, listener, options, stop)
+                .await
+                .with_context(|| format!("adapter {dept}"))
+        }));
+    }
+    let broker_config = BrokerConfig::from_raw(RawBrokerConfig {
+        broker: RawBrokerSection {
+            listen: "127.0.0.1:0".into(),
+            ..RawBrokerSection::default()
+        },
+        adapters,
+    })
+    .map_err(|(key, problem)| anyhow::anyhow!("demo broker config: {key}: {problem}"))?;
+    let listener = huitong_proto::transport::bind(broker_config.listen)?;
+    let broker_addr = listener.local_addr()?;
+    println!("  broker  http://{broker_addr}");
+    let stop = stopped(stop_tx.subscribe());
+    tasks.push(tokio::spawn(async move {
+        huitong_broker::serve(broker_config, listener, stop)
+            .await
+            .context("broker")
+    }));
+
+    let broker_url = format!("http://{broker_addr}");
+    let mut client = huitong_client::Client::connect(&broker_url).await?;
+    let catalogue = client.catalogue(None).await?;
+    println!(
+        "  catalogue: {} resources from {} departments, ready after {} ms",
+        catalogue.len(),
+        written.adapter_configs.len(),
+        started.elapsed().as_millis()
+    );
+
+    let outcome = scenario::run(client, data).await;
+    println!(
+        "\n{} exchanges: {} answered, {} refused as policy requires, {} surprises.",
+        outcome.answered + outcome.refused + outcome.surprises.len(),
+        outcome.answered,
+        outcome.refused,
+        outcome.surprises.len()
+    );
+    for s in &outcome.surprises {
+        println!("  surprise: {s}");
+    }
+
+    if args.serve {
+        println!("\nThe exchange keeps running. Try, in another terminal:");
+        println!("  huitong catalogue --broker {broker_url}");
+        println!(
+            "  huitong query --broker {broker_url} public-security/household-register --key id_number={} --fields name,birth_date,marital_status --purpose \"marriage registration\"",
+            data.eligible_couple().0.id_number
+        );
+        println!(
+            "  huitong query --broker {broker_url} market-regulation/business-licences --filter status=revoked --fields credit_code,name --purpose \"credit check\" --page-size 5"
+        );
+        println!("Press Ctrl-C to stop.");
+        crate::serve::shutdown_signal().await;
+    }
+
+    let _ = stop_tx.send(true);
+    for t in tasks {
+        t.await.context("a demo server panicked")??;
+    }
+    Ok(if outcome.surprises.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}

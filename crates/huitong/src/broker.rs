@@ -1,0 +1,33 @@
+//! `huitong broker`: run the broker from its config file.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use huitong_broker::BrokerConfig;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The broker's config file (TOML).
+    #[arg(long, short)]
+    config: PathBuf,
+    /// Listen here instead of the config's `broker.listen` (port 0 picks a free port).
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+}
+
+pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let mut config = BrokerConfig::load(&args.config)?;
+    if let Some(addr) = args.listen {
+        config.listen = addr;
+    }
+    let listener = huitong_proto::transport::bind(config.listen)
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let addr = listener.local_addr().context("reading the bound address")?;
+    crate::serve::announce("huitong broker", addr);
+    huitong_broker::serve(config, listener, crate::serve::shutdown_signal())
+        .await
+        .context("broker stopped")?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,34 @@
+//! `huitong config check`: the same checks the broker and adapter make at start-up, without
+//! starting anything.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::Context;
+
+pub fn check(file: &Path) -> anyhow::Result<ExitCode> {
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("{}: cannot read", file.display()))?;
+    // The two kinds are told apart by their top-level keys: an adapter names its department.
+    let table: toml::Table =
+        toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+    if table.contains_key("dept") {
+        let config = huitong_adapter::AdapterConfig::load(file)?;
+        config
+            .into_source()
+            .with_context(|| format!("{}: loading its records", file.display()))?;
+        println!(
+            "{}: adapter config for {} is valid",
+            file.display(),
+            config.dept()
+        );
+    } else {
+        let config = huitong_broker::BrokerConfig::load(file)?;
+        println!(
+            "{}: broker config with {} adapters is valid",
+            file.display(),
+            config.adapters.len()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,428 @@
+//! The walkthrough: departments serving citizens by asking each other, each exchange printed as
+//! it happens. Every step states what it expects; any surprise makes the demo exit non-zero.
+
+use std::time::Instant;
+
+use huitong_client::{Client, ClientError, Query, QueryResponse, Record, Value};
+use tonic::Code;
+
+use super::data::{DemoData, Person};
+
+/// Counts of what happened.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub answered: usize,
+    pub refused: usize,
+    pub surprises: Vec<String>,
+}
+
+struct Walk {
+    client: Client,
+    n: usize,
+    outcome: Outcome,
+}
+
+/// Shows enough of an ID number to follow the story, never the whole identifier.
+pub fn mask_id(id: &str) -> String {
+    let chars: Vec<char> = id.chars().collect();
+    if chars.len() < 10 {
+        return "*".repeat(chars.len());
+    }
+    let head: String = chars[..6].iter().collect();
+    let tail: String = chars[chars.len() - 4..].iter().collect();
+    format!("{head}********{tail}")
+}
+
+fn text(r: &Record, field: &str) -> String {
+    match r.fields.get(field) {
+        Some(v) => match v.to_json() {
+            serde_json::Value::String(s) => s,
+            other => other.to_string(),
+        },
+        None => "-".into(),
+    }
+}
+
+/// One exchange as the consumer sees it.
+struct Ask<'a> {
+    consumer: &'a str,
+    resource: &'a str,
+    /// How the record is selected, as printed (IDs masked).
+    selector: String,
+    fields: &'a [&'a str],
+    purpose: &'a str,
+    query: Query,
+}
+
+impl Walk {
+    fn header(&mut self, ask: &Ask<'_>) {
+        self.n += 1;
+        println!("  [{}] {} → {}", self.n, ask.consumer, ask.resource);
+        println!(
+            "      purpose: {} · {} · fields: {}",
+            if ask.purpose.is_empty() {
+                "(none)"
+            } else {
+                ask.purpose
+            },
+            ask.selector,
+            ask.fields.join(", ")
+        );
+    }
+
+    /// Runs an exchange that should be answered.
+    async fn ask(&mut self, ask: Ask<'_>) -> Option<QueryResponse> {
+        self.header(&ask);
+        let started = Instant::now();
+        match self.client.query(ask.query).await {
+            Ok(answer) => {
+                self.outcome.answered += 1;
+                let ms = started.elapsed().as_secs_f64() * 1000.0;
+                let from = answer
+                    .provenance
+                    .as_ref()
+                    .map_or("", |p| p.provider.as_str());
+                println!(
+                    "      ← {} record{} from {from} in {ms:.1} ms (request {})",
+                    answer.records.len(),
+                    if answer.records.len() == 1 { "" } else { "s" },
+                    answer.request_id
+                );
+                for r in answer.records.iter().take(4) {
+                    let shown: Vec<String> = ask
+                        .fields
+                        .iter()
+                        .map(|f| {
+                            let v = text(r, f);
+                            if f.ends_with("_id") || *f == "id_number" {
+                                format!("{f}={}", mask_id(&v))
+                            } else {
+                                format!("{f}={v}")
+                            }
+                        })
+                        .collect();
+                    println!("        {}", shown.join("  "));
+                }
+                if answer.records.len() > 4 {
+                    println!("        … and {} more", answer.records.len() - 4);
+                }
+                Some(answer)
+            }
+            Err(e) => {
+                println!("      ✗ unexpected: {e}");
+                self.outcome
+                    .surprises
+                    .push(format!("exchange {} failed: {e}", self.n));
+                None
+            }
+        }
+    }
+
+    /// Runs an exchange that the broker must refuse with `code`.
+    async fn refused(&mut self, ask: Ask<'_>, code: Code) {
+        self.header(&ask);
+        match self.client.query(ask.query).await {
+            Err(ClientError::Status(s)) if s.code() == code => {
+                self.outcome.refused += 1;
+                println!(
+                    "      ← refused as it should be: {}",
+                    ClientError::Status(s)
+                );
+            }
+            Err(e) => {
+                println!("      ✗ refused, but not with {code:?}: {e}");
+                self.outcome
+                    .surprises
+                    .push(format!("exchange {}: wanted {code:?}, got {e}", self.n));
+            }
+            Ok(a) => {
+                println!(
+                    "      ✗ answered with {} records, but policy forbids it",
+                    a.records.len()
+                );
+                self.outcome
+                    .surprises
+                    .push(format!("exchange {} was answered", self.n));
+            }
+        }
+    }
+
+    fn decide(&mut self, ok: bool, yes: &str, no: &str, expected: bool) {
+        println!("      ⇒ {}", if ok { yes } else { no });
+        if ok != expected {
+            self.outcome.surprises.push(format!(
+                "decision after exchange {} was not the expected one",
+                self.n
+            ));
+        }
+    }
+}
+
+const REGISTER: &str = "public-security/household-register";
+const LICENCES: &str = "market-regulation/business-licences";
+const MARRIAGES: &str = "civil-affairs/marriage-registrations";
+
+fn person_check<'a>(
+    consumer: &'a str,
+    p: &Person,
+    fields: &'a [&'a str],
+    purpose: &'a str,
+) -> Ask<'a> {
+    Ask {
+        consumer,
+        resource: REGISTER,
+        selector: format!("key id_number={}", mask_id(&p.id_number)),
+        fields,
+        purpose,
+        query: Query::by_key(REGISTER, "id_number", p.id_number.as_str())
+            .fields(fields.iter().copied())
+            .purpose(purpose),
+    }
+}
+
+fn age_on(birth: (i32, u32, u32), on: (i32, u32, u32)) -> i32 {
+    let mut age = on.0 - birth.0;
+    if (on.1, on.2) < (birth.1, birth.2) {
+        age -= 1;
+    }
+    age
+}
+
+fn field_is(answer: &Option<QueryResponse>, field: &str, want: &str) -> bool {
+    answer
+        .as_ref()
+        .and_then(|a| a.records.first())
+        .and_then(|r| r.fields.get(field))
+        .is_some_and(|v| v.as_str() == Some(want))
+}
+
+fn birth_of(answer: &Option<QueryResponse>) -> Option<(i32, u32, u32)> {
+    let v = answer.as_ref()?.records.first()?.fields.get("birth_date")?;
+    match &v.kind {
+        Some(huitong_proto::v1::value::Kind::DateValue(d)) => {
+            Some((d.year, d.month as u32, d.day as u32))
+        }
+        _ => None,
+    }
+}
+
+/// The reference "today" of the synthetic data, so the story is the same every run.
+const TODAY: (i32, u32, u32) = (2026, 11, 1);
+
+pub async fn run(client: Client, data: &DemoData) -> Outcome {
+    let mut w = Walk {
+        client,
+        n: 0,
+        outcome: Outcome::default(),
+    };
+
+    println!("\n■ 婚姻登记 A couple registers their marriage at the civil affairs bureau.");
+    println!(
+        "  They bring no household register booklet (户口本): civil affairs asks public security."
+    );
+    let (groom, bride) = data.eligible_couple();
+    const MARRIAGE_FIELDS: &[&str] = &["name", "gender", "birth_date", "marital_status", "status"];
+    let purpose = "婚姻登记 marriage registration";
+    let g = w
+        .ask(person_check(
+            "civil-affairs",
+            groom,
+            MARRIAGE_FIELDS,
+            purpose,
+        ))
+        .await;
+    let b = w
+        .ask(person_check(
+            "civil-affairs",
+            bride,
+            MARRIAGE_FIELDS,
+            purpose,
+        ))
+        .await;
+    let of_age = birth_of(&g).is_some_and(|d| age_on(d, TODAY) >= 22)
+        && birth_of(&b).is_some_and(|d| age_on(d, TODAY) >= 20);
+    let single =
+        field_is(&g, "marital_status", "single") && field_is(&b, "marital_status", "single");
+    let alive = field_is(&g, "status", "active") && field_is(&b, "status", "active");
+    w.decide(
+        of_age && single && alive,
+        "both are single, alive and of legal age (男 ≥ 22, 女 ≥ 20): the registration proceeds",
+        "the registration cannot proceed",
+        true,
+    );
+
+    println!(
+        "\n■ Another applicant is already married; the register says so before any paper is signed."
+    );
+    let married = data.married_person();
+    let m = w
+        .ask(person_check(
+            "civil-affairs",
+            married,
+            MARRIAGE_FIELDS,
+            purpose,
+        ))
+        .await;
+    w.decide(
+        !field_is(&m, "marital_status", "married"),
+        "the registration proceeds",
+        "refused: the applicant is recorded as married (《民法典》第一千零五十一条, bigamy)",
+        false,
+    );
+    println!("  Civil affairs finds the existing registration in its own records:");
+    let married_filter = if married.gender.as_str() == "male" {
+        "husband_id"
+    } else {
+        "wife_id"
+    };
+    w.ask(Ask {
+        consumer: "civil-affairs",
+        resource: MARRIAGES,
+        selector: format!("filter {married_filter}={}", mask_id(&married.id_number)),
+        fields: &[
+            "registration_no",
+            "registered_on",
+            "registry_office",
+            "status",
+        ],
+        purpose,
+        query: Query::search(MARRIAGES)
+            .filter(married_filter, married.id_number.as_str())
+            .fields([
+                "registration_no",
+                "registered_on",
+                "registry_office",
+                "status",
+            ])
+            .purpose(purpose),
+    })
+    .await;
+
+    println!(
+        "\n■ 企业开办 Market regulation checks a company founder's identity before issuing a licence."
+    );
+    let rep = data.multi_business_representative();
+    let r = w
+        .ask(person_check(
+            "market-regulation",
+            rep,
+            &["name", "birth_date", "status"],
+            "营业执照登记 business licence registration",
+        ))
+        .await;
+    w.decide(
+        field_is(&r, "status", "active"),
+        "identity confirmed from the register, no certified copy needed",
+        "identity could not be confirmed",
+        true,
+    );
+    println!("  The tax bureau lists every company this person represents, a page at a time:");
+    let purpose_tax = "税务登记核查 tax registration check";
+    let fields: &[&str] = &["credit_code", "name", "status", "established_on"];
+    let mut token = String::new();
+    let mut total = 0;
+    for _page in 0..10 {
+        let a = w
+            .ask(Ask {
+                consumer: "taxation",
+                resource: LICENCES,
+                selector: format!(
+                    "filter legal_representative_id={} · page size 2",
+                    mask_id(&rep.id_number)
+                ),
+                fields,
+                purpose: purpose_tax,
+                query: Query::search(LICENCES)
+                    .filter("legal_representative_id", rep.id_number.as_str())
+                    .fields(fields.iter().copied())
+                    .purpose(purpose_tax)
+                    .page_size(2)
+                    .page_token(&token),
+            })
+            .await;
+        let Some(a) = a else { break };
+        total += a.records.len();
+        token = a.next_page_token;
+        if token.is_empty() {
+            break;
+        }
+    }
+    let expected = data
+        .businesses
+        .iter()
+        .filter(|b| b.legal_representative_id == rep.id_number)
+        .count();
+    w.decide(
+        total == expected,
+        &format!("{total} companies found, as registered"),
+        &format!("found {total}, expected {expected}"),
+        true,
+    );
+
+    println!("\n■ 养老金资格认证 Social insurance checks that a pensioner is alive before paying.");
+    let deceased = data.deceased_person();
+    let d = w
+        .ask(person_check(
+            "social-insurance",
+            deceased,
+            &["status"],
+            "养老金资格认证 pension eligibility",
+        ))
+        .await;
+    w.decide(
+        field_is(&d, "status", "active"),
+        "payment continues",
+        "recorded as deceased: payments stop, no proof of life is demanded from relatives",
+        false,
+    );
+
+    println!("\n■ What the broker refuses, and how it says so.");
+    w.refused(
+        Ask {
+            consumer: "human-resources",
+            resource: "public-security/criminal-records",
+            selector: format!("filter id_number={}", mask_id(&groom.id_number)),
+            fields: &["offence"],
+            purpose: "employment screening",
+            query: Query::search("public-security/criminal-records")
+                .filter("id_number", groom.id_number.as_str())
+                .fields(["offence"])
+                .purpose("employment screening"),
+        },
+        Code::PermissionDenied,
+    )
+    .await;
+    w.refused(
+        Ask {
+            purpose: "",
+            ..person_check("civil-affairs", groom, &["name"], "")
+        },
+        Code::InvalidArgument,
+    )
+    .await;
+    w.refused(
+        person_check("civil-affairs", groom, &["name", "income"], purpose),
+        Code::InvalidArgument,
+    )
+    .await;
+    w.refused(
+        Ask {
+            consumer: "civil-affairs",
+            resource: "public-security/tax-returns",
+            selector: format!("key id_number={}", mask_id(&groom.id_number)),
+            fields: &["income"],
+            purpose,
+            query: Query::by_key(
+                "public-security/tax-returns",
+                "id_number",
+                Value::string(groom.id_number.as_str()),
+            )
+            .fields(["income"])
+            .purpose(purpose),
+        },
+        Code::NotFound,
+    )
+    .await;
+
+    w.outcome
+}

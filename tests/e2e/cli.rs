@@ -1,0 +1,163 @@
+//! The `huitong` command as a user runs it: the demo, the query command, config checks and a
+//! broker refusing to start half-configured.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::process::Command;
+
+use huitong_tests::{Exchange, TempDir, huitong_bin, init_demo};
+
+fn run(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(huitong_bin()).args(args).output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn the_demo_walks_through_exchanges_across_three_departments_and_exits_zero() {
+    let (ok, stdout, stderr) = run(&["demo", "--persons", "800"]);
+    assert!(ok, "demo failed:\n{stdout}\n{stderr}");
+    for dept in ["public-security", "civil-affairs", "market-regulation"] {
+        assert!(stdout.contains(dept), "{dept} missing from:\n{stdout}");
+    }
+    assert!(stdout.contains("0 surprises"), "{stdout}");
+    assert!(stdout.contains("refused as it should be"), "{stdout}");
+    // ID numbers are shown masked only. `--init` with the same size and seed writes the same people.
+    let dir = TempDir::new("demo-ids");
+    init_demo(dir.path(), 800);
+    for r in huitong_tests::read_jsonl(&dir.path().join("household-register.jsonl")) {
+        let id = r["id_number"].as_str().unwrap();
+        assert!(!stdout.contains(id), "a full ID number was printed");
+    }
+}
+
+#[test]
+fn query_prints_the_records_as_json() {
+    let ex = Exchange::start("");
+    let person = &ex.records("household-register.jsonl")[5];
+    let id = person["id_number"].as_str().unwrap();
+    let (ok, stdout, stderr) = run(&[
+        "query",
+        "--broker",
+        &ex.broker.endpoint(),
+        "public-security/household-register",
+        "--key",
+        &format!("id_number={id}"),
+        "--fields",
+        "name,birth_date",
+        "--purpose",
+        "marriage registration",
+    ]);
+    assert!(ok, "{stderr}");
+    let json: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(json["records"][0]["name"], person["name"]);
+    assert_eq!(json["records"][0]["birth_date"], person["birth_date"]);
+    assert_eq!(json["records"][0].as_object().unwrap().len(), 2);
+    assert_eq!(json["provenance"]["provider"], "public-security");
+
+    let (ok, _, stderr) = run(&[
+        "query",
+        "--broker",
+        &ex.broker.endpoint(),
+        "public-security/household-register",
+        "--key",
+        &format!("id_number={id}"),
+        "--fields",
+        "name",
+        "--purpose",
+        "",
+    ]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("INVALID_ARGUMENT") && stderr.contains("declare a purpose"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn the_demo_configs_pass_config_check() {
+    let dir = TempDir::new("check");
+    init_demo(dir.path(), 500);
+    for f in [
+        "public-security.toml",
+        "civil-affairs.toml",
+        "market-regulation.toml",
+        "broker.toml",
+    ] {
+        let (ok, stdout, stderr) = run(&["config", "check", dir.path().join(f).to_str().unwrap()]);
+        assert!(ok, "{f}: {stderr}");
+        assert!(stdout.contains("is valid"), "{stdout}");
+    }
+}
+
+#[test]
+fn a_broker_config_with_a_mistake_names_file_key_and_problem_and_nothing_starts() {
+    let dir = TempDir::new("badcfg");
+    let cases = [
+        (
+            "[broker]\nlisten = \"127.0.0.1:0\"\nadapter_timeout = 5\n[[adapters]]\ndept = \"a\"\nendpoint = \"http://127.0.0.1:1\"\n",
+            "adapter_timeout",
+        ),
+        (
+            "[broker]\nlisten = \"127.0.0.1:0\"\n[[adapters]]\ndept = \"Public Security\"\nendpoint = \"http://127.0.0.1:1\"\n",
+            "adapters[0].dept",
+        ),
+        (
+            "[broker]\nlisten = \"127.0.0.1:0\"\n[[adapters]]\ndept = \"a\"\nendpoint = \"127.0.0.1:1\"\n",
+            "adapters[0].endpoint",
+        ),
+        (
+            "[broker]\nlisten = \"127.0.0.1:0\"\n",
+            "no adapters are configured",
+        ),
+    ];
+    for (i, (text, want)) in cases.iter().enumerate() {
+        let path = dir.path().join(format!("bad{i}.toml"));
+        std::fs::write(&path, text).unwrap();
+        let (ok, stdout, stderr) = run(&["broker", "--config", path.to_str().unwrap()]);
+        assert!(!ok, "case {i} started");
+        assert!(
+            !stdout.contains("listening on"),
+            "case {i} listened: {stdout}"
+        );
+        assert!(
+            stderr.contains(&format!("bad{i}.toml")),
+            "case {i}: {stderr}"
+        );
+        assert!(stderr.contains(want), "case {i}: {stderr}");
+        let (ok, _, stderr) = run(&["config", "check", path.to_str().unwrap()]);
+        assert!(
+            !ok && stderr.contains(want),
+            "config check, case {i}: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn an_adapter_config_with_a_mistake_names_file_key_and_problem() {
+    let dir = TempDir::new("badadapter");
+    init_demo(dir.path(), 500);
+    let path = dir.path().join("civil-affairs.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let broken = text.replacen("sensitivity = \"personal\"", "sensitivity = \"secret\"", 1);
+    assert_ne!(text, broken);
+    std::fs::write(&path, broken).unwrap();
+    let (ok, stdout, stderr) = run(&["adapter", "--config", path.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(!stdout.contains("listening on"));
+    assert!(stderr.contains("civil-affairs.toml"), "{stderr}");
+    assert!(
+        stderr.contains("sensitivity") && stderr.contains("\"secret\""),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn sigterm_stops_the_broker_cleanly() {
+    let ex = Exchange::start("");
+    let status = ex.broker.terminate();
+    assert!(status.success(), "{status:?}");
+}

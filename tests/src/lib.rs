@@ -1,0 +1,269 @@
+//! Test support: builds the real `huitong` binary, starts brokers and adapters as processes on
+//! OS-assigned loopback ports with temporary data directories, and stops them when dropped.
+
+// A failed set-up step is a failed test: panicking with the reason is the right report here.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    missing_debug_implementations
+)]
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// The `huitong` binary, built once per test run from the current sources.
+pub fn huitong_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "--quiet", "-p", "huitong", "--bin", "huitong"])
+            .current_dir(workspace_root())
+            .status()
+            .expect("running cargo build");
+        assert!(status.success(), "cargo build -p huitong failed");
+        // target/debug/deps/<test> -> target/debug/huitong
+        let exe = std::env::current_exe().unwrap();
+        let bin = exe.parent().unwrap().parent().unwrap().join("huitong");
+        assert!(bin.exists(), "{} was not built", bin.display());
+        bin
+    })
+}
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_owned()
+}
+
+/// A fresh directory under the system temp dir, removed when dropped.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> Self {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let p = std::env::temp_dir().join(format!(
+            "huitong-test-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        Self(p)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A running huitong process. Killed when dropped; its stderr is kept for failure reports.
+pub struct Proc {
+    child: Child,
+    pub addr: SocketAddr,
+    stderr: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Proc {
+    /// Starts `huitong <args>` and waits for its `listening on ADDR` line.
+    pub fn start(args: &[&str]) -> Proc {
+        let mut child = Command::new(huitong_bin())
+            .args(args)
+            .env("HUITONG_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting huitong");
+        let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        {
+            let mut pipe = child.stderr.take().unwrap();
+            let sink = stderr.clone();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = pipe.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    sink.lock()
+                        .unwrap()
+                        .push_str(&String::from_utf8_lossy(&buf[..n]));
+                }
+            });
+        }
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(addr) = line.split("listening on ").nth(1) {
+                    let _ = tx.send(addr.trim().parse::<SocketAddr>().unwrap());
+                }
+            }
+        });
+        match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(addr) => Proc {
+                child,
+                addr,
+                stderr,
+            },
+            Err(_) => {
+                let _ = child.kill();
+                let out = child.wait_with_output().unwrap();
+                panic!(
+                    "huitong {args:?} did not start listening: {:?}\n{}",
+                    out.status,
+                    stderr.lock().unwrap()
+                );
+            }
+        }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Sends SIGTERM and waits for a clean exit.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The demo's three departments written to a temporary directory, their adapters running as
+/// processes and a broker in front of them.
+pub struct Exchange {
+    pub dir: TempDir,
+    pub adapters: Vec<(String, Proc)>,
+    pub broker: Proc,
+}
+
+pub const DEPTS: [&str; 3] = ["public-security", "civil-affairs", "market-regulation"];
+
+impl Exchange {
+    /// `extra_broker` is appended to the `[broker]` table of the broker's config.
+    pub fn start(extra_broker: &str) -> Exchange {
+        let dir = TempDir::new("exchange");
+        init_demo(dir.path(), 600);
+        let adapters: Vec<(String, Proc)> = DEPTS
+            .iter()
+            .map(|d| {
+                let cfg = dir.path().join(format!("{d}.toml"));
+                let p = Proc::start(&[
+                    "adapter",
+                    "--config",
+                    cfg.to_str().unwrap(),
+                    "--listen",
+                    "127.0.0.1:0",
+                ]);
+                (d.to_string(), p)
+            })
+            .collect();
+        let endpoints: Vec<(String, String)> = adapters
+            .iter()
+            .map(|(d, p)| (d.clone(), p.endpoint()))
+            .collect();
+        let broker_cfg =
+            write_broker_config(dir.path(), "broker-test.toml", &endpoints, extra_broker);
+        let broker = Proc::start(&[
+            "broker",
+            "--config",
+            broker_cfg.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ]);
+        Exchange {
+            dir,
+            adapters,
+            broker,
+        }
+    }
+
+    pub fn adapter(&mut self, dept: &str) -> &mut Proc {
+        &mut self.adapters.iter_mut().find(|(d, _)| d == dept).unwrap().1
+    }
+
+    /// The records of one of the demo's JSON Lines files.
+    pub fn records(&self, file: &str) -> Vec<serde_json::Map<String, serde_json::Value>> {
+        read_jsonl(&self.dir.path().join(file))
+    }
+}
+
+/// Writes the demo's data and configs with `huitong demo --init`.
+pub fn init_demo(dir: &Path, persons: usize) {
+    let out = Command::new(huitong_bin())
+        .args([
+            "demo",
+            "--init",
+            dir.to_str().unwrap(),
+            "--persons",
+            &persons.to_string(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "huitong demo --init failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+pub fn write_broker_config(
+    dir: &Path,
+    name: &str,
+    adapters: &[(String, String)],
+    extra_broker: &str,
+) -> PathBuf {
+    let mut text = format!("[broker]\nlisten = \"127.0.0.1:0\"\n{extra_broker}\n");
+    for (dept, endpoint) in adapters {
+        text.push_str(&format!(
+            "\n[[adapters]]\ndept = \"{dept}\"\nendpoint = \"{endpoint}\"\n"
+        ));
+    }
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+pub fn read_jsonl(path: &Path) -> Vec<serde_json::Map<String, serde_json::Value>> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// Whether a test that needs an outside tool must run (CI sets `HUITONG_REQUIRE_<NAME>=1`) or
+/// may be skipped with a note saying what to install.
+pub fn required(name: &str) -> bool {
+    std::env::var(format!("HUITONG_REQUIRE_{name}")).is_ok_and(|v| v == "1")
+}
