@@ -156,8 +156,12 @@ fn an_adapter_config_with_a_mistake_names_file_key_and_problem() {
 }
 
 #[test]
-fn sigterm_stops_the_broker_cleanly() {
+fn sigterm_stops_broker_and_adapters_cleanly() {
     let ex = Exchange::start("");
     let status = ex.broker.terminate();
-    assert!(status.success(), "{status:?}");
+    assert!(status.success(), "broker: {status:?}");
+    for (dept, adapter) in ex.adapters {
+        let status = adapter.terminate();
+        assert!(status.success(), "{dept}: {status:?}");
+    }
 }

@@ -26,13 +26,14 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let listener = huitong_proto::transport::bind(listen)
         .with_context(|| format!("cannot listen on {listen}"))?;
     let addr = listener.local_addr().context("reading the bound address")?;
+    let shutdown = crate::serve::shutdown_signal();
     crate::serve::announce(&format!("huitong adapter {}", config.dept()), addr);
     huitong_adapter::serve(
         config.dept().clone(),
         source,
         listener,
         config.serve_options(),
-        crate::serve::shutdown_signal(),
+        shutdown,
     )
     .await
     .context("adapter stopped")?;

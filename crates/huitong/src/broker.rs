@@ -25,8 +25,9 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let listener = huitong_proto::transport::bind(config.listen)
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr().context("reading the bound address")?;
+    let shutdown = crate::serve::shutdown_signal();
     crate::serve::announce("huitong broker", addr);
-    huitong_broker::serve(config, listener, crate::serve::shutdown_signal())
+    huitong_broker::serve(config, listener, shutdown)
         .await
         .context("broker stopped")?;
     Ok(ExitCode::SUCCESS)
