@@ -165,3 +165,60 @@ fn sigterm_stops_broker_and_adapters_cleanly() {
         assert!(status.success(), "{dept}: {status:?}");
     }
 }
+
+/// Splits a printed command line on spaces, honouring double quotes.
+fn shell_words(line: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut cur = String::new();
+    let mut quoted = false;
+    for c in line.chars() {
+        match c {
+            '"' => quoted = !quoted,
+            ' ' if !quoted => {
+                if !cur.is_empty() {
+                    words.push(std::mem::take(&mut cur));
+                }
+            }
+            c => cur.push(c),
+        }
+    }
+    if !cur.is_empty() {
+        words.push(cur);
+    }
+    words
+}
+
+#[test]
+fn the_commands_demo_serve_suggests_work_and_ctrl_c_stops_it() {
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new(huitong_bin())
+        .args(["demo", "--serve", "--persons", "500"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut suggested = Vec::new();
+    for line in BufReader::new(stdout).lines() {
+        let line = line.unwrap();
+        if let Some(cmd) = line.trim().strip_prefix("huitong ") {
+            suggested.push(shell_words(cmd));
+        }
+        if line.starts_with("Press Ctrl-C") {
+            break;
+        }
+    }
+    assert_eq!(suggested.len(), 3, "{suggested:?}");
+    for args in &suggested {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (ok, stdout, stderr) = run(&args);
+        assert!(ok, "huitong {args:?} failed: {stderr}");
+        assert!(!stdout.trim().is_empty());
+    }
+    Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+}

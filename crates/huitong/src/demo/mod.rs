@@ -157,6 +157,7 @@ async fn run_exchange(
     }
 
     if args.serve {
+        let stop = crate::serve::shutdown_signal();
         println!("\nThe exchange keeps running. Try, in another terminal:");
         println!("  huitong catalogue --broker {broker_url}");
         println!(
@@ -167,7 +168,7 @@ async fn run_exchange(
             "  huitong query --broker {broker_url} market-regulation/business-licences --filter status=revoked --fields credit_code,name --purpose \"credit check\" --page-size 5"
         );
         println!("Press Ctrl-C to stop.");
-        crate::serve::shutdown_signal().await;
+        stop.await;
     }
 
     let _ = stop_tx.send(true);
