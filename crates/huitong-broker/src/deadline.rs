@@ -4,9 +4,13 @@ use std::time::{Duration, Instant};
 
 use tonic::metadata::MetadataMap;
 
-/// Kept back from the consumer's deadline so that the broker can still answer
-/// DEADLINE_EXCEEDED itself, with the department named, before the consumer gives up.
-const ANSWER_MARGIN: Duration = Duration::from_millis(5);
+/// Kept back from the consumer's deadline so that the broker answers DEADLINE_EXCEEDED itself,
+/// naming the department, before tonic's own enforcement of `grpc-timeout` (which runs outside
+/// every layer we can add and answers a bare CANCELLED) fires: a tenth of the deadline, at
+/// least 5 ms and at most 50 ms, so that a busy machine's scheduling delay does not lose the race.
+fn answer_margin(consumer: Duration) -> Duration {
+    (consumer / 10).clamp(Duration::from_millis(5), Duration::from_millis(50))
+}
 
 /// When the exchange must be answered by.
 #[derive(Debug, Clone, Copy)]
@@ -22,7 +26,7 @@ impl Deadline {
             .get("grpc-timeout")
             .and_then(|v| v.to_str().ok())
             .and_then(parse_grpc_timeout)
-            .map_or(cap, |t| t.saturating_sub(ANSWER_MARGIN).min(cap));
+            .map_or(cap, |t| t.saturating_sub(answer_margin(t)).min(cap));
         Self { at: now + budget }
     }
 
