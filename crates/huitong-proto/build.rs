@@ -5,8 +5,13 @@ use std::{env, fs, path::PathBuf};
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR")?);
     let root = manifest.join("../../proto");
-    let files = ["records.proto", "adapter.proto", "exchange.proto"]
-        .map(|f| root.join("huitong/v1").join(f));
+    let files = [
+        "records.proto",
+        "adapter.proto",
+        "exchange.proto",
+        "admin.proto",
+    ]
+    .map(|f| root.join("huitong/v1").join(f));
     for f in &files {
         println!("cargo:rerun-if-changed={}", f.display());
     }

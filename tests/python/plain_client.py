@@ -24,7 +24,7 @@ def generate_stubs(proto_dir: str) -> str:
     import grpc_tools
 
     well_known = grpc_tools.__path__[0] + "/_proto"
-    for name in ("records", "adapter", "exchange"):
+    for name in ("records", "adapter", "exchange", "admin"):
         rc = protoc.main(
             [
                 "protoc",

@@ -63,8 +63,23 @@ pub struct ConfigFile {
     pub default_page_size: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_page_size: Option<u32>,
+    /// The adapter's certificate and the exchange CA; required, every link is mutual TLS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsConfig>,
     #[serde(default)]
     pub resources: Vec<ResourceConfig>,
+}
+
+/// The `[tls]` table: PEM files, relative to the configuration file's directory.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// Revocation list, reloaded when it changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crl: Option<PathBuf>,
 }
 
 /// One `[[resources]]` table.
@@ -190,6 +205,7 @@ pub struct AdapterConfig {
     dept: DeptId,
     listen: SocketAddr,
     options: ServeOptions,
+    tls: huitong_tls::TlsFiles,
     resources: Vec<(ResourceSpec, SourceConfig)>,
 }
 
@@ -247,6 +263,29 @@ impl AdapterConfig {
             return Err(err(key.into(), problem));
         }
 
+        let base = file.parent().unwrap_or(Path::new(""));
+        let tls = match &raw.tls {
+            None => {
+                return Err(err(
+                    "tls".into(),
+                    "it is missing; every link is mutual TLS: add a [tls] table with ca, cert and key (see huitong pki issue --role adapter)".into(),
+                ));
+            }
+            Some(t) => {
+                for (k, v) in [("ca", &t.ca), ("cert", &t.cert), ("key", &t.key)] {
+                    if v.as_os_str().is_empty() {
+                        return Err(err(format!("tls.{k}"), "it must name a PEM file".into()));
+                    }
+                }
+                huitong_tls::TlsFiles {
+                    ca: base.join(&t.ca),
+                    cert: base.join(&t.cert),
+                    key: base.join(&t.key),
+                    crl: t.crl.as_ref().map(|c| base.join(c)),
+                }
+            }
+        };
+
         if raw.resources.is_empty() {
             return Err(err(
                 "resources".into(),
@@ -279,8 +318,14 @@ impl AdapterConfig {
             dept,
             listen,
             options,
+            tls,
             resources,
         })
+    }
+
+    /// The certificate files, resolved against the configuration file's directory.
+    pub fn tls_files(&self) -> &huitong_tls::TlsFiles {
+        &self.tls
     }
 
     /// The file this configuration was read from.

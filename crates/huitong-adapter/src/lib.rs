@@ -34,7 +34,7 @@ mod status;
 #[cfg(test)]
 mod test_support;
 
-pub use config::{AdapterConfig, ConfigFile, FieldConfig, ResourceConfig, SourceConfig};
+pub use config::{AdapterConfig, ConfigFile, FieldConfig, ResourceConfig, SourceConfig, TlsConfig};
 pub use error::{ConfigError, Error};
 pub use huitong_proto::v1::{Record, Value};
 pub use jsonl::JsonlSource;

@@ -14,7 +14,9 @@ use huitong_proto::v1::{
     ChangeEvent, DescribeRequest, DescribeResponse, FetchRequest, FetchResponse, Filter, Record,
     SearchRequest, SearchResponse, Value, WatchChangesRequest,
 };
+use huitong_tls::{Role, ServerTls, guard};
 use tokio::net::TcpListener;
+use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Response, Status};
 use tracing::{Instrument, field};
 
@@ -426,8 +428,10 @@ pub async fn serve<S: Source>(
     source: S,
     listener: TcpListener,
     options: ServeOptions,
+    tls: ServerTls,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
+    let tls = Arc::new(tls);
     let service = AdapterService::new(dept, source, &options)?;
     let dept = service.dept.clone();
     let resources = service.resources.len();
@@ -465,15 +469,18 @@ pub async fn serve<S: Source>(
     }
     tonic::transport::Server::builder()
         .layer(MessageLimitLayer::new(max))
-        .add_service(
+        .add_service(InterceptedService::new(
             AdapterServer::new(service)
                 .max_decoding_message_size(max)
                 .max_encoding_message_size(max),
-        )
+            // Only the broker calls adapters: a consumer certificate must not bypass the
+            // broker's policy by dialling a department directly.
+            guard::require(Arc::clone(&tls), "a department's adapter", &[Role::Broker]),
+        ))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .serve_with_incoming_shutdown(transport::incoming(listener), signal)
+        .serve_with_incoming_shutdown(tls.incoming(listener), signal)
         .await?;
     tracing::info!(%dept, "adapter stopped");
     Ok(())

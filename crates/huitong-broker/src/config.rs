@@ -22,8 +22,22 @@ pub struct ConfigError {
 pub struct RawBrokerConfig {
     #[serde(default)]
     pub broker: RawBrokerSection,
+    /// The broker's own certificate and the exchange CA; required.
+    pub tls: Option<RawTls>,
     #[serde(default)]
     pub adapters: Vec<RawAdapter>,
+}
+
+/// Certificate files, relative to the config file's directory.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    pub ca: String,
+    pub cert: String,
+    pub key: String,
+    /// Revocation list; reloaded when it changes, so revocations need no restart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crl: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -36,6 +50,13 @@ pub struct RawBrokerSection {
     pub default_page_size: u32,
     pub max_page_size: u32,
     pub catalogue_refresh_seconds: u64,
+    /// Where grants and access requests are kept, relative to the config file's directory.
+    pub data_dir: String,
+    /// Grants declared in a file, for bootstrapping; relative to the config file's directory.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
+    /// Working days a provider has to answer an access request.
+    pub reply_deadline_working_days: u32,
 }
 
 impl Default for RawBrokerSection {
@@ -48,6 +69,9 @@ impl Default for RawBrokerSection {
             default_page_size: 100,
             max_page_size: 1_000,
             catalogue_refresh_seconds: 30,
+            data_dir: "huitong-data".into(),
+            policy: None,
+            reply_deadline_working_days: 10,
         }
     }
 }
@@ -70,6 +94,10 @@ pub struct BrokerConfig {
     pub default_page_size: u32,
     pub max_page_size: u32,
     pub catalogue_refresh: Duration,
+    pub data_dir: PathBuf,
+    pub policy: Option<PathBuf>,
+    pub reply_deadline_working_days: u32,
+    pub tls: huitong_tls::TlsFiles,
     pub adapters: Vec<AdapterEndpoint>,
 }
 
@@ -92,11 +120,13 @@ impl BrokerConfig {
         };
         let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot read: {e}")))?;
         let raw: RawBrokerConfig = toml::from_str(&text).map_err(|e| err(e.to_string()))?;
-        Self::from_raw(raw).map_err(|(key, problem)| err(format!("{key}: {problem}")))
+        let base = path.parent().unwrap_or(Path::new("."));
+        Self::from_raw(raw, base).map_err(|(key, problem)| err(format!("{key}: {problem}")))
     }
 
-    /// Checks a parsed file; on error returns the key and the problem.
-    pub fn from_raw(raw: RawBrokerConfig) -> Result<Self, (String, String)> {
+    /// Checks a parsed file whose relative paths start at `base`; on error returns the key and
+    /// the problem.
+    pub fn from_raw(raw: RawBrokerConfig, base: &Path) -> Result<Self, (String, String)> {
         let b = &raw.broker;
         let key = |k: &str| format!("broker.{k}");
         let listen: SocketAddr = b.listen.parse().map_err(|_| {
@@ -132,6 +162,32 @@ impl BrokerConfig {
                 ),
             ));
         }
+        if !(1..=60).contains(&b.reply_deadline_working_days) {
+            return Err((
+                key("reply_deadline_working_days"),
+                format!("{} is outside 1..=60", b.reply_deadline_working_days),
+            ));
+        }
+        if b.data_dir.trim().is_empty() {
+            return Err((key("data_dir"), "must name a directory".into()));
+        }
+        let tls = raw.tls.as_ref().ok_or_else(|| {
+            (
+                "tls".to_owned(),
+                "missing: every link is mutual TLS; add a [tls] table with ca, cert and key (see huitong pki)".to_owned(),
+            )
+        })?;
+        for (k, v) in [("ca", &tls.ca), ("cert", &tls.cert), ("key", &tls.key)] {
+            if v.trim().is_empty() {
+                return Err((format!("tls.{k}"), "must name a PEM file".into()));
+            }
+        }
+        let tls = huitong_tls::TlsFiles {
+            ca: base.join(&tls.ca),
+            cert: base.join(&tls.cert),
+            key: base.join(&tls.key),
+            crl: tls.crl.as_ref().map(|c| base.join(c)),
+        };
         let mut adapters: Vec<AdapterEndpoint> = Vec::with_capacity(raw.adapters.len());
         for (i, a) in raw.adapters.iter().enumerate() {
             let k = |f: &str| format!("adapters[{i}].{f}");
@@ -159,21 +215,27 @@ impl BrokerConfig {
             default_page_size: b.default_page_size,
             max_page_size: b.max_page_size,
             catalogue_refresh: Duration::from_secs(b.catalogue_refresh_seconds),
+            data_dir: base.join(&b.data_dir),
+            policy: b.policy.as_ref().map(|p| base.join(p)),
+            reply_deadline_working_days: b.reply_deadline_working_days,
+            tls,
             adapters,
         })
     }
 }
 
 fn check_endpoint(s: &str) -> Result<(), String> {
-    let rest = s
-        .strip_prefix("http://")
-        .ok_or_else(|| format!("{s:?} must be an http:// URL such as http://127.0.0.1:7401"))?;
+    let rest = s.strip_prefix("https://").ok_or_else(|| {
+        format!(
+            "{s:?} must be an https:// URL such as https://127.0.0.1:7401 (links are mutual TLS)"
+        )
+    })?;
     let hostport = rest.trim_end_matches('/');
     let ok = hostport
         .rsplit_once(':')
         .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0));
     if !ok || hostport.contains('/') {
-        return Err(format!("{s:?} must be http://HOST:PORT"));
+        return Err(format!("{s:?} must be https://HOST:PORT"));
     }
     Ok(())
 }

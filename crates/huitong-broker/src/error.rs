@@ -16,12 +16,10 @@ use tonic::{Code, Status};
 pub enum Error {
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
-    #[error("adapter endpoint for {dept}: {source}")]
-    Endpoint {
-        dept: DeptId,
-        #[source]
-        source: tonic::transport::Error,
-    },
+    #[error(transparent)]
+    Tls(#[from] huitong_tls::Error),
+    #[error(transparent)]
+    Policy(#[from] crate::policy::PolicyError),
     #[error("building the reflection service: {0}")]
     Reflection(String),
     #[error("serving gRPC: {0}")]
@@ -60,13 +58,7 @@ pub enum ExchangeError {
 impl From<&ExchangeError> for Code {
     fn from(e: &ExchangeError) -> Code {
         match e {
-            ExchangeError::Request(e) => match e.kind() {
-                ErrorKind::InvalidRequest => Code::InvalidArgument,
-                ErrorKind::NotFound => Code::NotFound,
-                ErrorKind::PermissionDenied => Code::PermissionDenied,
-                ErrorKind::ProviderFault => Code::FailedPrecondition,
-                _ => Code::Internal,
-            },
+            ExchangeError::Request(e) => core_code(e),
             ExchangeError::ProviderUnavailable { .. } | ExchangeError::ProviderFailed { .. } => {
                 Code::Unavailable
             }
@@ -74,6 +66,34 @@ impl From<&ExchangeError> for Code {
             ExchangeError::NoRecord { .. } => Code::NotFound,
             ExchangeError::ProviderRefused { code, .. } => *code,
         }
+    }
+}
+
+/// The status for a failed admin call.
+pub fn policy_status(e: crate::policy::PolicyError) -> Status {
+    use crate::policy::PolicyError as P;
+    match &e {
+        P::Rule(rule) => Status::new(core_code(rule), rule.to_string()),
+        P::NoSuchRequest(_) | P::NoSuchGrant(_) => Status::not_found(e.to_string()),
+        P::PolicyFileGrant(_) => Status::failed_precondition(e.to_string()),
+        P::Open { .. } | P::Store(_) | P::Corrupt { .. } | P::PolicyFile { .. } => {
+            tracing::error!(error = %e, "policy store failed");
+            Status::internal(
+                "the broker could not read or write its policy store; its operators have the details",
+            )
+        }
+    }
+}
+
+/// The code for a domain error: the same table for the exchange path and for admin calls.
+fn core_code(e: &huitong_core::Error) -> Code {
+    match e.kind() {
+        ErrorKind::InvalidRequest => Code::InvalidArgument,
+        ErrorKind::NotFound => Code::NotFound,
+        ErrorKind::PermissionDenied => Code::PermissionDenied,
+        ErrorKind::ProviderFault => Code::FailedPrecondition,
+        ErrorKind::Conflict => Code::FailedPrecondition,
+        _ => Code::Internal,
     }
 }
 

@@ -2,15 +2,18 @@
 //!
 //! Each step is a small function and the steps run in this order, top to bottom:
 //!
+//! 0. **authenticate**: done before this module, by the interceptor that guards the service
+//!    (`huitong_tls::guard`): the caller's certificate is verified and must have the consumer
+//!    role; its department is the consumer, whatever the request says;
 //! 1. **validate**: raw strings become checked ids, fields and a purpose ([`validate`]);
 //! 2. **catalogue**: the resource exists, may be shared, and has the fields and key asked for
 //!    ([`check_against_catalogue`]);
-//! 3. **authorise**: grants and purposes (mutual TLS identity and grants come with the access
-//!    control work; until then every resource that is not `not-shared` is served);
+//! 3. **authorise**: the consumer's grants allow these fields for this purpose
+//!    ([`Policy::decide`]); the decision says which masks apply;
 //! 4. **route**: the provider's adapter answers within the deadline ([`route`]);
-//! 5. **minimise**: only the fields asked for leave the broker, whatever the adapter sent
-//!    ([`minimise`]);
-//! 6. **answer**: records with provenance and the request id.
+//! 5. **minimise and mask**: only the fields asked for leave the broker, whatever the adapter
+//!    sent, masked as the grant requires ([`minimise`], [`mask`]);
+//! 6. **answer**: records with provenance, the grant used and the request id.
 //!
 //! A refusal at any step ends the exchange with the status from [`crate::error`].
 
@@ -18,18 +21,23 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use huitong_core::{FieldName, Purpose, ResourceId, ResourceSpec};
+use huitong_core::masking::apply_text;
+use huitong_core::policy::Decision;
+use huitong_core::{DeptId, FieldName, Purpose, ResourceId, ResourceSpec};
 use huitong_proto::v1::exchange_server::Exchange;
+use huitong_proto::v1::value::Kind;
 use huitong_proto::v1::{
     CatalogueEntry, FetchRequest, Filter, ListCatalogueRequest, ListCatalogueResponse, Provenance,
     QueryRequest, QueryResponse, Record, SearchRequest, Value,
 };
 use huitong_proto::{Timestamp, convert};
+use huitong_tls::guard::verified_peer;
 use tonic::{Request, Response, Status};
 use tracing::{Instrument, info, info_span};
 
 use crate::deadline::Deadline;
 use crate::error::ExchangeError;
+use crate::policy::Policy;
 use crate::providers::{Provider, Providers};
 
 /// Page limits for filter queries.
@@ -43,6 +51,7 @@ pub struct Paging {
 #[derive(Debug, Clone)]
 pub struct ExchangeService {
     providers: Arc<Providers>,
+    policy: Arc<Policy>,
     adapter_timeout: std::time::Duration,
     paging: Paging,
 }
@@ -50,11 +59,13 @@ pub struct ExchangeService {
 impl ExchangeService {
     pub fn new(
         providers: Arc<Providers>,
+        policy: Arc<Policy>,
         adapter_timeout: std::time::Duration,
         paging: Paging,
     ) -> Self {
         Self {
             providers,
+            policy,
             adapter_timeout,
             paging,
         }
@@ -99,11 +110,12 @@ impl Exchange for ExchangeService {
     ) -> Result<Response<QueryResponse>, Status> {
         let started = Instant::now();
         let request_id = next_request_id();
+        let consumer = verified_peer(&request)?.dept.clone();
         let deadline = Deadline::from_request(request.metadata(), self.adapter_timeout);
         let raw = request.into_inner();
-        let span = info_span!("exchange", request_id = %request_id, resource = %raw.resource.chars().take(130).collect::<String>());
+        let span = info_span!("exchange", request_id = %request_id, consumer = %consumer, resource = %raw.resource.chars().take(130).collect::<String>());
         async move {
-            let result = self.exchange(raw, deadline, &request_id).await;
+            let result = self.exchange(raw, &consumer, deadline, &request_id).await;
             let micros = started.elapsed().as_micros() as u64;
             match result {
                 Ok(answer) => {
@@ -125,6 +137,7 @@ impl ExchangeService {
     async fn exchange(
         &self,
         raw: QueryRequest,
+        consumer: &DeptId,
         deadline: Deadline,
         request_id: &str,
     ) -> Result<QueryResponse, ExchangeError> {
@@ -132,7 +145,10 @@ impl ExchangeService {
         let catalogue = self.providers.catalogue();
         let provider = self.provider_of(&query.resource)?;
         let spec = catalogue.get(&query.resource)?;
-        let fields = check_against_catalogue(spec, &raw)?;
+        let (fields, used) = check_against_catalogue(spec, &raw)?;
+        let decision =
+            self.policy
+                .decide(spec, consumer, &used, &query.purpose, SystemTime::now())?;
         let selector = if raw.key.is_empty() {
             Selector::Filters {
                 filters: raw.filters,
@@ -145,6 +161,7 @@ impl ExchangeService {
         let routed = route(provider, &query.resource, selector, &fields, deadline).await?;
         let mut records = routed.records;
         minimise(&mut records, &fields);
+        let masked_fields = mask(&mut records, &decision, &fields);
         Ok(QueryResponse {
             records,
             provenance: Some(Provenance {
@@ -155,6 +172,8 @@ impl ExchangeService {
             }),
             next_page_token: routed.next_page_token,
             request_id: request_id.to_owned(),
+            grant_id: decision.grant_id.unwrap_or_default(),
+            masked_fields,
         })
     }
 
@@ -182,8 +201,6 @@ impl ExchangeService {
 #[derive(Debug)]
 struct ValidQuery {
     resource: ResourceId,
-    // Kept for the exchange log and for purpose-bound grants.
-    #[allow(dead_code)]
     purpose: Purpose,
 }
 
@@ -203,11 +220,12 @@ fn validate(raw: &QueryRequest) -> Result<ValidQuery, ExchangeError> {
 }
 
 /// Step 2: the catalogue's rules for the resource: shared at all, known fields, a whole key,
-/// well-typed filters. Returns the fields to release.
+/// well-typed filters. Returns the fields to release and the fields the policy must allow: those
+/// plus any filtered on, because a match on a field reveals it as surely as releasing it does.
 fn check_against_catalogue(
     spec: &ResourceSpec,
     raw: &QueryRequest,
-) -> Result<Vec<FieldName>, ExchangeError> {
+) -> Result<(Vec<FieldName>, Vec<FieldName>), ExchangeError> {
     spec.check_shared()?;
     let fields = spec.check_requested_fields(raw.fields.iter().map(String::as_str))?;
     if !raw.key.is_empty() {
@@ -217,14 +235,18 @@ fn check_against_catalogue(
                 .map(|(k, v)| (k.as_str(), v.value_kind(), v.is_empty_text())),
         )?;
     }
+    let mut used = fields.clone();
     for f in &raw.filters {
         let kind = f
             .value
             .as_ref()
             .map_or(huitong_core::ValueKind::Null, Value::value_kind);
-        spec.check_filter(&f.field, kind)?;
+        let name = spec.check_filter(&f.field, kind)?;
+        if !used.contains(&name) {
+            used.push(name);
+        }
     }
-    Ok(fields)
+    Ok((fields, used))
 }
 
 enum Selector {
@@ -331,6 +353,29 @@ fn minimise(records: &mut [Record], fields: &[FieldName]) {
     }
 }
 
+/// Step 5, second half: masks from the grant. A text mask on a value that is not text, and the
+/// `redact` mask, release null. Returns the names of the released fields that were masked.
+fn mask(records: &mut [Record], decision: &Decision, released: &[FieldName]) -> Vec<String> {
+    for r in records.iter_mut() {
+        for (field, m) in &decision.masks {
+            if let Some(v) = r.fields.get_mut(field.as_str()) {
+                let masked = match &v.kind {
+                    Some(Kind::StringValue(s)) => apply_text(*m, s).map(Value::string),
+                    Some(Kind::NullValue(_)) | None => continue,
+                    _ => None,
+                };
+                *v = masked.unwrap_or_else(Value::null);
+            }
+        }
+    }
+    decision
+        .masks
+        .iter()
+        .filter(|(f, _)| released.contains(f))
+        .map(|(f, _)| f.to_string())
+        .collect()
+}
+
 /// Unique across restarts: the process start time, then a counter.
 fn next_request_id() -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -356,6 +401,34 @@ mod tests {
         let mut records = vec![r];
         minimise(&mut records, &[FieldName::new("name").unwrap()]);
         assert_eq!(records[0].fields.keys().collect::<Vec<_>>(), ["name"]);
+    }
+
+    #[test]
+    fn masks_apply_to_text_and_null_everything_else() {
+        use huitong_core::Mask;
+        let mut r = Record::default();
+        r.fields.insert("name".into(), Value::string("欧阳娜娜"));
+        r.fields
+            .insert("id_number".into(), Value::string("110105199001011234"));
+        r.fields.insert("score".into(), Value::int(7));
+        let decision = Decision {
+            grant_id: Some("G-1".into()),
+            masks: vec![
+                (FieldName::new("name").unwrap(), Mask::Name),
+                (FieldName::new("id_number").unwrap(), Mask::IdNumber),
+                (FieldName::new("score").unwrap(), Mask::Name),
+            ],
+        };
+        let mut records = vec![r];
+        let released: Vec<FieldName> = decision.masks.iter().map(|(f, _)| f.clone()).collect();
+        let masked = mask(&mut records, &decision, &released[..2]);
+        assert_eq!(masked, ["name", "id_number"]);
+        assert_eq!(records[0].fields["name"], Value::string("欧阳**"));
+        assert_eq!(
+            records[0].fields["id_number"],
+            Value::string("110105********1234")
+        );
+        assert_eq!(records[0].fields["score"], Value::null());
     }
 
     #[test]

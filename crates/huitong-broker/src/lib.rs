@@ -6,10 +6,12 @@
 
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod config;
 pub mod deadline;
 pub mod error;
 pub mod exchange;
+pub mod policy;
 pub mod providers;
 pub mod server;
 

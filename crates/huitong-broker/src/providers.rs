@@ -10,7 +10,8 @@ use huitong_core::{Catalogue, DeptId, ResourceSpec};
 use huitong_proto::convert;
 use huitong_proto::v1::DescribeRequest;
 use huitong_proto::v1::adapter_client::AdapterClient;
-use tonic::transport::{Channel, Endpoint};
+use huitong_tls::{ClientTls, Expect, PeerId, Role};
+use tonic::transport::Channel;
 use tracing::{info, warn};
 
 use crate::config::BrokerConfig;
@@ -64,20 +65,25 @@ pub struct Providers {
 impl Providers {
     /// Channels are connected lazily and reconnect by themselves, so a department that is down
     /// when the broker starts is picked up when it comes back.
+    ///
+    /// Each channel is mutual TLS, and the adapter must present exactly the identity
+    /// `spiffe://<our trust domain>/dept/<its dept>/adapter`: an adapter of another department,
+    /// or a consumer's certificate, is refused at the handshake.
     pub fn new(config: &BrokerConfig) -> Result<Self, Error> {
+        let tls = ClientTls::load(&config.tls)?;
+        let trust_domain = tls.id().trust_domain.clone();
         let mut by_dept = HashMap::with_capacity(config.adapters.len());
         for a in &config.adapters {
-            let endpoint = Endpoint::from_shared(a.endpoint.clone())
-                .map_err(|source| Error::Endpoint {
-                    dept: a.dept.clone(),
-                    source,
-                })?
+            let expect = PeerId::new(&trust_domain, a.dept.clone(), Role::Adapter)?;
+            let endpoint = huitong_tls::endpoint(&a.endpoint)?
                 .connect_timeout(config.connect_timeout)
                 .tcp_nodelay(true)
                 .http2_keep_alive_interval(Duration::from_secs(30))
                 .keep_alive_timeout(Duration::from_secs(10))
                 .keep_alive_while_idle(true);
-            let client = AdapterClient::new(endpoint.connect_lazy())
+            let channel =
+                endpoint.connect_with_connector_lazy(tls.connector(Expect::Exactly(expect)));
+            let client = AdapterClient::new(channel)
                 .max_decoding_message_size(config.max_message_bytes)
                 .max_encoding_message_size(config.max_message_bytes);
             by_dept.insert(
@@ -173,7 +179,7 @@ async fn describe(p: &Provider, timeout: Duration) -> Option<Vec<ResourceSpec>> 
         Ok(Ok(r)) => r.into_inner(),
         Ok(Err(status)) => {
             p.mark(false);
-            warn!(dept = %p.dept, code = ?status.code(), message = status.message(), "describe failed");
+            warn!(dept = %p.dept, code = ?status.code(), message = status.message(), cause = %error_chain(&status), "describe failed");
             return None;
         }
         Err(_) => {
@@ -196,4 +202,18 @@ async fn describe(p: &Provider, timeout: Duration) -> Option<Vec<ResourceSpec>> 
     }
     info!(dept = %p.dept, resources = specs.len(), "catalogue loaded");
     Some(specs)
+}
+
+/// The whole cause chain of a status: a refused TLS identity is only visible at its end.
+fn error_chain(status: &tonic::Status) -> String {
+    let mut out = String::new();
+    let mut cur = std::error::Error::source(status);
+    while let Some(e) = cur {
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&e.to_string());
+        cur = e.source();
+    }
+    out
 }

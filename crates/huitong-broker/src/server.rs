@@ -5,14 +5,19 @@ use std::future::Future;
 use std::sync::Arc;
 
 use huitong_proto::transport::{self, MessageLimitLayer};
-use huitong_proto::v1::exchange_server::ExchangeServer;
+use huitong_proto::v1::admin_server::{self, AdminServer};
+use huitong_proto::v1::exchange_server::{self, ExchangeServer};
+use huitong_tls::{Role, ServerTls, guard};
 use tokio::net::TcpListener;
+use tonic::service::interceptor::InterceptedService;
 use tonic_health::ServingStatus;
 use tracing::info;
 
+use crate::admin::AdminService;
 use crate::config::BrokerConfig;
 use crate::error::Error;
 use crate::exchange::{ExchangeService, Paging};
+use crate::policy::Policy;
 use crate::providers::Providers;
 
 /// Serves until `shutdown` completes, then finishes in-flight exchanges and returns.
@@ -21,14 +26,24 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
+    // Certificates and stored policy are checked before anything is served: a broker that
+    // cannot authenticate or decide must not start.
+    let tls = Arc::new(ServerTls::load(&config.tls)?);
+    let policy = Arc::new(Policy::open(
+        &config.data_dir,
+        config.policy.as_deref(),
+        config.reply_deadline_working_days,
+    )?);
     let providers = Arc::new(Providers::new(&config)?);
     // One pass before serving, so that a broker whose departments are up starts with a full
     // catalogue; departments that are down are retried in the background.
     providers.refresh().await;
     let refresher = tokio::spawn(Arc::clone(&providers).refresh_forever(config.catalogue_refresh));
 
+    let admin = AdminService::new(Arc::clone(&policy), Arc::clone(&providers));
     let exchange = ExchangeService::new(
         Arc::clone(&providers),
+        Arc::clone(&policy),
         config.adapter_timeout,
         Paging {
             default_size: config.default_page_size,
@@ -41,11 +56,11 @@ pub async fn serve(
         .set_service_status("huitong.v1.Exchange", ServingStatus::Serving)
         .await;
     health.set_service_status("", ServingStatus::Serving).await;
-    let exchange_name = <ExchangeServer<ExchangeService> as tonic::server::NamedService>::NAME;
-    let reflection_v1 = transport::reflection(&[exchange_name])
+    let services = [exchange_server::SERVICE_NAME, admin_server::SERVICE_NAME];
+    let reflection_v1 = transport::reflection(&services)
         .build_v1()
         .map_err(|e| Error::Reflection(e.to_string()))?;
-    let reflection_v1alpha = transport::reflection(&[exchange_name])
+    let reflection_v1alpha = transport::reflection(&services)
         .build_v1alpha()
         .map_err(|e| Error::Reflection(e.to_string()))?;
 
@@ -65,12 +80,19 @@ pub async fn serve(
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(
+        .add_service(InterceptedService::new(
             ExchangeServer::new(exchange)
                 .max_decoding_message_size(max)
                 .max_encoding_message_size(max),
-        )
-        .serve_with_incoming_shutdown(transport::incoming(listener), shutdown)
+            guard::require(Arc::clone(&tls), "the Exchange service", &[Role::Consumer]),
+        ))
+        .add_service(InterceptedService::new(
+            AdminServer::new(admin)
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max),
+            guard::require(Arc::clone(&tls), "the Admin service", &[Role::Admin]),
+        ))
+        .serve_with_incoming_shutdown(tls.incoming(listener), shutdown)
         .await;
     refresher.abort();
     result.map_err(Error::Serve)

@@ -3,7 +3,14 @@
 //! ```no_run
 //! # async fn run() -> Result<(), huitong_client::ClientError> {
 //! use huitong_client::{Client, Query};
-//! let mut client = Client::connect("http://127.0.0.1:7400").await?;
+//! use huitong_client::TlsFiles;
+//! let identity = TlsFiles {
+//!     ca: "pki/ca.pem".into(),
+//!     cert: "pki/civil-affairs-consumer.pem".into(),
+//!     key: "pki/civil-affairs-consumer.key".into(),
+//!     crl: None,
+//! };
+//! let mut client = Client::connect("https://127.0.0.1:7400", &identity).await?;
 //! let answer = client
 //!     .query(
 //!         Query::by_key("public-security/household-register", "id_number", "110105199001011234")
@@ -23,23 +30,33 @@ use std::time::Duration;
 
 use huitong_core::{DeptId, ResourceId, ResourceSpec};
 use huitong_proto::convert;
+use huitong_proto::v1::admin_client::AdminClient;
 use huitong_proto::v1::exchange_client::ExchangeClient;
-use huitong_proto::v1::{CatalogueEntry, Filter, ListCatalogueRequest, QueryRequest};
-use tonic::transport::{Channel, Endpoint};
+use huitong_proto::v1::{
+    AccessRequest, ApproveAccessRequestRequest, CatalogueEntry, DenyAccessRequestRequest,
+    FileAccessRequestRequest, Filter, Grant, ListAccessRequestsRequest, ListCatalogueRequest,
+    ListGrantsRequest, QueryRequest, RevokeGrantRequest,
+};
+use huitong_tls::{ClientTls, Expect, Role};
+use tonic::transport::Channel;
 
-pub use huitong_proto::v1::{QueryResponse, Record, Value};
+pub use huitong_proto::v1::{AccessRequestState, QueryResponse, Record, Value};
+pub use huitong_tls::TlsFiles;
 
 /// Why a call did not return an answer.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ClientError {
     /// The broker address is malformed or the broker cannot be reached.
-    #[error("cannot connect to the broker at {endpoint}: {source}")]
+    #[error("cannot connect to the broker at {endpoint}: {}", error_chain(.source))]
     Connect {
         endpoint: String,
         #[source]
         source: tonic::transport::Error,
     },
+    /// Our own certificate, key or CA file could not be used.
+    #[error(transparent)]
+    Tls(#[from] huitong_tls::Error),
     /// The broker answered with an error status; its message says what to fix.
     #[error("{}: {}", code_name(.0.code()), .0.message())]
     Status(#[from] tonic::Status),
@@ -56,6 +73,18 @@ impl ClientError {
             _ => None,
         }
     }
+}
+
+/// The whole cause chain: tonic's transport error alone says only "transport error".
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        cur = s.source();
+    }
+    out
 }
 
 fn code_name(code: tonic::Code) -> &'static str {
@@ -166,22 +195,27 @@ pub struct Client {
     inner: ExchangeClient<Channel>,
 }
 
+/// Connects to a broker over mutual TLS: we present `identity`; the broker must present a
+/// certificate from the same CA with the `broker` role.
+async fn connect_channel(endpoint: &str, identity: &TlsFiles) -> Result<Channel, ClientError> {
+    let err = |source| ClientError::Connect {
+        endpoint: endpoint.to_owned(),
+        source,
+    };
+    let tls = ClientTls::load(identity)?;
+    huitong_tls::endpoint(endpoint)?
+        .connect_timeout(Duration::from_secs(5))
+        .connect_with_connector(tls.connector(Expect::Role(Role::Broker)))
+        .await
+        .map_err(err)
+}
+
 impl Client {
-    /// Connects to `endpoint`, e.g. `http://127.0.0.1:7400`.
-    pub async fn connect(endpoint: &str) -> Result<Self, ClientError> {
-        let err = |source| ClientError::Connect {
-            endpoint: endpoint.to_owned(),
-            source,
-        };
-        let channel = Endpoint::from_shared(endpoint.to_owned())
-            .map_err(err)?
-            .connect_timeout(Duration::from_secs(5))
-            .tcp_nodelay(true)
-            .connect()
-            .await
-            .map_err(err)?;
+    /// Connects to `endpoint`, e.g. `https://127.0.0.1:7400`, as the department and role of
+    /// `identity`'s certificate (a consumer certificate for queries).
+    pub async fn connect(endpoint: &str, identity: &TlsFiles) -> Result<Self, ClientError> {
         Ok(Self {
-            inner: ExchangeClient::new(channel),
+            inner: ExchangeClient::new(connect_channel(endpoint, identity).await?),
         })
     }
 
@@ -230,5 +264,97 @@ impl Client {
             req.set_timeout(t);
         }
         Ok(self.inner.query(req).await?.into_inner())
+    }
+}
+
+/// A connection to a broker's `Admin` service, for a department's administrator (a certificate
+/// with the `admin` role): access requests and grants.
+#[derive(Debug, Clone)]
+pub struct Admin {
+    inner: AdminClient<Channel>,
+}
+
+impl Admin {
+    pub async fn connect(endpoint: &str, identity: &TlsFiles) -> Result<Self, ClientError> {
+        Ok(Self {
+            inner: AdminClient::new(connect_channel(endpoint, identity).await?),
+        })
+    }
+
+    /// Files an access request as our department.
+    pub async fn file_request(
+        &mut self,
+        resource: &str,
+        fields: &[&str],
+        purposes: &[&str],
+        legal_basis: &str,
+        duration_days: u32,
+    ) -> Result<AccessRequest, ClientError> {
+        let req = FileAccessRequestRequest {
+            resource: resource.to_owned(),
+            fields: fields.iter().map(|s| (*s).to_owned()).collect(),
+            purposes: purposes.iter().map(|s| (*s).to_owned()).collect(),
+            legal_basis: legal_basis.to_owned(),
+            duration_days,
+        };
+        Ok(self.inner.file_access_request(req).await?.into_inner())
+    }
+
+    /// Requests we filed or must decide.
+    pub async fn list_requests(
+        &mut self,
+        overdue_only: bool,
+        state: Option<AccessRequestState>,
+    ) -> Result<Vec<AccessRequest>, ClientError> {
+        let req = ListAccessRequestsRequest {
+            overdue_only,
+            state: state.unwrap_or(AccessRequestState::Unspecified) as i32,
+        };
+        Ok(self
+            .inner
+            .list_access_requests(req)
+            .await?
+            .into_inner()
+            .requests)
+    }
+
+    /// Approves a request for one of our resources; `masks` maps field -> mask name.
+    pub async fn approve(
+        &mut self,
+        id: &str,
+        fields: &[&str],
+        masks: &[(&str, &str)],
+    ) -> Result<Grant, ClientError> {
+        let req = ApproveAccessRequestRequest {
+            id: id.to_owned(),
+            fields: fields.iter().map(|s| (*s).to_owned()).collect(),
+            masks: masks
+                .iter()
+                .map(|(f, m)| ((*f).to_owned(), (*m).to_owned()))
+                .collect(),
+        };
+        Ok(self.inner.approve_access_request(req).await?.into_inner())
+    }
+
+    /// Denies a request for one of our resources, with the reason the consumer will read.
+    pub async fn deny(&mut self, id: &str, reason: &str) -> Result<AccessRequest, ClientError> {
+        let req = DenyAccessRequestRequest {
+            id: id.to_owned(),
+            reason: reason.to_owned(),
+        };
+        Ok(self.inner.deny_access_request(req).await?.into_inner())
+    }
+
+    pub async fn list_grants(&mut self, include_inactive: bool) -> Result<Vec<Grant>, ClientError> {
+        let req = ListGrantsRequest { include_inactive };
+        Ok(self.inner.list_grants(req).await?.into_inner().grants)
+    }
+
+    pub async fn revoke(&mut self, id: &str, reason: &str) -> Result<Grant, ClientError> {
+        let req = RevokeGrantRequest {
+            id: id.to_owned(),
+            reason: reason.to_owned(),
+        };
+        Ok(self.inner.revoke_grant(req).await?.into_inner())
     }
 }

@@ -4,9 +4,11 @@
 //! where it helps, what would be accepted. None of them repeats a key value, because keys are
 //! personal identifiers.
 
-use crate::ids::ResourceId;
+use crate::calendar::format_date;
+use crate::ids::{DeptId, ResourceId};
+use crate::policy::{PolicyRefusal, RequestState, Revocation};
 
-/// Why an identifier, a resource description or a query was refused.
+/// Why an identifier, a resource description, a query or an administrative action was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -62,6 +64,104 @@ pub enum Error {
     /// A provider described a resource inconsistently.
     #[error("resource {resource}: {problem}")]
     InvalidResource { resource: String, problem: String },
+    /// The sharing policy refused the exchange: no grant, an expired or revoked one, or one that
+    /// does not cover the fields or the purpose.
+    #[error(transparent)]
+    Policy(#[from] PolicyRefusal),
+    /// Someone other than the provider tried to approve or deny an access request.
+    #[error(
+        "only {}, the provider of {resource}, can {action} access request {request}; you are {by}",
+        .resource.provider()
+    )]
+    NotProvider {
+        /// `approve` or `deny`.
+        action: &'static str,
+        /// The access request's id.
+        request: String,
+        /// The resource asked for; its provider decides.
+        resource: ResourceId,
+        /// The department that tried.
+        by: DeptId,
+    },
+    /// Someone other than the provider or the holder tried to revoke a grant.
+    #[error(
+        "only {} (the provider of {resource}) or {consumer} (the holder) can revoke grant {grant}; you are {by}",
+        .resource.provider()
+    )]
+    NotPartyToGrant {
+        /// The grant's id.
+        grant: String,
+        /// The resource it covers.
+        resource: ResourceId,
+        /// The department that holds it.
+        consumer: DeptId,
+        /// The department that tried.
+        by: DeptId,
+    },
+    /// A department asked for access to, or was granted, its own resource.
+    #[error(
+        "{dept} provides {resource} itself and already holds its data; no access request or grant is needed"
+    )]
+    OwnResource {
+        /// The department, which is the provider.
+        dept: DeptId,
+        /// Its resource.
+        resource: ResourceId,
+    },
+    /// A purpose was named twice in one list.
+    #[error("purpose {0:?} is named twice")]
+    DuplicatePurpose(String),
+    /// The legal basis of an access request is missing or unusable.
+    #[error("{0}")]
+    InvalidLegalBasis(&'static str),
+    /// The duration asked for a grant is out of range.
+    #[error("a grant lasts 1 to 1095 days (three years); {days} days were asked for")]
+    InvalidDuration {
+        /// The duration asked for.
+        days: u32,
+    },
+    /// The written reason of a denial or revocation is missing or unusable.
+    #[error("{0}")]
+    InvalidReason(&'static str),
+    /// The terms of a grant are inconsistent: narrowing beyond the request, masks on fields it
+    /// does not list, an expiry before the grant.
+    #[error("{0}")]
+    InvalidGrant(String),
+    /// The access request was already approved or denied.
+    #[error("{}", already_decided(.request, .state))]
+    AlreadyDecided {
+        /// The access request's id.
+        request: String,
+        /// Its decision: approved or denied.
+        state: RequestState,
+    },
+    /// The grant was already revoked.
+    #[error(
+        "grant {grant} was already revoked on {} by {}: {}",
+        format_date(.revocation.at), .revocation.by, .revocation.reason
+    )]
+    AlreadyRevoked {
+        /// The grant's id.
+        grant: String,
+        /// The earlier revocation.
+        revocation: Revocation,
+    },
+}
+
+fn already_decided(request: &str, state: &RequestState) -> String {
+    match state {
+        RequestState::Approved { at, by, grant_id } => format!(
+            "request {request} was already approved on {} by {by} (grant {grant_id}); \
+             to withdraw access, revoke the grant",
+            format_date(*at)
+        ),
+        RequestState::Denied { at, by, reason } => format!(
+            "request {request} was already denied on {} by {by}: {reason}; \
+             the consumer can file a new access request",
+            format_date(*at)
+        ),
+        RequestState::Pending => format!("request {request} is still pending"),
+    }
 }
 
 impl Error {
@@ -69,8 +169,12 @@ impl Error {
     pub fn kind(&self) -> ErrorKind {
         match self {
             Error::UnknownResource(_) => ErrorKind::NotFound,
-            Error::NotShared { .. } => ErrorKind::PermissionDenied,
+            Error::NotShared { .. }
+            | Error::Policy(_)
+            | Error::NotProvider { .. }
+            | Error::NotPartyToGrant { .. } => ErrorKind::PermissionDenied,
             Error::InvalidResource { .. } => ErrorKind::ProviderFault,
+            Error::AlreadyDecided { .. } | Error::AlreadyRevoked { .. } => ErrorKind::Conflict,
             Error::InvalidId { .. }
             | Error::InvalidPurpose(_)
             | Error::UnknownField { .. }
@@ -78,7 +182,13 @@ impl Error {
             | Error::DuplicateField(_)
             | Error::BadSelector(_)
             | Error::BadKey { .. }
-            | Error::WrongValueType { .. } => ErrorKind::InvalidRequest,
+            | Error::WrongValueType { .. }
+            | Error::OwnResource { .. }
+            | Error::DuplicatePurpose(_)
+            | Error::InvalidLegalBasis(_)
+            | Error::InvalidDuration { .. }
+            | Error::InvalidReason(_)
+            | Error::InvalidGrant(_) => ErrorKind::InvalidRequest,
         }
     }
 }
@@ -95,4 +205,7 @@ pub enum ErrorKind {
     PermissionDenied,
     /// The provider's description is wrong; its operators must fix it.
     ProviderFault,
+    /// The target is no longer in a state that allows the action (an access request already
+    /// decided, a grant already revoked); look at its current state. gRPC: `FAILED_PRECONDITION`.
+    Conflict,
 }

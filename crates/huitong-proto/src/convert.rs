@@ -195,3 +195,188 @@ mod tests {
         assert!(e.contains("no valid type"), "{e}");
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Grants and access requests. The wire form doubles as the stored form; `active` and `overdue`
+// are derived on the way out and ignored on the way in.
+// ---------------------------------------------------------------------------------------------
+
+use std::time::SystemTime;
+
+use huitong_core::{
+    AccessRequest, AccessRequestParts, Grant, GrantOrigin, GrantParts, Mask, Purpose, RequestState,
+    Revocation,
+};
+
+use crate::value::timestamp_to_system_time;
+
+/// Why a stored grant or request could not be read back.
+fn stored(what: &str, problem: impl std::fmt::Display) -> Error {
+    Error::InvalidResource {
+        resource: what.to_owned(),
+        problem: problem.to_string(),
+    }
+}
+
+fn ts(t: SystemTime) -> Option<prost_types::Timestamp> {
+    Some(prost_types::Timestamp::from(t))
+}
+
+fn time_of(what: &str, t: &Option<prost_types::Timestamp>) -> Result<SystemTime, Error> {
+    t.as_ref()
+        .and_then(timestamp_to_system_time)
+        .ok_or_else(|| stored(what, "a timestamp is missing"))
+}
+
+fn field_names(v: &[String]) -> Result<Vec<FieldName>, Error> {
+    v.iter().map(|f| FieldName::new(f)).collect()
+}
+
+fn purposes(v: &[String]) -> Result<Vec<Purpose>, Error> {
+    v.iter().map(|p| Purpose::new(p)).collect()
+}
+
+/// Field -> mask name, as on the wire.
+pub fn masks_to_wire(masks: &[(FieldName, Mask)]) -> std::collections::HashMap<String, String> {
+    masks
+        .iter()
+        .map(|(f, m)| (f.to_string(), m.as_str().to_owned()))
+        .collect()
+}
+
+/// Reads field -> mask name pairs; an unknown mask name is refused with the accepted ones.
+pub fn masks_from_wire(
+    masks: &std::collections::HashMap<String, String>,
+) -> Result<Vec<(FieldName, Mask)>, Error> {
+    let mut out: Vec<(FieldName, Mask)> = masks
+        .iter()
+        .map(|(f, m)| {
+            let field = FieldName::new(f)?;
+            let mask = Mask::parse(m).ok_or_else(|| {
+                Error::InvalidGrant(format!(
+                    "mask {m:?} for field {field} is not one of {}",
+                    Mask::names()
+                ))
+            })?;
+            Ok((field, mask))
+        })
+        .collect::<Result<_, Error>>()?;
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(out)
+}
+
+pub fn grant_to_wire(g: &Grant, now: SystemTime) -> v1::Grant {
+    let (revoked_at, revoked_by, revocation_reason) = match g.revocation() {
+        Some(r) => (ts(r.at), r.by.to_string(), r.reason.clone()),
+        None => (None, String::new(), String::new()),
+    };
+    v1::Grant {
+        id: g.id().to_owned(),
+        consumer: g.consumer().to_string(),
+        resource: g.resource().to_string(),
+        fields: g.fields().iter().map(|f| f.to_string()).collect(),
+        purposes: g.purposes().iter().map(|p| p.to_string()).collect(),
+        masks: masks_to_wire(g.masks()),
+        granted_at: ts(g.granted_at()),
+        expires_at: ts(g.expires_at()),
+        revoked_at,
+        revoked_by,
+        revocation_reason,
+        origin: match g.origin() {
+            GrantOrigin::AccessRequest(id) => format!("access-request {id}"),
+            GrantOrigin::PolicyFile => "policy-file".to_owned(),
+        },
+        active: g.is_active(now),
+    }
+}
+
+pub fn grant_from_wire(w: &v1::Grant) -> Result<Grant, Error> {
+    let what = format!("grant {}", w.id);
+    let revoked = match &w.revoked_at {
+        None => None,
+        Some(_) => Some(Revocation {
+            at: time_of(&what, &w.revoked_at)?,
+            by: DeptId::new(&w.revoked_by)?,
+            reason: w.revocation_reason.clone(),
+        }),
+    };
+    let origin = match w.origin.strip_prefix("access-request ") {
+        Some(id) => GrantOrigin::AccessRequest(id.to_owned()),
+        None if w.origin == "policy-file" => GrantOrigin::PolicyFile,
+        None => return Err(stored(&what, format!("unknown origin {:?}", w.origin))),
+    };
+    Grant::new(GrantParts {
+        id: w.id.clone(),
+        consumer: DeptId::new(&w.consumer)?,
+        resource: ResourceId::parse(&w.resource)?,
+        fields: field_names(&w.fields)?,
+        purposes: purposes(&w.purposes)?,
+        masks: masks_from_wire(&w.masks)?,
+        granted_at: time_of(&what, &w.granted_at)?,
+        expires_at: time_of(&what, &w.expires_at)?,
+        revoked,
+        origin,
+    })
+}
+
+pub fn request_to_wire(r: &AccessRequest, now: SystemTime) -> v1::AccessRequest {
+    let mut w = v1::AccessRequest {
+        id: r.id().to_owned(),
+        consumer: r.consumer().to_string(),
+        resource: r.resource().to_string(),
+        fields: r.fields().iter().map(|f| f.to_string()).collect(),
+        purposes: r.purposes().iter().map(|p| p.to_string()).collect(),
+        legal_basis: r.legal_basis().to_owned(),
+        duration_days: r.duration_days(),
+        filed_at: ts(r.filed_at()),
+        reply_due: ts(r.reply_due()),
+        overdue: r.is_overdue(now),
+        ..Default::default()
+    };
+    match r.state() {
+        RequestState::Pending => w.state = v1::AccessRequestState::Pending as i32,
+        RequestState::Approved { at, by, grant_id } => {
+            w.state = v1::AccessRequestState::Approved as i32;
+            w.decided_at = ts(*at);
+            w.decided_by = by.to_string();
+            w.grant_id = grant_id.clone();
+        }
+        RequestState::Denied { at, by, reason } => {
+            w.state = v1::AccessRequestState::Denied as i32;
+            w.decided_at = ts(*at);
+            w.decided_by = by.to_string();
+            w.denial_reason = reason.clone();
+        }
+    }
+    w
+}
+
+pub fn request_from_wire(w: &v1::AccessRequest) -> Result<AccessRequest, Error> {
+    let what = format!("access request {}", w.id);
+    let state = match v1::AccessRequestState::try_from(w.state) {
+        Ok(v1::AccessRequestState::Pending) => RequestState::Pending,
+        Ok(v1::AccessRequestState::Approved) => RequestState::Approved {
+            at: time_of(&what, &w.decided_at)?,
+            by: DeptId::new(&w.decided_by)?,
+            grant_id: w.grant_id.clone(),
+        },
+        Ok(v1::AccessRequestState::Denied) => RequestState::Denied {
+            at: time_of(&what, &w.decided_at)?,
+            by: DeptId::new(&w.decided_by)?,
+            reason: w.denial_reason.clone(),
+        },
+        _ => return Err(stored(&what, "no valid state")),
+    };
+    AccessRequest::from_parts(AccessRequestParts {
+        id: w.id.clone(),
+        consumer: DeptId::new(&w.consumer)?,
+        resource: ResourceId::parse(&w.resource)?,
+        fields: field_names(&w.fields)?,
+        purposes: purposes(&w.purposes)?,
+        legal_basis: w.legal_basis.clone(),
+        duration_days: w.duration_days,
+        filed_at: time_of(&what, &w.filed_at)?,
+        reply_due: time_of(&what, &w.reply_due)?,
+        state,
+    })
+}

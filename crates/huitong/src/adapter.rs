@@ -22,6 +22,8 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let source = config
         .into_source()
         .with_context(|| format!("loading the records for {}", args.config.display()))?;
+    let tls = huitong_tls::ServerTls::load(config.tls_files())
+        .with_context(|| format!("{}: [tls]", args.config.display()))?;
     let listen = args.listen.unwrap_or(config.listen());
     let listener = huitong_proto::transport::bind(listen)
         .with_context(|| format!("cannot listen on {listen}"))?;
@@ -33,6 +35,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         source,
         listener,
         config.serve_options(),
+        tls,
         shutdown,
     )
     .await

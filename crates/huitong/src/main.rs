@@ -9,9 +9,12 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod adapter;
+mod admin;
 mod broker;
 mod config;
 mod demo;
+mod identity;
+mod pki;
 mod query;
 mod serve;
 
@@ -38,6 +41,11 @@ enum Command {
     Query(query::QueryArgs),
     /// List the broker's catalogue.
     Catalogue(query::CatalogueArgs),
+    /// Access requests and grants (a department administrator's certificate).
+    Admin(admin::Args),
+    /// The exchange CA: create it, issue and revoke certificates.
+    #[command(subcommand)]
+    Pki(pki::Command),
     /// Check configuration files.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -56,7 +64,12 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let quiet = matches!(
         cli.command,
-        Command::Query(_) | Command::Catalogue(_) | Command::Config(_) | Command::Demo(_)
+        Command::Query(_)
+            | Command::Catalogue(_)
+            | Command::Config(_)
+            | Command::Demo(_)
+            | Command::Admin(_)
+            | Command::Pki(_)
     );
     init_logging(if quiet { "warn" } else { "info" });
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -76,6 +89,8 @@ fn main() -> ExitCode {
             Command::Adapter(args) => adapter::run(args).await,
             Command::Query(args) => query::run_query(args).await,
             Command::Catalogue(args) => query::run_catalogue(args).await,
+            Command::Admin(args) => admin::run(args).await,
+            Command::Pki(cmd) => pki::run(cmd),
             Command::Config(ConfigCommand::Check { file }) => config::check(&file),
         }
     });

@@ -11,13 +11,17 @@ use huitong_proto::v1::Value;
 use huitong_proto::value::format_timestamp;
 use serde_json::{Map, json};
 
-const DEFAULT_BROKER: &str = "http://127.0.0.1:7400";
+use crate::identity::IdentityArgs;
+
+pub const DEFAULT_BROKER: &str = "https://127.0.0.1:7400";
 
 #[derive(Debug, clap::Args)]
 pub struct QueryArgs {
     /// The broker's address.
     #[arg(long, env = "HUITONG_BROKER", default_value = DEFAULT_BROKER)]
     broker: String,
+    #[command(flatten)]
+    identity: IdentityArgs,
     /// The resource, as <department>/<name>, e.g. public-security/household-register.
     resource: String,
     /// A key value as FIELD=VALUE (repeat for composite keys). Typed by the catalogue.
@@ -51,6 +55,8 @@ pub struct CatalogueArgs {
     /// The broker's address.
     #[arg(long, env = "HUITONG_BROKER", default_value = DEFAULT_BROKER)]
     broker: String,
+    #[command(flatten)]
+    identity: IdentityArgs,
     /// Only this department's resources.
     #[arg(long)]
     provider: Option<String>,
@@ -82,7 +88,7 @@ fn typed(spec: &ResourceSpec, field: &str, text: &str) -> anyhow::Result<Value> 
 }
 
 pub async fn run_query(args: QueryArgs) -> anyhow::Result<ExitCode> {
-    let mut client = Client::connect(&args.broker).await?;
+    let mut client = Client::connect(&args.broker, &args.identity.files()).await?;
     let spec = client.describe(&args.resource).await?;
     let mut query = Query::search(&args.resource);
     for k in &args.keys {
@@ -142,6 +148,8 @@ pub fn answer_json(pages: &[QueryResponse]) -> serde_json::Value {
     });
     json!({
         "request_ids": pages.iter().map(|p| p.request_id.as_str()).collect::<Vec<_>>(),
+        "grant_id": last.map(|p| p.grant_id.as_str()).unwrap_or_default(),
+        "masked_fields": last.map(|p| p.masked_fields.clone()).unwrap_or_default(),
         "provenance": provenance,
         "records": records,
         "next_page_token": last.map(|p| p.next_page_token.as_str()).unwrap_or_default(),
@@ -149,7 +157,7 @@ pub fn answer_json(pages: &[QueryResponse]) -> serde_json::Value {
 }
 
 pub async fn run_catalogue(args: CatalogueArgs) -> anyhow::Result<ExitCode> {
-    let mut client = Client::connect(&args.broker).await?;
+    let mut client = Client::connect(&args.broker, &args.identity.files()).await?;
     let entries = client.catalogue(args.provider.as_deref()).await?;
     if args.json {
         let out: Vec<serde_json::Value> = entries

@@ -13,13 +13,18 @@ const GOOD: &str = r#"
 listen = "127.0.0.1:0"
 adapter_timeout_ms = 2000
 
+[tls]
+ca = "pki/ca.pem"
+cert = "pki/exchange-broker.pem"
+key = "pki/exchange-broker.key"
+
 [[adapters]]
 dept = "public-security"
-endpoint = "http://127.0.0.1:7401"
+endpoint = "https://127.0.0.1:7401"
 
 [[adapters]]
 dept = "civil-affairs"
-endpoint = "http://127.0.0.1:7402"
+endpoint = "https://127.0.0.1:7402"
 "#;
 
 #[test]
@@ -28,6 +33,22 @@ fn a_good_file_loads_with_defaults_filled_in() {
     assert_eq!(c.adapters.len(), 2);
     assert_eq!(c.adapter_timeout, Duration::from_secs(2));
     assert_eq!(c.max_page_size, 1000);
+    // Relative paths start at the config file's directory.
+    let dir = std::env::temp_dir().join(format!("huitong-broker-config-{}", std::process::id()));
+    assert_eq!(c.tls.ca, dir.join("pki/ca.pem"));
+    assert_eq!(c.data_dir, dir.join("huitong-data"));
+}
+
+#[test]
+fn tls_is_required() {
+    let text = GOOD.replace("[tls]", "[unused]");
+    let e = problem("notls.toml", &text);
+    assert!(e.contains("unknown field") || e.contains("tls"), "{e}");
+    let start = GOOD.find("[tls]").unwrap();
+    let end = GOOD.find("[[adapters]]").unwrap();
+    let text = format!("{}{}", &GOOD[..start], &GOOD[end..]);
+    let e = problem("notls2.toml", &text);
+    assert!(e.contains("tls: missing"), "{e}");
 }
 
 fn problem(name: &str, text: &str) -> String {
@@ -63,7 +84,7 @@ fn bad_values_name_key_and_problem() {
     );
     let e = problem(
         "ep.toml",
-        &GOOD.replace("http://127.0.0.1:7402", "127.0.0.1:7402"),
+        &GOOD.replace("https://127.0.0.1:7402", "127.0.0.1:7402"),
     );
     assert!(e.contains("adapters[1].endpoint:"), "{e}");
     let e = problem("listen.toml", &GOOD.replace("127.0.0.1:0", "localhost"));

@@ -4,11 +4,12 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use huitong_adapter::{ConfigFile, ResourceConfig, SourceConfig};
+use huitong_adapter::{ConfigFile, ResourceConfig, SourceConfig, TlsConfig};
 use huitong_core::{
     DeptId, FieldName, FieldSpec, FieldType, ResourceId, ResourceSpec, ResourceSpecParts,
     Sensitivity, SharingClass,
 };
+use huitong_tls::{Role, pki};
 use serde_json::json;
 
 use super::data::DemoData;
@@ -26,6 +27,56 @@ pub const DEPARTMENTS: [(&str, &str, u16); 3] = [
 
 /// Where the broker listens in a config written by `--init`.
 pub const BROKER_PORT: u16 = 7400;
+
+/// The demo exchange's SPIFFE trust domain.
+pub const TRUST_DOMAIN: &str = "demo.huitong.example";
+
+/// The department that runs the broker.
+pub const OPERATOR: &str = "exchange-office";
+
+/// Departments that only consume: they run no adapter but hold certificates.
+pub const CONSUMERS: [&str; 6] = [
+    "civil-affairs",
+    "market-regulation",
+    "public-security",
+    "taxation",
+    "social-insurance",
+    "human-resources",
+];
+
+/// Where the certificates live, relative to the exchange directory.
+pub const PKI_DIR: &str = "pki";
+
+/// Grants declared up front, as an exchange's bootstrapping policy would (the rest come from
+/// access requests approved during the walkthrough).
+const POLICY: &str = r#"# Grants declared by the exchange's policy, for bootstrapping. Others come from access
+# requests that providers approve (huitong admin request / approve).
+
+# 婚姻登记: civil affairs checks both applicants' civil status (《婚姻登记条例》第五条).
+[[grants]]
+consumer = "civil-affairs"
+resource = "public-security/household-register"
+fields = ["name", "gender", "birth_date", "marital_status", "status", "address"]
+purposes = ["婚姻登记 marriage registration"]
+expires = "2027-12-31"
+masks = { address = "address" }
+
+# 企业开办: market regulation confirms a founder's identity.
+[[grants]]
+consumer = "market-regulation"
+resource = "public-security/household-register"
+fields = ["name", "birth_date", "status"]
+purposes = ["营业执照登记 business licence registration"]
+expires = "2027-12-31"
+
+# 养老金资格认证: social insurance checks that a pensioner is alive.
+[[grants]]
+consumer = "social-insurance"
+resource = "public-security/household-register"
+fields = ["status"]
+purposes = ["养老金资格认证 pension eligibility"]
+expires = "2027-12-31"
+"#;
 
 fn field(
     name: &str,
@@ -230,6 +281,8 @@ fn spec(r: &Resource) -> anyhow::Result<ResourceSpec> {
 /// Paths of what [`write_exchange`] wrote.
 #[derive(Debug)]
 pub struct Written {
+    /// The exchange directory.
+    pub dir: PathBuf,
     /// `(dept, adapter config file)`.
     pub adapter_configs: Vec<(DeptId, PathBuf)>,
     pub broker_config: PathBuf,
@@ -241,11 +294,16 @@ pub fn write_exchange(dir: &Path, data: &DemoData) -> anyhow::Result<Written> {
     data.write_jsonl(dir)
         .with_context(|| format!("writing records to {}", dir.display()))?;
     write_criminal_records(dir, data)?;
+    write_pki(&dir.join(PKI_DIR))?;
+    let policy = dir.join("policy.toml");
+    std::fs::write(&policy, POLICY).with_context(|| format!("writing {}", policy.display()))?;
 
     let mut adapter_configs = Vec::new();
     let mut broker = format!(
         "# The demo exchange's broker. Start the adapters first: huitong adapter --config <dept>.toml\n\
-         [broker]\nlisten = \"127.0.0.1:{BROKER_PORT}\"\n"
+         [broker]\nlisten = \"127.0.0.1:{BROKER_PORT}\"\ndata_dir = \"broker-data\"\npolicy = \"policy.toml\"\n\n\
+         [tls]\nca = \"{PKI_DIR}/ca.pem\"\ncert = \"{PKI_DIR}/{OPERATOR}-broker.pem\"\n\
+         key = \"{PKI_DIR}/{OPERATOR}-broker.key\"\ncrl = \"{PKI_DIR}/crl.pem\"\n"
     );
     for (dept, _, port) in DEPARTMENTS {
         let dept_id = DeptId::new(dept)?;
@@ -260,20 +318,46 @@ pub fn write_exchange(dir: &Path, data: &DemoData) -> anyhow::Result<Written> {
             .collect::<anyhow::Result<Vec<_>>>()?;
         let mut file = ConfigFile::new(&dept_id, resources);
         file.listen = Some(format!("127.0.0.1:{port}"));
+        file.tls = Some(TlsConfig {
+            ca: PathBuf::from(PKI_DIR).join("ca.pem"),
+            cert: PathBuf::from(PKI_DIR).join(format!("{dept}-adapter.pem")),
+            key: PathBuf::from(PKI_DIR).join(format!("{dept}-adapter.key")),
+            crl: Some(PathBuf::from(PKI_DIR).join("crl.pem")),
+        });
         let path = dir.join(format!("{dept}.toml"));
         file.write(&path)?;
         adapter_configs.push((dept_id, path));
         broker.push_str(&format!(
-            "\n[[adapters]]\ndept = \"{dept}\"\nendpoint = \"http://127.0.0.1:{port}\"\n"
+            "\n[[adapters]]\ndept = \"{dept}\"\nendpoint = \"https://127.0.0.1:{port}\"\n"
         ));
     }
     let broker_config = dir.join("broker.toml");
     std::fs::write(&broker_config, broker)
         .with_context(|| format!("writing {}", broker_config.display()))?;
     Ok(Written {
+        dir: dir.to_owned(),
         adapter_configs,
         broker_config,
     })
+}
+
+/// The exchange CA and every certificate the demo uses: the broker's, each adapter's, and a
+/// consumer and an administrator certificate for every department.
+fn write_pki(dir: &Path) -> anyhow::Result<()> {
+    pki::init(dir, TRUST_DOMAIN)?;
+    let issue = |dept: &str, role: Role| -> anyhow::Result<()> {
+        pki::issue(dir, &pki::IssueOptions::new(DeptId::new(dept)?, role))?;
+        Ok(())
+    };
+    issue(OPERATOR, Role::Broker)?;
+    for (dept, _, _) in DEPARTMENTS {
+        issue(dept, Role::Adapter)?;
+    }
+    for dept in CONSUMERS {
+        issue(dept, Role::Consumer)?;
+        issue(dept, Role::Admin)?;
+    }
+    Ok(())
 }
 
 const OFFENCES: [&str; 5] = [

@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use huitong_adapter::AdapterConfig;
 use huitong_broker::BrokerConfig;
-use huitong_broker::config::{RawAdapter, RawBrokerConfig, RawBrokerSection};
+use huitong_tls::ServerTls;
 use tokio::sync::watch;
 
 mod catalogue;
@@ -96,37 +96,35 @@ async fn run_exchange(
         let source = config
             .into_source()
             .with_context(|| format!("loading {dept}'s records"))?;
+        let tls = ServerTls::load(config.tls_files())?;
         let listener = huitong_proto::transport::bind("127.0.0.1:0".parse()?)?;
         let addr = listener.local_addr()?;
         let title = catalogue::DEPARTMENTS
             .iter()
             .find(|d| d.0 == dept.as_str())
             .map_or("", |d| d.1);
-        println!("  adapter {dept:<18} {title:<44} http://{addr}");
-        adapters.push(RawAdapter {
-            dept: dept.to_string(),
-            endpoint: format!("http://{addr}"),
-        });
+        println!("  adapter {dept:<18} {title:<44} https://{addr}");
+        adapters.push((dept.clone(), format!("https://{addr}")));
         let dept = dept.clone();
         let options = config.serve_options();
         let stop = stopped(stop_tx.subscribe());
         tasks.push(tokio::spawn(async move {
-            huitong_adapter::serve(dept.clone(), source, listener, options, stop)
+            huitong_adapter::serve(dept.clone(), source, listener, options, tls, stop)
                 .await
                 .with_context(|| format!("adapter {dept}"))
         }));
     }
-    let broker_config = BrokerConfig::from_raw(RawBrokerConfig {
-        broker: RawBrokerSection {
-            listen: "127.0.0.1:0".into(),
-            ..RawBrokerSection::default()
-        },
-        adapters,
-    })
-    .map_err(|(key, problem)| anyhow::anyhow!("demo broker config: {key}: {problem}"))?;
+    // The broker runs from the config `--init` writes, on the ports chosen above.
+    let mut broker_config = BrokerConfig::load(&written.broker_config)?;
+    broker_config.listen = "127.0.0.1:0".parse()?;
+    for a in &mut broker_config.adapters {
+        if let Some((_, endpoint)) = adapters.iter().find(|(d, _)| *d == a.dept) {
+            a.endpoint.clone_from(endpoint);
+        }
+    }
     let listener = huitong_proto::transport::bind(broker_config.listen)?;
     let broker_addr = listener.local_addr()?;
-    println!("  broker  http://{broker_addr}");
+    println!("  broker  https://{broker_addr}");
     let stop = stopped(stop_tx.subscribe());
     tasks.push(tokio::spawn(async move {
         huitong_broker::serve(broker_config, listener, stop)
@@ -134,8 +132,13 @@ async fn run_exchange(
             .context("broker")
     }));
 
-    let broker_url = format!("http://{broker_addr}");
-    let mut client = huitong_client::Client::connect(&broker_url).await?;
+    let broker_url = format!("https://{broker_addr}");
+    let pki = written.dir.join(catalogue::PKI_DIR);
+    let mut client = huitong_client::Client::connect(
+        &broker_url,
+        &scenario::identity(&pki, "civil-affairs", huitong_tls::Role::Consumer)?,
+    )
+    .await?;
     let catalogue = client.catalogue(None).await?;
     println!(
         "  catalogue: {} resources from {} departments, ready after {} ms",
@@ -144,7 +147,7 @@ async fn run_exchange(
         started.elapsed().as_millis()
     );
 
-    let outcome = scenario::run(client, data).await;
+    let outcome = scenario::run(&broker_url, &pki, data).await;
     println!(
         "\n{} exchanges: {} answered, {} refused as policy requires, {} surprises.",
         outcome.answered + outcome.refused + outcome.surprises.len(),
@@ -158,14 +161,31 @@ async fn run_exchange(
 
     if args.serve {
         let stop = crate::serve::shutdown_signal();
+        let who = |dept: &str, role: &str| {
+            let cert = pki.join(format!("{dept}-{role}.pem"));
+            format!(
+                "--ca {} --cert {}",
+                pki.join("ca.pem").display(),
+                cert.display()
+            )
+        };
         println!("\nThe exchange keeps running. Try, in another terminal:");
-        println!("  huitong catalogue --broker {broker_url}");
         println!(
-            "  huitong query --broker {broker_url} public-security/household-register --key id_number={} --fields name,birth_date,marital_status --purpose \"marriage registration\"",
+            "  huitong catalogue --broker {broker_url} {}",
+            who("civil-affairs", "consumer")
+        );
+        println!(
+            "  huitong query --broker {broker_url} {} public-security/household-register --key id_number={} --fields name,birth_date,marital_status,address --purpose \"婚姻登记 marriage registration\"",
+            who("civil-affairs", "consumer"),
             data.eligible_couple().0.id_number
         );
         println!(
-            "  huitong query --broker {broker_url} market-regulation/business-licences --filter status=revoked --fields credit_code,name --purpose \"credit check\" --page-size 5"
+            "  huitong query --broker {broker_url} {} market-regulation/business-licences --filter status=revoked --fields credit_code,name --purpose \"credit check\" --page-size 5",
+            who("taxation", "consumer")
+        );
+        println!(
+            "  huitong admin --broker {broker_url} {} grants",
+            who("public-security", "admin")
         );
         println!("Press Ctrl-C to stop.");
         stop.await;

@@ -1,12 +1,21 @@
 //! The walkthrough: departments serving citizens by asking each other, each exchange printed as
 //! it happens. Every step states what it expects; any surprise makes the demo exit non-zero.
 
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use huitong_client::{Client, ClientError, Query, QueryResponse, Record, Value};
+use huitong_client::{Admin, Client, ClientError, Query, QueryResponse, Record, TlsFiles, Value};
+use huitong_core::DeptId;
+use huitong_tls::Role;
 use tonic::Code;
 
 use super::data::{DemoData, Person};
+
+/// The certificate files of `dept` in `role` in the demo's PKI directory.
+pub fn identity(pki: &Path, dept: &str, role: Role) -> anyhow::Result<TlsFiles> {
+    Ok(TlsFiles::from_pki_dir(pki, &DeptId::new(dept)?, role))
+}
 
 /// Counts of what happened.
 #[derive(Debug, Default)]
@@ -17,7 +26,9 @@ pub struct Outcome {
 }
 
 struct Walk {
-    client: Client,
+    broker: String,
+    pki: PathBuf,
+    clients: HashMap<String, Client>,
     n: usize,
     outcome: Outcome,
 }
@@ -55,6 +66,38 @@ struct Ask<'a> {
 }
 
 impl Walk {
+    /// The consumer's connection, made on first use with its own certificate.
+    async fn client(&mut self, dept: &str) -> Result<&mut Client, ClientError> {
+        if !self.clients.contains_key(dept) {
+            let files = identity(&self.pki, dept, Role::Consumer)
+                .map_err(|e| ClientError::Status(tonic::Status::internal(e.to_string())))?;
+            let client = Client::connect(&self.broker, &files).await?;
+            self.clients.insert(dept.to_owned(), client);
+        }
+        self.clients
+            .get_mut(dept)
+            .ok_or_else(|| ClientError::Status(tonic::Status::internal("no client")))
+    }
+
+    async fn admin(&mut self, dept: &str) -> Result<Admin, ClientError> {
+        let files = identity(&self.pki, dept, Role::Admin)
+            .map_err(|e| ClientError::Status(tonic::Status::internal(e.to_string())))?;
+        Admin::connect(&self.broker, &files).await
+    }
+
+    async fn run_query(
+        &mut self,
+        consumer: &str,
+        query: Query,
+    ) -> Result<QueryResponse, ClientError> {
+        self.client(consumer).await?.query(query).await
+    }
+
+    fn surprise(&mut self, what: String) {
+        println!("      ✗ unexpected: {what}");
+        self.outcome.surprises.push(what);
+    }
+
     fn header(&mut self, ask: &Ask<'_>) {
         self.n += 1;
         println!("  [{}] {} → {}", self.n, ask.consumer, ask.resource);
@@ -74,7 +117,7 @@ impl Walk {
     async fn ask(&mut self, ask: Ask<'_>) -> Option<QueryResponse> {
         self.header(&ask);
         let started = Instant::now();
-        match self.client.query(ask.query).await {
+        match self.run_query(ask.consumer, ask.query).await {
             Ok(answer) => {
                 self.outcome.answered += 1;
                 let ms = started.elapsed().as_secs_f64() * 1000.0;
@@ -88,6 +131,13 @@ impl Walk {
                     if answer.records.len() == 1 { "" } else { "s" },
                     answer.request_id
                 );
+                if !answer.masked_fields.is_empty() {
+                    println!(
+                        "        masked under grant {}: {}",
+                        answer.grant_id,
+                        answer.masked_fields.join(", ")
+                    );
+                }
                 for r in answer.records.iter().take(4) {
                     let shown: Vec<String> = ask
                         .fields
@@ -121,7 +171,7 @@ impl Walk {
     /// Runs an exchange that the broker must refuse with `code`.
     async fn refused(&mut self, ask: Ask<'_>, code: Code) {
         self.header(&ask);
-        match self.client.query(ask.query).await {
+        match self.run_query(ask.consumer, ask.query).await {
             Err(ClientError::Status(s)) if s.code() == code => {
                 self.outcome.refused += 1;
                 println!(
@@ -159,6 +209,8 @@ impl Walk {
 }
 
 const REGISTER: &str = "public-security/household-register";
+/// The purpose the exchange's policy grants civil affairs the register for.
+pub const MARRIAGE_PURPOSE: &str = "婚姻登记 marriage registration";
 const LICENCES: &str = "market-regulation/business-licences";
 const MARRIAGES: &str = "civil-affairs/marriage-registrations";
 
@@ -209,20 +261,36 @@ fn birth_of(answer: &Option<QueryResponse>) -> Option<(i32, u32, u32)> {
 /// The reference "today" of the synthetic data, so the story is the same every run.
 const TODAY: (i32, u32, u32) = (2026, 11, 1);
 
-pub async fn run(client: Client, data: &DemoData) -> Outcome {
+pub async fn run(broker: &str, pki: &Path, data: &DemoData) -> Outcome {
     let mut w = Walk {
-        client,
+        broker: broker.to_owned(),
+        pki: pki.to_owned(),
+        clients: HashMap::new(),
         n: 0,
         outcome: Outcome::default(),
     };
+    println!(
+        "\nEvery party below connects with its own certificate (mutual TLS, SPIFFE identity);"
+    );
+    println!(
+        "the broker takes the consumer's department from that certificate, never from the request."
+    );
 
     println!("\n■ 婚姻登记 A couple registers their marriage at the civil affairs bureau.");
     println!(
-        "  They bring no household register booklet (户口本): civil affairs asks public security."
+        "  They bring no household register booklet (户口本): civil affairs asks public security,"
     );
+    println!("  under a grant from the exchange's policy that masks addresses to district level.");
     let (groom, bride) = data.eligible_couple();
-    const MARRIAGE_FIELDS: &[&str] = &["name", "gender", "birth_date", "marital_status", "status"];
-    let purpose = "婚姻登记 marriage registration";
+    const MARRIAGE_FIELDS: &[&str] = &[
+        "name",
+        "gender",
+        "birth_date",
+        "marital_status",
+        "status",
+        "address",
+    ];
+    let purpose = MARRIAGE_PURPOSE;
     let g = w
         .ask(person_check(
             "civil-affairs",
@@ -269,7 +337,9 @@ pub async fn run(client: Client, data: &DemoData) -> Outcome {
         "refused: the applicant is recorded as married (《民法典》第一千零五十一条, bigamy)",
         false,
     );
-    println!("  Civil affairs finds the existing registration in its own records:");
+    println!(
+        "  Civil affairs finds the existing registration in its own records (a provider needs no grant for its own data):"
+    );
     let married_filter = if married.gender.as_str() == "male" {
         "husband_id"
     } else {
@@ -316,57 +386,101 @@ pub async fn run(client: Client, data: &DemoData) -> Outcome {
         "identity could not be confirmed",
         true,
     );
-    println!("  The tax bureau lists every company this person represents, a page at a time:");
-    let purpose_tax = "税务登记核查 tax registration check";
-    let fields: &[&str] = &["credit_code", "name", "status", "established_on"];
-    let mut token = String::new();
-    let mut total = 0;
-    for _page in 0..10 {
-        let a = w
-            .ask(Ask {
-                consumer: "taxation",
-                resource: LICENCES,
-                selector: format!(
-                    "filter legal_representative_id={} · page size 2",
-                    mask_id(&rep.id_number)
-                ),
-                fields,
-                purpose: purpose_tax,
-                query: Query::search(LICENCES)
-                    .filter("legal_representative_id", rep.id_number.as_str())
-                    .fields(fields.iter().copied())
-                    .purpose(purpose_tax)
-                    .page_size(2)
-                    .page_token(&token),
-            })
-            .await;
-        let Some(a) = a else { break };
-        total += a.records.len();
-        token = a.next_page_token;
-        if token.is_empty() {
-            break;
-        }
-    }
-    let expected = data
-        .businesses
-        .iter()
-        .filter(|b| b.legal_representative_id == rep.id_number)
-        .count();
-    w.decide(
-        total == expected,
-        &format!("{total} companies found, as registered"),
-        &format!("found {total}, expected {expected}"),
-        true,
+
+    println!(
+        "\n■ 共享申请 The tax bureau needs every company a person represents. Business licences are"
     );
+    println!(
+        "  open (无条件共享), but the representative's ID number is personal: that needs a grant."
+    );
+    let purpose_tax = "税务登记核查 tax registration check";
+    let fields: &[&str] = &["credit_code", "name", "status", "legal_representative_id"];
+    let by_rep = |token: &str, page_size: u32| {
+        Query::search(LICENCES)
+            .filter("legal_representative_id", rep.id_number.as_str())
+            .fields(fields.iter().copied())
+            .purpose(purpose_tax)
+            .page_size(page_size)
+            .page_token(token)
+    };
+    let selector = format!(
+        "filter legal_representative_id={} · page size 2",
+        mask_id(&rep.id_number)
+    );
+    w.refused(
+        Ask {
+            consumer: "taxation",
+            resource: LICENCES,
+            selector: selector.clone(),
+            fields,
+            purpose: purpose_tax,
+            query: by_rep("", 2),
+        },
+        Code::PermissionDenied,
+    )
+    .await;
+    let grant = w
+        .request_and_decide(
+            "taxation",
+            LICENCES,
+            &[
+                "credit_code",
+                "name",
+                "status",
+                "established_on",
+                "legal_representative_id",
+            ],
+            purpose_tax,
+            "《中华人民共和国税收征收管理法》第十五条",
+            Decide::Approve {
+                by: "market-regulation",
+                masks: &[("legal_representative_id", "id-number")],
+            },
+        )
+        .await;
+    if grant.is_some() {
+        let mut token = String::new();
+        let mut total = 0;
+        for _page in 0..10 {
+            let a = w
+                .ask(Ask {
+                    consumer: "taxation",
+                    resource: LICENCES,
+                    selector: selector.clone(),
+                    fields,
+                    purpose: purpose_tax,
+                    query: by_rep(&token, 2),
+                })
+                .await;
+            let Some(a) = a else { break };
+            total += a.records.len();
+            token = a.next_page_token;
+            if token.is_empty() {
+                break;
+            }
+        }
+        let expected = data
+            .businesses
+            .iter()
+            .filter(|b| b.legal_representative_id == rep.id_number)
+            .count();
+        w.decide(
+            total == expected,
+            &format!("{total} companies found, as registered"),
+            &format!("found {total}, expected {expected}"),
+            true,
+        );
+    }
 
     println!("\n■ 养老金资格认证 Social insurance checks that a pensioner is alive before paying.");
     let deceased = data.deceased_person();
+    let pension = "养老金资格认证 pension eligibility";
     let d = w
         .ask(person_check(
             "social-insurance",
             deceased,
             &["status"],
-            "养老金资格认证 pension eligibility",
+            pension,
         ))
         .await;
     w.decide(
@@ -376,7 +490,29 @@ pub async fn run(client: Client, data: &DemoData) -> Outcome {
         false,
     );
 
-    println!("\n■ What the broker refuses, and how it says so.");
+    println!("\n■ 不予共享 What is refused, and how the refusal says so.");
+    w.request_and_decide(
+        "human-resources",
+        REGISTER,
+        &["name", "marital_status", "ethnicity"],
+        "招聘审查 employment screening",
+        "单位内部招聘制度",
+        Decide::Deny {
+            by: "public-security",
+            reason: "招聘审查不属于户籍信息共享的法定用途: employment screening is not a lawful use of household register data",
+        },
+    )
+    .await;
+    w.refused(
+        person_check(
+            "human-resources",
+            groom,
+            &["name", "marital_status"],
+            "招聘审查 employment screening",
+        ),
+        Code::PermissionDenied,
+    )
+    .await;
     w.refused(
         Ask {
             consumer: "human-resources",
@@ -389,6 +525,16 @@ pub async fn run(client: Client, data: &DemoData) -> Outcome {
                 .fields(["offence"])
                 .purpose("employment screening"),
         },
+        Code::PermissionDenied,
+    )
+    .await;
+    w.refused(
+        person_check("social-insurance", deceased, &["status", "name"], pension),
+        Code::PermissionDenied,
+    )
+    .await;
+    w.refused(
+        person_check("civil-affairs", groom, &["name"], "税务稽查 tax audit"),
         Code::PermissionDenied,
     )
     .await;
@@ -425,4 +571,95 @@ pub async fn run(client: Client, data: &DemoData) -> Outcome {
     .await;
 
     w.outcome
+}
+
+/// What the provider does with an access request in the walkthrough.
+enum Decide<'a> {
+    Approve {
+        by: &'a str,
+        masks: &'a [(&'a str, &'a str)],
+    },
+    Deny {
+        by: &'a str,
+        reason: &'a str,
+    },
+}
+
+impl Walk {
+    /// A consumer's administrator files an access request; the provider's administrator
+    /// decides. Returns the grant id when approved.
+    async fn request_and_decide(
+        &mut self,
+        consumer: &str,
+        resource: &str,
+        fields: &[&str],
+        purpose: &str,
+        legal_basis: &str,
+        decide: Decide<'_>,
+    ) -> Option<String> {
+        let filed = match self.admin(consumer).await {
+            Ok(mut a) => {
+                a.file_request(resource, fields, &[purpose], legal_basis, 365)
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        let filed = match filed {
+            Ok(r) => r,
+            Err(e) => {
+                self.surprise(format!("filing an access request failed: {e}"));
+                return None;
+            }
+        };
+        let due = filed
+            .reply_due
+            .as_ref()
+            .map(huitong_proto::value::format_timestamp)
+            .unwrap_or_default();
+        println!("  [admin] {consumer} files {} for {resource}", filed.id);
+        println!(
+            "      fields: {} · purpose: {purpose} · legal basis: {legal_basis}",
+            fields.join(", ")
+        );
+        println!(
+            "      the provider must reply by {} (10 working days)",
+            due.get(..10).unwrap_or(&due)
+        );
+        match decide {
+            Decide::Approve { by, masks } => {
+                let approved = match self.admin(by).await {
+                    Ok(mut a) => a.approve(&filed.id, &[], masks).await,
+                    Err(e) => Err(e),
+                };
+                match approved {
+                    Ok(g) => {
+                        let masks: Vec<String> =
+                            masks.iter().map(|(f, m)| format!("{f} as {m}")).collect();
+                        println!(
+                            "  [admin] {by} approves {} → grant {} (masks: {})",
+                            filed.id,
+                            g.id,
+                            masks.join(", ")
+                        );
+                        Some(g.id)
+                    }
+                    Err(e) => {
+                        self.surprise(format!("approving {} failed: {e}", filed.id));
+                        None
+                    }
+                }
+            }
+            Decide::Deny { by, reason } => {
+                let denied = match self.admin(by).await {
+                    Ok(mut a) => a.deny(&filed.id, reason).await,
+                    Err(e) => Err(e),
+                };
+                match denied {
+                    Ok(r) => println!("  [admin] {by} denies {}: {}", filed.id, r.denial_reason),
+                    Err(e) => self.surprise(format!("denying {} failed: {e}", filed.id)),
+                }
+                None
+            }
+        }
+    }
 }

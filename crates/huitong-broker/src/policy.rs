@@ -1,0 +1,421 @@
+//! Lawful sharing at the broker: the grants that decide each exchange, the access requests that
+//! create them, and where both are kept.
+//!
+//! The rules themselves are `huitong_core::policy` (pure, tested there). This module owns their
+//! state: access requests and approved grants in sled under the data directory, grants declared
+//! in the policy file, and an in-memory snapshot of every grant that the exchange path reads
+//! without touching the disk or holding a lock while it waits.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use huitong_core::{
+    AccessRequest, AccessRequestForm, Decision, DeptId, FieldName, Grant, GrantOrigin, GrantParts,
+    Mask, Purpose, ResourceId, ResourceSpec,
+};
+use huitong_proto::convert;
+use prost::Message;
+use serde::Deserialize;
+
+/// Why the policy state could not be read or written.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PolicyError {
+    #[error("opening the data directory {}: {source}", path.display())]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: sled::Error,
+    },
+    #[error("reading or writing grants and access requests: {0}")]
+    Store(#[from] sled::Error),
+    #[error("stored record {key} is unreadable: {problem}")]
+    Corrupt { key: String, problem: String },
+    #[error("{}: {problem}", path.display())]
+    PolicyFile { path: PathBuf, problem: String },
+    #[error(transparent)]
+    Rule(#[from] huitong_core::Error),
+    #[error("no access request {0}; list them with `huitong admin requests`")]
+    NoSuchRequest(String),
+    #[error("no grant {0}; list them with `huitong admin grants`")]
+    NoSuchGrant(String),
+    #[error("grant {0} is declared in the exchange's policy file; remove it there")]
+    PolicyFileGrant(String),
+}
+
+type GrantIndex = HashMap<(DeptId, ResourceId), Vec<Grant>>;
+
+/// The broker's grants and access requests.
+#[derive(Debug)]
+pub struct Policy {
+    db: sled::Db,
+    /// Every grant, by (consumer, resource). Replaced whole on change: the exchange path clones
+    /// the `Arc` and never holds the lock while it works.
+    grants: RwLock<Arc<GrantIndex>>,
+    /// Serialises read-modify-write of stored records; taken only inside blocking sections.
+    write: Mutex<()>,
+    reply_working_days: u32,
+}
+
+const REQUEST: &str = "request/";
+const GRANT: &str = "grant/";
+
+impl Policy {
+    /// Opens (or creates) the store in `data_dir` and loads the grants declared in `policy_file`.
+    pub fn open(
+        data_dir: &Path,
+        policy_file: Option<&Path>,
+        reply_working_days: u32,
+    ) -> Result<Policy, PolicyError> {
+        let db = sled::open(data_dir.join("policy.sled")).map_err(|source| PolicyError::Open {
+            path: data_dir.to_owned(),
+            source,
+        })?;
+        let mut index = GrantIndex::new();
+        for item in db.scan_prefix(GRANT) {
+            let (k, v) = item?;
+            let grant = decode_grant(&k, &v)?;
+            index
+                .entry((grant.consumer().clone(), grant.resource().clone()))
+                .or_default()
+                .push(grant);
+        }
+        if let Some(path) = policy_file {
+            for grant in load_policy_file(path)? {
+                index
+                    .entry((grant.consumer().clone(), grant.resource().clone()))
+                    .or_default()
+                    .push(grant);
+            }
+        }
+        Ok(Policy {
+            db,
+            grants: RwLock::new(Arc::new(index)),
+            write: Mutex::new(()),
+            reply_working_days,
+        })
+    }
+
+    fn snapshot(&self) -> Arc<GrantIndex> {
+        match self.grants.read() {
+            Ok(g) => Arc::clone(&g),
+            Err(p) => Arc::clone(&p.into_inner()),
+        }
+    }
+
+    fn replace_grant(&self, grant: Grant) {
+        let mut next = (*self.snapshot()).clone();
+        let list = next
+            .entry((grant.consumer().clone(), grant.resource().clone()))
+            .or_default();
+        list.retain(|g| g.id() != grant.id());
+        list.push(grant);
+        let next = Arc::new(next);
+        match self.grants.write() {
+            Ok(mut g) => *g = next,
+            Err(p) => *p.into_inner() = next,
+        }
+    }
+
+    /// The exchange path's authorise step: may `consumer` receive `fields` for `purpose`?
+    pub fn decide(
+        &self,
+        spec: &ResourceSpec,
+        consumer: &DeptId,
+        fields: &[FieldName],
+        purpose: &Purpose,
+        now: SystemTime,
+    ) -> Result<Decision, huitong_core::Error> {
+        let grants = self.snapshot();
+        let key = (consumer.clone(), spec.id().clone());
+        let held = grants.get(&key).map(Vec::as_slice).unwrap_or_default();
+        huitong_core::decide(spec, consumer, fields, purpose, held, now)
+    }
+
+    /// Files an access request from `consumer`, checked against the catalogue entry `spec`.
+    pub async fn file_request(
+        self: &Arc<Self>,
+        consumer: DeptId,
+        spec: Arc<ResourceSpec>,
+        fields: Vec<String>,
+        purposes: Vec<String>,
+        legal_basis: String,
+        duration_days: u32,
+    ) -> Result<AccessRequest, PolicyError> {
+        let me = Arc::clone(self);
+        blocking(move || {
+            let _w = me.lock_writes();
+            let id = format!("AR-{}", me.db.generate_id()? + 1);
+            let request = AccessRequest::file(
+                AccessRequestForm {
+                    id,
+                    consumer,
+                    fields,
+                    purposes,
+                    legal_basis,
+                    duration_days,
+                },
+                &spec,
+                SystemTime::now(),
+                me.reply_working_days,
+            )?;
+            me.store_request(&request)?;
+            me.db.flush()?;
+            Ok(request)
+        })
+        .await
+    }
+
+    /// The provider approves request `id`; returns the grant created.
+    pub async fn approve(
+        self: &Arc<Self>,
+        id: String,
+        by: DeptId,
+        fields: Option<Vec<FieldName>>,
+        masks: Vec<(FieldName, Mask)>,
+    ) -> Result<Grant, PolicyError> {
+        let me = Arc::clone(self);
+        let grant = blocking(move || {
+            let _w = me.lock_writes();
+            let mut request = me.request(&id)?;
+            let grant_id = format!("G-{}", me.db.generate_id()? + 1);
+            let grant = request.approve(&by, SystemTime::now(), grant_id, fields, masks)?;
+            // Request and grant are written in one batch: a crash leaves neither or both.
+            let mut batch = sled::Batch::default();
+            batch.insert(
+                key(REQUEST, request.id()).as_bytes(),
+                encode_request(&request),
+            );
+            batch.insert(key(GRANT, grant.id()).as_bytes(), encode_grant(&grant));
+            me.db.apply_batch(batch)?;
+            me.db.flush()?;
+            Ok(grant)
+        })
+        .await?;
+        self.replace_grant(grant.clone());
+        Ok(grant)
+    }
+
+    /// The provider denies request `id` with a written reason.
+    pub async fn deny(
+        self: &Arc<Self>,
+        id: String,
+        by: DeptId,
+        reason: String,
+    ) -> Result<AccessRequest, PolicyError> {
+        let me = Arc::clone(self);
+        blocking(move || {
+            let _w = me.lock_writes();
+            let mut request = me.request(&id)?;
+            request.deny(&by, SystemTime::now(), &reason)?;
+            me.store_request(&request)?;
+            me.db.flush()?;
+            Ok(request)
+        })
+        .await
+    }
+
+    /// The provider or the consumer revokes grant `id`.
+    pub async fn revoke(
+        self: &Arc<Self>,
+        id: String,
+        by: DeptId,
+        reason: String,
+    ) -> Result<Grant, PolicyError> {
+        let me = Arc::clone(self);
+        let grant = blocking(move || {
+            let _w = me.lock_writes();
+            let mut grant = me
+                .snapshot()
+                .values()
+                .flatten()
+                .find(|g| g.id() == id)
+                .cloned()
+                .ok_or_else(|| PolicyError::NoSuchGrant(id.clone()))?;
+            if *grant.origin() == GrantOrigin::PolicyFile {
+                return Err(PolicyError::PolicyFileGrant(id));
+            }
+            grant.revoke(&by, SystemTime::now(), &reason)?;
+            me.db.insert(key(GRANT, grant.id()), encode_grant(&grant))?;
+            me.db.flush()?;
+            Ok(grant)
+        })
+        .await?;
+        self.replace_grant(grant.clone());
+        Ok(grant)
+    }
+
+    /// Access requests `dept` filed or must decide, oldest first.
+    pub fn requests_of(&self, dept: &DeptId) -> Result<Vec<AccessRequest>, PolicyError> {
+        let mut out = Vec::new();
+        for item in self.db.scan_prefix(REQUEST) {
+            let (k, v) = item?;
+            let r = decode_request(&k, &v)?;
+            if r.consumer() == dept || r.resource().provider() == dept {
+                out.push(r);
+            }
+        }
+        out.sort_by_key(|r| r.filed_at());
+        Ok(out)
+    }
+
+    /// Grants `dept` holds or has given.
+    pub fn grants_of(&self, dept: &DeptId) -> Vec<Grant> {
+        let mut out: Vec<Grant> = self
+            .snapshot()
+            .values()
+            .flatten()
+            .filter(|g| g.consumer() == dept || g.resource().provider() == dept)
+            .cloned()
+            .collect();
+        out.sort_by(|a, b| a.id().cmp(b.id()));
+        out
+    }
+
+    fn lock_writes(&self) -> std::sync::MutexGuard<'_, ()> {
+        match self.write.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    fn request(&self, id: &str) -> Result<AccessRequest, PolicyError> {
+        let k = key(REQUEST, id);
+        let v = self
+            .db
+            .get(&k)?
+            .ok_or_else(|| PolicyError::NoSuchRequest(id.chars().take(40).collect()))?;
+        decode_request(k.as_bytes(), &v)
+    }
+
+    fn store_request(&self, r: &AccessRequest) -> Result<(), PolicyError> {
+        self.db.insert(key(REQUEST, r.id()), encode_request(r))?;
+        Ok(())
+    }
+}
+
+/// Runs store work off the async workers: sled's writes and flushes block.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, PolicyError> + Send + 'static,
+) -> Result<T, PolicyError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| PolicyError::Corrupt {
+            key: "-".into(),
+            problem: format!("store task failed: {e}"),
+        })?
+}
+
+fn key(prefix: &str, id: &str) -> String {
+    format!("{prefix}{id}")
+}
+
+fn encode_request(r: &AccessRequest) -> Vec<u8> {
+    convert::request_to_wire(r, SystemTime::now()).encode_to_vec()
+}
+
+fn encode_grant(g: &Grant) -> Vec<u8> {
+    convert::grant_to_wire(g, SystemTime::now()).encode_to_vec()
+}
+
+fn corrupt(k: &[u8], problem: impl std::fmt::Display) -> PolicyError {
+    PolicyError::Corrupt {
+        key: String::from_utf8_lossy(k).into_owned(),
+        problem: problem.to_string(),
+    }
+}
+
+fn decode_request(k: &[u8], v: &[u8]) -> Result<AccessRequest, PolicyError> {
+    let w = huitong_proto::v1::AccessRequest::decode(v).map_err(|e| corrupt(k, e))?;
+    convert::request_from_wire(&w).map_err(|e| corrupt(k, e))
+}
+
+fn decode_grant(k: &[u8], v: &[u8]) -> Result<Grant, PolicyError> {
+    let w = huitong_proto::v1::Grant::decode(v).map_err(|e| corrupt(k, e))?;
+    convert::grant_from_wire(&w).map_err(|e| corrupt(k, e))
+}
+
+// ---------------------------------------------------------------------------------------------
+// The policy file
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PolicyFile {
+    #[serde(default)]
+    grants: Vec<PolicyGrant>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PolicyGrant {
+    consumer: String,
+    resource: String,
+    fields: Vec<String>,
+    #[serde(default)]
+    purposes: Vec<String>,
+    /// `YYYY-MM-DD`: the grant is active until the start of that day (UTC).
+    expires: String,
+    #[serde(default)]
+    masks: HashMap<String, String>,
+}
+
+/// Reads grants declared in a policy file; every mistake names the file, the key and the problem.
+pub fn load_policy_file(path: &Path) -> Result<Vec<Grant>, PolicyError> {
+    let err = |problem: String| PolicyError::PolicyFile {
+        path: path.to_owned(),
+        problem,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot read: {e}")))?;
+    let file: PolicyFile = toml::from_str(&text).map_err(|e| err(e.to_string()))?;
+    let now = SystemTime::now();
+    let mut out: Vec<Grant> = Vec::with_capacity(file.grants.len());
+    for (i, g) in file.grants.iter().enumerate() {
+        let at = |k: &str, e: &dyn std::fmt::Display| err(format!("grants[{i}].{k}: {e}"));
+        let consumer = DeptId::new(&g.consumer).map_err(|e| at("consumer", &e))?;
+        let resource = ResourceId::parse(&g.resource).map_err(|e| at("resource", &e))?;
+        let fields = g
+            .fields
+            .iter()
+            .map(|f| FieldName::new(f))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| at("fields", &e))?;
+        let purposes = g
+            .purposes
+            .iter()
+            .map(|p| Purpose::new(p))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| at("purposes", &e))?;
+        let expires = huitong_proto::value::parse_date(&g.expires)
+            .map(|d| {
+                let days = huitong_core::calendar::days_from_civil(
+                    i64::from(d.year),
+                    d.month as u32,
+                    d.day as u32,
+                );
+                UNIX_EPOCH + Duration::from_secs(u64::try_from(days.max(0)).unwrap_or(0) * 86_400)
+            })
+            .ok_or_else(|| at("expires", &"expected a date as \"YYYY-MM-DD\""))?;
+        let masks = convert::masks_from_wire(&g.masks).map_err(|e| at("masks", &e))?;
+        let grant = Grant::new(GrantParts {
+            id: format!("P-{}", i + 1),
+            consumer,
+            resource,
+            fields,
+            purposes,
+            masks,
+            granted_at: now.min(expires),
+            expires_at: expires,
+            revoked: None,
+            origin: GrantOrigin::PolicyFile,
+        })
+        .map_err(|e| err(format!("grants[{i}]: {e}")))?;
+        out.push(grant);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,67 @@
+use super::*;
+
+fn write(name: &str, text: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("huitong-policy-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+const GOOD: &str = r#"
+[[grants]]
+consumer = "civil-affairs"
+resource = "public-security/household-register"
+fields = ["name", "birth_date", "address"]
+purposes = ["marriage registration"]
+expires = "2099-12-31"
+masks = { address = "address" }
+"#;
+
+#[test]
+fn a_policy_file_declares_grants() {
+    let grants = load_policy_file(&write("good.toml", GOOD)).unwrap();
+    assert_eq!(grants.len(), 1);
+    let g = &grants[0];
+    assert_eq!(g.id(), "P-1");
+    assert_eq!(g.consumer().as_str(), "civil-affairs");
+    assert!(g.is_active(SystemTime::now()));
+    assert_eq!(g.masks().len(), 1);
+}
+
+fn problem(name: &str, text: &str) -> String {
+    load_policy_file(&write(name, text))
+        .unwrap_err()
+        .to_string()
+}
+
+#[test]
+fn policy_file_mistakes_name_file_key_and_problem() {
+    let e = problem("a.toml", &GOOD.replace("\"civil-affairs\"", "\"Civil\""));
+    assert!(e.contains("a.toml: grants[0].consumer:"), "{e}");
+    let e = problem(
+        "b.toml",
+        &GOOD.replace("public-security/household-register", "register"),
+    );
+    assert!(e.contains("grants[0].resource:"), "{e}");
+    let e = problem("c.toml", &GOOD.replace("2099-12-31", "next year"));
+    assert!(e.contains("grants[0].expires: expected a date"), "{e}");
+    let e = problem(
+        "d.toml",
+        &GOOD.replace("address = \"address\"", "address = \"scramble\""),
+    );
+    assert!(
+        e.contains("grants[0].masks:") && e.contains("scramble"),
+        "{e}"
+    );
+    let e = problem(
+        "e.toml",
+        &GOOD.replace(
+            "masks = { address = \"address\" }",
+            "masks = { salary = \"redact\" }",
+        ),
+    );
+    assert!(e.contains("grants[0]") && e.contains("salary"), "{e}");
+    let e = problem("f.toml", &GOOD.replace("purposes", "purpose"));
+    assert!(e.contains("f.toml") && e.contains("purpose"), "{e}");
+}

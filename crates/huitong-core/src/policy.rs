@@ -1,0 +1,1051 @@
+//! Lawful sharing (依法共享): grants, access requests, and the decision taken for each exchange.
+//!
+//! The rules follow the 2016 interim measures on government information resource sharing and the
+//! 2025 regulation on government data sharing:
+//!
+//! - A resource catalogued as not shared (不予共享) is never served.
+//! - An open resource (无条件共享) serves its public and internal fields to any authenticated
+//!   department. Its personal and sensitive fields need an active [`Grant`] that lists the field
+//!   and names the declared purpose.
+//! - A conditional resource (有条件共享) serves only fields that an active grant lists; personal
+//!   and sensitive fields also need the declared purpose to be one the grant names.
+//! - A grant comes from the provider's approval of an [`AccessRequest`] (or from policy config).
+//!   The provider must reply by a deadline counted in working days, and a denial must give a
+//!   written reason (说明理由).
+//!
+//! Nothing here reads the clock: every function that depends on time takes `now`.
+
+use std::fmt;
+use std::time::{Duration, SystemTime};
+
+use crate::Error;
+use crate::calendar::{self, SECONDS_PER_DAY};
+use crate::catalogue::{FieldSpec, ResourceSpec, Sensitivity, SharingClass};
+use crate::ids::{DeptId, FieldName, Purpose, ResourceId};
+use crate::masking::Mask;
+
+/// Longest grant, in days: three years.
+pub const MAX_GRANT_DAYS: u32 = 1095;
+/// Longest legal basis of an access request, in characters.
+pub const MAX_LEGAL_BASIS_CHARS: usize = 500;
+/// Longest reason for a denial or a revocation, in characters.
+pub const MAX_REASON_CHARS: usize = 1000;
+/// Longest access request or grant id, in bytes.
+pub const MAX_RECORD_ID_LEN: usize = 64;
+
+/// The command that files an access request, as quoted in refusals.
+const REQUEST_COMMAND: &str = "huitong admin request";
+
+// ---------------------------------------------------------------------------------------------
+// Refusals
+// ---------------------------------------------------------------------------------------------
+
+/// Why the sharing policy refused an exchange. Each message says what is missing and how to get
+/// it; none of them contains a key value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PolicyRefusal {
+    /// The consumer holds no grant at all for the resource, and the request needs one.
+    #[error("{}", no_grant(.consumer, .resource, *.class, .fields, .purpose))]
+    NoGrant {
+        /// The department that asked.
+        consumer: DeptId,
+        /// The resource asked for.
+        resource: ResourceId,
+        /// The resource's sharing class: open or conditional.
+        class: SharingClass,
+        /// The requested fields that need a grant, with their sensitivity.
+        fields: Vec<(FieldName, Sensitivity)>,
+        /// The purpose the consumer declared.
+        purpose: Purpose,
+    },
+    /// The consumer has no active grant for the resource, and the latest one has expired.
+    #[error(
+        "your grant {grant} for {resource} expired on {}; file a new access request ({REQUEST_COMMAND} {resource} ...)",
+        calendar::format_date(*.expired_at)
+    )]
+    GrantExpired {
+        /// The grant's id.
+        grant: String,
+        /// The resource it was for.
+        resource: ResourceId,
+        /// When it expired.
+        expired_at: SystemTime,
+    },
+    /// The consumer has no active grant for the resource, and the latest one was revoked.
+    #[error(
+        "your grant {grant} for {resource} was revoked on {} by {}: {}; file a new access request if the reason no longer applies",
+        calendar::format_date(.revocation.at), .revocation.by, .revocation.reason
+    )]
+    GrantRevoked {
+        /// The grant's id.
+        grant: String,
+        /// The resource it was for.
+        resource: ResourceId,
+        /// When, by whom and why.
+        revocation: Revocation,
+    },
+    /// The closest active grant does not list some of the requested fields.
+    #[error(
+        "{} outside your grant {grant} (it allows: {}); file an access request for {}",
+        fields_are(.fields), join(.allowed, ", "), if .fields.len() == 1 { "it" } else { "them" }
+    )]
+    FieldsOutsideGrant {
+        /// The grant's id.
+        grant: String,
+        /// The requested fields it does not list.
+        fields: Vec<FieldName>,
+        /// The fields it lists.
+        allowed: Vec<FieldName>,
+    },
+    /// The closest active grant lists the fields, but some are personal or sensitive and the
+    /// grant does not name the declared purpose.
+    #[error(
+        "{} and your grant {grant} does not name the purpose {:?} (it names: {}); file an access request for this purpose",
+        sensitive_fields_are(.fields), .purpose.as_str(), join(.named, ", ")
+    )]
+    PurposeNotNamed {
+        /// The grant's id.
+        grant: String,
+        /// The requested personal and sensitive fields, with their sensitivity.
+        fields: Vec<(FieldName, Sensitivity)>,
+        /// The purpose the consumer declared.
+        purpose: Purpose,
+        /// The purposes the grant names.
+        named: Vec<Purpose>,
+    },
+}
+
+fn join<T: fmt::Display>(items: &[T], sep: &str) -> String {
+    let items: Vec<String> = items.iter().map(ToString::to_string).collect();
+    items.join(sep)
+}
+
+fn quoted(fields: &[FieldName]) -> String {
+    let items: Vec<String> = fields.iter().map(|f| format!("\"{f}\"")).collect();
+    items.join(", ")
+}
+
+/// `field "a" is` / `fields "a", "b" are`.
+fn fields_are(fields: &[FieldName]) -> String {
+    match fields {
+        [one] => format!("field \"{one}\" is"),
+        _ => format!("fields {} are", quoted(fields)),
+    }
+}
+
+/// `field "name" is personal` / `fields "name", "address" are personal` /
+/// `fields "name", "diagnosis" are personal or sensitive`.
+fn sensitive_fields_are(fields: &[(FieldName, Sensitivity)]) -> String {
+    let names: Vec<FieldName> = fields.iter().map(|(f, _)| f.clone()).collect();
+    let what = match fields {
+        [(_, first), rest @ ..] if rest.iter().all(|(_, s)| s == first) => first.as_str(),
+        _ => "personal or sensitive",
+    };
+    format!("{} {what}", fields_are(&names))
+}
+
+fn no_grant(
+    consumer: &DeptId,
+    resource: &ResourceId,
+    class: SharingClass,
+    fields: &[(FieldName, Sensitivity)],
+    purpose: &Purpose,
+) -> String {
+    let why = if class == SharingClass::Open {
+        format!(
+            ", and {}, which only a grant releases",
+            sensitive_fields_are(fields)
+        )
+    } else {
+        ", which is shared on condition (有条件共享): every field needs a grant".to_owned()
+    };
+    let names: Vec<&str> = fields.iter().map(|(f, _)| f.as_str()).collect();
+    format!(
+        "{consumer} has no grant for {resource}{why}; file an access request \
+         ({REQUEST_COMMAND} {resource} --fields {} --purpose {:?} --legal-basis ...)",
+        names.join(","),
+        purpose.as_str()
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// Grants
+// ---------------------------------------------------------------------------------------------
+
+/// Where a grant came from.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum GrantOrigin {
+    /// The provider approved the access request with this id.
+    AccessRequest(String),
+    /// The exchange's policy configuration.
+    PolicyFile,
+}
+
+/// The withdrawal of a grant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Revocation {
+    /// When it was revoked.
+    pub at: SystemTime,
+    /// Who revoked it: the provider or the consumer.
+    pub by: DeptId,
+    /// Why, as written by the revoker.
+    pub reason: String,
+}
+
+/// The parts of a [`Grant`] before its consistency checks, e.g. as read back from storage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrantParts {
+    /// The grant's id, e.g. `G-12`.
+    pub id: String,
+    /// The department that may receive the data.
+    pub consumer: DeptId,
+    /// The resource it covers.
+    pub resource: ResourceId,
+    /// The fields it releases.
+    pub fields: Vec<FieldName>,
+    /// The purposes it names, for personal and sensitive fields.
+    pub purposes: Vec<Purpose>,
+    /// At most one mask per field, only on listed fields.
+    pub masks: Vec<(FieldName, Mask)>,
+    /// When it was granted.
+    pub granted_at: SystemTime,
+    /// When it expires: it is active strictly before this moment.
+    pub expires_at: SystemTime,
+    /// Set once it is revoked.
+    pub revoked: Option<Revocation>,
+    /// Where it came from.
+    pub origin: GrantOrigin,
+}
+
+/// A consumer's permission to receive some fields of one resource, for named purposes, until it
+/// expires or is revoked. Built only through its checks ([`Grant::new`],
+/// [`AccessRequest::approve`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    id: String,
+    consumer: DeptId,
+    resource: ResourceId,
+    fields: Vec<FieldName>,
+    purposes: Vec<Purpose>,
+    masks: Vec<(FieldName, Mask)>,
+    granted_at: SystemTime,
+    expires_at: SystemTime,
+    revoked: Option<Revocation>,
+    origin: GrantOrigin,
+}
+
+/// Checks an access request or grant id: 1 to 64 bytes of ASCII letters, digits, `-`, `_`, `.`.
+fn check_record_id(what: &'static str, id: &str) -> Result<(), Error> {
+    let bad = |reason| {
+        Err(Error::InvalidId {
+            what,
+            value: id.chars().take(80).collect(),
+            reason,
+        })
+    };
+    if id.is_empty() {
+        return bad("it is empty");
+    }
+    if id.len() > MAX_RECORD_ID_LEN {
+        return bad("it is longer than 64 bytes");
+    }
+    if !id
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    {
+        return bad("use only ASCII letters, digits, '-', '_' and '.'");
+    }
+    Ok(())
+}
+
+fn check_unique_fields(fields: &[FieldName]) -> Result<(), Error> {
+    for (i, f) in fields.iter().enumerate() {
+        if fields[..i].contains(f) {
+            return Err(Error::DuplicateField(f.to_string()));
+        }
+    }
+    Ok(())
+}
+
+fn check_purposes(purposes: &[Purpose]) -> Result<(), Error> {
+    if purposes.is_empty() {
+        return Err(Error::InvalidPurpose(
+            "name at least one purpose: say what the data will be used for, e.g. \"marriage registration\"",
+        ));
+    }
+    for (i, p) in purposes.iter().enumerate() {
+        if purposes[..i].contains(p) {
+            return Err(Error::DuplicatePurpose(p.to_string()));
+        }
+    }
+    Ok(())
+}
+
+fn check_reason(reason: &str, missing: &'static str) -> Result<String, Error> {
+    let reason = reason.trim();
+    if reason.is_empty() {
+        return Err(Error::InvalidReason(missing));
+    }
+    if reason.chars().count() > MAX_REASON_CHARS {
+        return Err(Error::InvalidReason(
+            "the reason is longer than 1000 characters; state it briefly",
+        ));
+    }
+    if reason.chars().any(|c| c.is_control() && c != '\n') {
+        return Err(Error::InvalidReason(
+            "the reason contains control characters; use plain text (line breaks are fine)",
+        ));
+    }
+    Ok(reason.to_owned())
+}
+
+fn after_days(t: SystemTime, days: u32) -> SystemTime {
+    t + Duration::from_secs(u64::from(days) * SECONDS_PER_DAY)
+}
+
+impl Grant {
+    /// Checks the parts: a well-formed id, at least one field and purpose and none twice, masks
+    /// only on listed fields and at most one per field, an expiry after the grant, and a consumer
+    /// other than the provider.
+    pub fn new(p: GrantParts) -> Result<Grant, Error> {
+        check_record_id("grant id", &p.id)?;
+        if &p.consumer == p.resource.provider() {
+            return Err(Error::OwnResource {
+                dept: p.consumer,
+                resource: p.resource,
+            });
+        }
+        if p.fields.is_empty() {
+            return Err(Error::InvalidGrant(format!(
+                "grant {} lists no fields; a grant releases named fields only",
+                p.id
+            )));
+        }
+        check_unique_fields(&p.fields)?;
+        check_purposes(&p.purposes)?;
+        for (i, (field, _)) in p.masks.iter().enumerate() {
+            if !p.fields.contains(field) {
+                return Err(Error::InvalidGrant(format!(
+                    "a mask is set on field \"{field}\", which grant {} does not list (it lists: {}); \
+                     set masks only on granted fields",
+                    p.id,
+                    join(&p.fields, ", ")
+                )));
+            }
+            if p.masks[..i].iter().any(|(f, _)| f == field) {
+                return Err(Error::InvalidGrant(format!(
+                    "field \"{field}\" has two masks in grant {}; set one",
+                    p.id
+                )));
+            }
+        }
+        if p.expires_at <= p.granted_at {
+            return Err(Error::InvalidGrant(format!(
+                "grant {} expires ({}) before it is granted ({})",
+                p.id,
+                calendar::format_date(p.expires_at),
+                calendar::format_date(p.granted_at)
+            )));
+        }
+        if let Some(r) = &p.revoked {
+            check_reason(&r.reason, "a revocation needs a written reason")?;
+        }
+        Ok(Grant {
+            id: p.id,
+            consumer: p.consumer,
+            resource: p.resource,
+            fields: p.fields,
+            purposes: p.purposes,
+            masks: p.masks,
+            granted_at: p.granted_at,
+            expires_at: p.expires_at,
+            revoked: p.revoked,
+            origin: p.origin,
+        })
+    }
+
+    /// The parts, e.g. for storage; [`Grant::new`] takes them back.
+    pub fn into_parts(self) -> GrantParts {
+        GrantParts {
+            id: self.id,
+            consumer: self.consumer,
+            resource: self.resource,
+            fields: self.fields,
+            purposes: self.purposes,
+            masks: self.masks,
+            granted_at: self.granted_at,
+            expires_at: self.expires_at,
+            revoked: self.revoked,
+            origin: self.origin,
+        }
+    }
+
+    /// Checks the grant against the resource's current catalogue entry: the same resource, one
+    /// that may be shared, every listed field declared, every mask applicable to its field's
+    /// type. For grants from a policy file, and for re-checking grants after the catalogue
+    /// changed.
+    pub fn check_against(&self, spec: &ResourceSpec) -> Result<(), Error> {
+        if spec.id() != &self.resource {
+            return Err(Error::InvalidGrant(format!(
+                "grant {} is for {}, not {}",
+                self.id,
+                self.resource,
+                spec.id()
+            )));
+        }
+        spec.check_shared()?;
+        spec.check_requested_fields(self.fields.iter().map(FieldName::as_str))?;
+        for (field, mask) in &self.masks {
+            if let Some(f) = spec.field(field.as_str())
+                && !mask.fits(f.ty)
+            {
+                return Err(Error::InvalidGrant(format!(
+                    "mask {mask} cannot be applied to field \"{field}\", which holds {} values; \
+                     use redact",
+                    f.ty
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The grant's id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The department that may receive the data.
+    pub fn consumer(&self) -> &DeptId {
+        &self.consumer
+    }
+
+    /// The resource it covers.
+    pub fn resource(&self) -> &ResourceId {
+        &self.resource
+    }
+
+    /// The fields it releases.
+    pub fn fields(&self) -> &[FieldName] {
+        &self.fields
+    }
+
+    /// The purposes it names.
+    pub fn purposes(&self) -> &[Purpose] {
+        &self.purposes
+    }
+
+    /// The masks on its fields.
+    pub fn masks(&self) -> &[(FieldName, Mask)] {
+        &self.masks
+    }
+
+    /// When it was granted.
+    pub fn granted_at(&self) -> SystemTime {
+        self.granted_at
+    }
+
+    /// When it expires.
+    pub fn expires_at(&self) -> SystemTime {
+        self.expires_at
+    }
+
+    /// The revocation, once revoked.
+    pub fn revocation(&self) -> Option<&Revocation> {
+        self.revoked.as_ref()
+    }
+
+    /// Where it came from.
+    pub fn origin(&self) -> &GrantOrigin {
+        &self.origin
+    }
+
+    /// Not revoked, and `now` is before the expiry.
+    pub fn is_active(&self, now: SystemTime) -> bool {
+        self.revoked.is_none() && now < self.expires_at
+    }
+
+    /// Whether the grant lists `field`.
+    pub fn allows_field(&self, field: &FieldName) -> bool {
+        self.fields.contains(field)
+    }
+
+    /// Whether the grant names `purpose` (exactly; purposes are trimmed when parsed).
+    pub fn names_purpose(&self, purpose: &Purpose) -> bool {
+        self.purposes.contains(purpose)
+    }
+
+    /// The mask on `field`, if any.
+    pub fn mask_for(&self, field: &FieldName) -> Option<Mask> {
+        self.masks
+            .iter()
+            .find(|(f, _)| f == field)
+            .map(|(_, mask)| *mask)
+    }
+
+    /// Withdraws the grant. The provider of the resource or the consumer itself may revoke it,
+    /// with a written reason (trimmed, at most 1000 characters). Revoking twice is a
+    /// [`Error::AlreadyRevoked`] conflict; an expired grant may still be revoked.
+    pub fn revoke(&mut self, by: &DeptId, now: SystemTime, reason: &str) -> Result<(), Error> {
+        if by != self.resource.provider() && by != &self.consumer {
+            return Err(Error::NotPartyToGrant {
+                grant: self.id.clone(),
+                resource: self.resource.clone(),
+                consumer: self.consumer.clone(),
+                by: by.clone(),
+            });
+        }
+        if let Some(r) = &self.revoked {
+            return Err(Error::AlreadyRevoked {
+                grant: self.id.clone(),
+                revocation: r.clone(),
+            });
+        }
+        let reason = check_reason(
+            reason,
+            "a revocation needs a written reason: say why, so that the other department knows \
+             what changed",
+        )?;
+        self.revoked = Some(Revocation {
+            at: now,
+            by: by.clone(),
+            reason,
+        });
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Access requests
+// ---------------------------------------------------------------------------------------------
+
+/// What happened to an access request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RequestState {
+    /// Waiting for the provider's reply.
+    Pending,
+    /// The provider approved it and created a grant.
+    Approved {
+        /// When.
+        at: SystemTime,
+        /// The provider department.
+        by: DeptId,
+        /// The grant created.
+        grant_id: String,
+    },
+    /// The provider refused it, with a written reason.
+    Denied {
+        /// When.
+        at: SystemTime,
+        /// The provider department.
+        by: DeptId,
+        /// Why, as written by the provider.
+        reason: String,
+    },
+}
+
+impl RequestState {
+    /// `pending`, `approved` or `denied`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            RequestState::Pending => "pending",
+            RequestState::Approved { .. } => "approved",
+            RequestState::Denied { .. } => "denied",
+        }
+    }
+}
+
+/// What a consumer files to ask for access: the raw text of the form, checked by
+/// [`AccessRequest::file`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessRequestForm {
+    /// The id the store assigned, e.g. `AR-3`.
+    pub id: String,
+    /// The department asking; from its verified certificate, never from the request body.
+    pub consumer: DeptId,
+    /// The fields asked for: at least one, each a field of the resource, none twice.
+    pub fields: Vec<String>,
+    /// What the data will be used for: at least one purpose, none twice.
+    pub purposes: Vec<String>,
+    /// The law, regulation or document that requires the data (法律依据).
+    pub legal_basis: String,
+    /// How long the grant should last, 1..=1095 days.
+    pub duration_days: u32,
+}
+
+/// The parts of an [`AccessRequest`], e.g. as read back from storage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessRequestParts {
+    /// The request's id, e.g. `AR-3`.
+    pub id: String,
+    /// The department asking.
+    pub consumer: DeptId,
+    /// The resource asked for.
+    pub resource: ResourceId,
+    /// The fields asked for.
+    pub fields: Vec<FieldName>,
+    /// The purposes declared.
+    pub purposes: Vec<Purpose>,
+    /// The legal basis cited.
+    pub legal_basis: String,
+    /// How long the grant should last.
+    pub duration_days: u32,
+    /// When it was filed.
+    pub filed_at: SystemTime,
+    /// When the provider's reply is due.
+    pub reply_due: SystemTime,
+    /// Pending, approved or denied.
+    pub state: RequestState,
+}
+
+/// A consumer's request for access to a resource (共享申请), and the provider's reply.
+///
+/// A state machine: filed [`Pending`](RequestState::Pending), then either
+/// [`approve`](AccessRequest::approve)d, which creates a [`Grant`], or
+/// [`deny`](AccessRequest::deny)d with a reason. Only the provider decides, and only once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessRequest {
+    id: String,
+    consumer: DeptId,
+    resource: ResourceId,
+    fields: Vec<FieldName>,
+    purposes: Vec<Purpose>,
+    legal_basis: String,
+    duration_days: u32,
+    filed_at: SystemTime,
+    reply_due: SystemTime,
+    state: RequestState,
+}
+
+fn check_legal_basis(basis: &str) -> Result<String, Error> {
+    let basis = basis.trim();
+    if basis.is_empty() {
+        return Err(Error::InvalidLegalBasis(
+            "cite the legal basis (法律依据): the law, regulation or document under which your \
+             department needs the data",
+        ));
+    }
+    if basis.chars().count() > MAX_LEGAL_BASIS_CHARS {
+        return Err(Error::InvalidLegalBasis(
+            "the legal basis is longer than 500 characters; cite it briefly",
+        ));
+    }
+    if basis.chars().any(char::is_control) {
+        return Err(Error::InvalidLegalBasis(
+            "the legal basis contains control characters; use plain text",
+        ));
+    }
+    Ok(basis.to_owned())
+}
+
+fn check_duration(days: u32) -> Result<(), Error> {
+    if days == 0 || days > MAX_GRANT_DAYS {
+        return Err(Error::InvalidDuration { days });
+    }
+    Ok(())
+}
+
+impl AccessRequest {
+    /// Files a request for `spec`'s resource at `now`, with the provider's reply due
+    /// `reply_working_days` working days later ([`calendar::add_working_days`]).
+    ///
+    /// Refused: a malformed id; a request for the consumer's own resource (it already holds the
+    /// data); a resource that is not shared; fields that are missing, unknown or named twice;
+    /// missing, malformed or repeated purposes; a missing or overlong legal basis; a duration
+    /// outside 1..=1095 days.
+    pub fn file(
+        form: AccessRequestForm,
+        spec: &ResourceSpec,
+        now: SystemTime,
+        reply_working_days: u32,
+    ) -> Result<AccessRequest, Error> {
+        check_record_id("access request id", &form.id)?;
+        if &form.consumer == spec.id().provider() {
+            return Err(Error::OwnResource {
+                dept: form.consumer,
+                resource: spec.id().clone(),
+            });
+        }
+        spec.check_shared()?;
+        let fields = spec.check_requested_fields(form.fields.iter().map(String::as_str))?;
+        let purposes = form
+            .purposes
+            .iter()
+            .map(|p| Purpose::new(p))
+            .collect::<Result<Vec<_>, _>>()?;
+        check_purposes(&purposes)?;
+        let legal_basis = check_legal_basis(&form.legal_basis)?;
+        check_duration(form.duration_days)?;
+        Ok(AccessRequest {
+            id: form.id,
+            consumer: form.consumer,
+            resource: spec.id().clone(),
+            fields,
+            purposes,
+            legal_basis,
+            duration_days: form.duration_days,
+            filed_at: now,
+            reply_due: calendar::add_working_days(now, reply_working_days),
+            state: RequestState::Pending,
+        })
+    }
+
+    /// Rebuilds a request from its parts, with the checks that do not need the catalogue.
+    pub fn from_parts(p: AccessRequestParts) -> Result<AccessRequest, Error> {
+        check_record_id("access request id", &p.id)?;
+        if &p.consumer == p.resource.provider() {
+            return Err(Error::OwnResource {
+                dept: p.consumer,
+                resource: p.resource,
+            });
+        }
+        if p.fields.is_empty() {
+            return Err(Error::NoFieldsRequested);
+        }
+        check_unique_fields(&p.fields)?;
+        check_purposes(&p.purposes)?;
+        let legal_basis = check_legal_basis(&p.legal_basis)?;
+        check_duration(p.duration_days)?;
+        match &p.state {
+            RequestState::Pending => {}
+            RequestState::Approved { grant_id, .. } => check_record_id("grant id", grant_id)?,
+            RequestState::Denied { reason, .. } => {
+                check_reason(reason, "a denial needs a written reason")?;
+            }
+        }
+        Ok(AccessRequest {
+            id: p.id,
+            consumer: p.consumer,
+            resource: p.resource,
+            fields: p.fields,
+            purposes: p.purposes,
+            legal_basis,
+            duration_days: p.duration_days,
+            filed_at: p.filed_at,
+            reply_due: p.reply_due,
+            state: p.state,
+        })
+    }
+
+    /// The parts, e.g. for storage; [`AccessRequest::from_parts`] takes them back.
+    pub fn into_parts(self) -> AccessRequestParts {
+        AccessRequestParts {
+            id: self.id,
+            consumer: self.consumer,
+            resource: self.resource,
+            fields: self.fields,
+            purposes: self.purposes,
+            legal_basis: self.legal_basis,
+            duration_days: self.duration_days,
+            filed_at: self.filed_at,
+            reply_due: self.reply_due,
+            state: self.state,
+        }
+    }
+
+    /// The request's id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The department asking.
+    pub fn consumer(&self) -> &DeptId {
+        &self.consumer
+    }
+
+    /// The resource asked for; its provider decides.
+    pub fn resource(&self) -> &ResourceId {
+        &self.resource
+    }
+
+    /// The fields asked for.
+    pub fn fields(&self) -> &[FieldName] {
+        &self.fields
+    }
+
+    /// The purposes declared.
+    pub fn purposes(&self) -> &[Purpose] {
+        &self.purposes
+    }
+
+    /// The legal basis cited.
+    pub fn legal_basis(&self) -> &str {
+        &self.legal_basis
+    }
+
+    /// How long the grant should last, in days.
+    pub fn duration_days(&self) -> u32 {
+        self.duration_days
+    }
+
+    /// When it was filed.
+    pub fn filed_at(&self) -> SystemTime {
+        self.filed_at
+    }
+
+    /// When the provider's reply is due.
+    pub fn reply_due(&self) -> SystemTime {
+        self.reply_due
+    }
+
+    /// Pending, approved or denied.
+    pub fn state(&self) -> &RequestState {
+        &self.state
+    }
+
+    /// Whether the provider has yet to reply.
+    pub fn is_pending(&self) -> bool {
+        self.state == RequestState::Pending
+    }
+
+    /// Pending, and `now` is past the reply deadline.
+    pub fn is_overdue(&self, now: SystemTime) -> bool {
+        self.is_pending() && now > self.reply_due
+    }
+
+    fn check_decider(&self, action: &'static str, by: &DeptId) -> Result<(), Error> {
+        if by != self.resource.provider() {
+            return Err(Error::NotProvider {
+                action,
+                request: self.id.clone(),
+                resource: self.resource.clone(),
+                by: by.clone(),
+            });
+        }
+        if !self.is_pending() {
+            return Err(Error::AlreadyDecided {
+                request: self.id.clone(),
+                state: self.state.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Approves the request and returns the grant it creates, which the caller stores.
+    ///
+    /// Only the provider may approve, and only a pending request. `fields`, if given, narrows
+    /// the grant to a subset of the requested fields; `masks` may be set on granted fields only.
+    /// The grant names the request's purposes and expires `duration_days` days after `now`.
+    pub fn approve(
+        &mut self,
+        by: &DeptId,
+        now: SystemTime,
+        grant_id: String,
+        fields: Option<Vec<FieldName>>,
+        masks: Vec<(FieldName, Mask)>,
+    ) -> Result<Grant, Error> {
+        self.check_decider("approve", by)?;
+        let fields = match fields {
+            None => self.fields.clone(),
+            Some(narrowed) => {
+                if narrowed.is_empty() {
+                    return Err(Error::InvalidGrant(format!(
+                        "an approval of request {} must grant at least one field; to refuse, \
+                         deny the request with a reason",
+                        self.id
+                    )));
+                }
+                if let Some(f) = narrowed.iter().find(|f| !self.fields.contains(f)) {
+                    return Err(Error::InvalidGrant(format!(
+                        "field \"{f}\" was not asked for in request {} (it asks for: {}); an \
+                         approval can only narrow a request",
+                        self.id,
+                        join(&self.fields, ", ")
+                    )));
+                }
+                check_unique_fields(&narrowed)?;
+                narrowed
+            }
+        };
+        let grant = Grant::new(GrantParts {
+            id: grant_id,
+            consumer: self.consumer.clone(),
+            resource: self.resource.clone(),
+            fields,
+            purposes: self.purposes.clone(),
+            masks,
+            granted_at: now,
+            expires_at: after_days(now, self.duration_days),
+            revoked: None,
+            origin: GrantOrigin::AccessRequest(self.id.clone()),
+        })?;
+        self.state = RequestState::Approved {
+            at: now,
+            by: by.clone(),
+            grant_id: grant.id.clone(),
+        };
+        Ok(grant)
+    }
+
+    /// Denies the request. Only the provider may deny, only a pending request, and only with a
+    /// written reason (说明理由; trimmed, at most 1000 characters).
+    pub fn deny(&mut self, by: &DeptId, now: SystemTime, reason: &str) -> Result<(), Error> {
+        self.check_decider("deny", by)?;
+        let reason = check_reason(
+            reason,
+            "a denial needs a written reason (说明理由): say why, so the consumer can address it",
+        )?;
+        self.state = RequestState::Denied {
+            at: now,
+            by: by.clone(),
+            reason,
+        };
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The decision
+// ---------------------------------------------------------------------------------------------
+
+/// What the policy allows for one exchange: the grant it rests on, and the masks to apply.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Decision {
+    /// The grant that allows the exchange; `None` when no grant was needed (open fields, or the
+    /// provider reading its own resource). Written to the exchange log.
+    pub grant_id: Option<String>,
+    /// The masks to apply to requested fields, in the order the fields were requested.
+    pub masks: Vec<(FieldName, Mask)>,
+}
+
+impl Decision {
+    /// The mask to apply to `field`, if any.
+    pub fn mask_for(&self, field: &FieldName) -> Option<Mask> {
+        self.masks
+            .iter()
+            .find(|(f, _)| f == field)
+            .map(|(_, mask)| *mask)
+    }
+}
+
+fn is_personal(s: Sensitivity) -> bool {
+    matches!(s, Sensitivity::Personal | Sensitivity::Sensitive)
+}
+
+/// Decides whether `consumer` may receive `fields` of `spec`'s resource for `purpose` at `now`,
+/// given the grants the exchange holds (`grants` may include other consumers' and other
+/// resources' grants; they are skipped).
+///
+/// 1. A not-shared resource is refused ([`Error::NotShared`]), whoever asks.
+/// 2. The fields are checked against the catalogue: at least one, each declared, none twice.
+/// 3. The provider reading its own resource needs no grant, and nothing is masked.
+/// 4. Open resource: public and internal fields need no grant; personal and sensitive fields
+///    need an active grant that lists them and names the purpose.
+///    Conditional resource: every field needs an active grant that lists it; personal and
+///    sensitive fields also need the grant to name the purpose.
+/// 5. Grants are not combined: the first active grant that covers the whole request is used,
+///    and its masks on the requested fields are returned. If none does, the refusal describes
+///    the active grant that comes closest; with no active grant, the most recently granted
+///    expired or revoked one; with none at all, [`PolicyRefusal::NoGrant`].
+///
+/// When no grant is needed, no masks are returned, even if the consumer holds a grant with masks.
+pub fn decide<'g>(
+    spec: &ResourceSpec,
+    consumer: &DeptId,
+    fields: &[FieldName],
+    purpose: &Purpose,
+    grants: impl IntoIterator<Item = &'g Grant>,
+    now: SystemTime,
+) -> Result<Decision, Error> {
+    spec.check_shared()?;
+    spec.check_requested_fields(fields.iter().map(FieldName::as_str))?;
+    if consumer == spec.id().provider() {
+        return Ok(Decision::default());
+    }
+    let class = spec.sharing_class;
+    let requested: Vec<&FieldSpec> = fields
+        .iter()
+        .filter_map(|f| spec.field(f.as_str()))
+        .collect();
+    let need_grant: Vec<&FieldSpec> = requested
+        .into_iter()
+        .filter(|f| class == SharingClass::Conditional || is_personal(f.sensitivity))
+        .collect();
+    if need_grant.is_empty() {
+        return Ok(Decision::default());
+    }
+    let need_purpose: Vec<(FieldName, Sensitivity)> = need_grant
+        .iter()
+        .filter(|f| is_personal(f.sensitivity))
+        .map(|f| (f.name.clone(), f.sensitivity))
+        .collect();
+
+    let mine: Vec<&Grant> = grants
+        .into_iter()
+        .filter(|g| &g.consumer == consumer && &g.resource == spec.id())
+        .collect();
+    let mut closest: Option<(usize, PolicyRefusal)> = None;
+    for g in mine.iter().filter(|g| g.is_active(now)) {
+        let missing: Vec<FieldName> = need_grant
+            .iter()
+            .filter(|f| !g.allows_field(&f.name))
+            .map(|f| f.name.clone())
+            .collect();
+        let purpose_ok = need_purpose.is_empty() || g.names_purpose(purpose);
+        if missing.is_empty() && purpose_ok {
+            let masks = fields
+                .iter()
+                .filter_map(|f| g.mask_for(f).map(|m| (f.clone(), m)))
+                .collect();
+            return Ok(Decision {
+                grant_id: Some(g.id.clone()),
+                masks,
+            });
+        }
+        let gaps = missing.len() + usize::from(!purpose_ok);
+        if closest.as_ref().is_some_and(|(best, _)| *best <= gaps) {
+            continue;
+        }
+        let refusal = if missing.is_empty() {
+            PolicyRefusal::PurposeNotNamed {
+                grant: g.id.clone(),
+                fields: need_purpose.clone(),
+                purpose: purpose.clone(),
+                named: g.purposes.clone(),
+            }
+        } else {
+            PolicyRefusal::FieldsOutsideGrant {
+                grant: g.id.clone(),
+                fields: missing,
+                allowed: g.fields.clone(),
+            }
+        };
+        closest = Some((gaps, refusal));
+    }
+    if let Some((_, refusal)) = closest {
+        return Err(refusal.into());
+    }
+    // No active grant: report the latest inactive one, if any.
+    let latest = mine
+        .iter()
+        .copied()
+        .reduce(|a, b| if b.granted_at >= a.granted_at { b } else { a });
+    let refusal = match latest {
+        None => PolicyRefusal::NoGrant {
+            consumer: consumer.clone(),
+            resource: spec.id().clone(),
+            class,
+            fields: need_grant
+                .iter()
+                .map(|f| (f.name.clone(), f.sensitivity))
+                .collect(),
+            purpose: purpose.clone(),
+        },
+        Some(g) => match &g.revoked {
+            Some(r) => PolicyRefusal::GrantRevoked {
+                grant: g.id.clone(),
+                resource: g.resource.clone(),
+                revocation: r.clone(),
+            },
+            None => PolicyRefusal::GrantExpired {
+                grant: g.id.clone(),
+                resource: g.resource.clone(),
+                expired_at: g.expires_at,
+            },
+        },
+    };
+    Err(refusal.into())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,20 @@
+use super::*;
+
+#[test]
+fn an_unguarded_request_has_no_peer() {
+    let status = verified_peer(&Request::new(())).unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Internal);
+}
+
+#[test]
+fn roles_read_as_a_list() {
+    assert_eq!(roles_text(&[Role::Broker]), "broker");
+    assert_eq!(
+        roles_text(&[Role::Admin, Role::Auditor]),
+        "admin or auditor"
+    );
+    assert_eq!(
+        roles_text(&[Role::Consumer, Role::Admin, Role::Auditor]),
+        "consumer, admin or auditor"
+    );
+}

@@ -1,0 +1,186 @@
+//! `huitong admin`: access requests and grants, for a department's administrator. Prints JSON.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use huitong_client::{AccessRequestState, Admin};
+use huitong_proto::v1::{AccessRequest, Grant};
+use huitong_proto::value::format_timestamp;
+use serde_json::json;
+
+use crate::identity::IdentityArgs;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The broker's address.
+    #[arg(long, env = "HUITONG_BROKER", default_value = crate::query::DEFAULT_BROKER)]
+    broker: String,
+    #[command(flatten)]
+    identity: IdentityArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// File an access request for another department's resource.
+    Request {
+        /// <department>/<name>.
+        resource: String,
+        /// Fields needed, comma-separated.
+        #[arg(long, value_delimiter = ',', required = true)]
+        fields: Vec<String>,
+        /// What the data is for; repeat for several.
+        #[arg(long = "purpose", required = true)]
+        purposes: Vec<String>,
+        /// The law or regulation that allows the use.
+        #[arg(long)]
+        legal_basis: String,
+        /// How long the grant should last.
+        #[arg(long, default_value_t = 365)]
+        days: u32,
+    },
+    /// List requests we filed or must decide.
+    Requests {
+        /// Only those past their reply deadline.
+        #[arg(long)]
+        overdue: bool,
+        /// pending, approved or denied.
+        #[arg(long)]
+        state: Option<String>,
+    },
+    /// Approve a request for one of our resources.
+    Approve {
+        id: String,
+        /// Grant only these fields (comma-separated); default all requested.
+        #[arg(long, value_delimiter = ',')]
+        fields: Vec<String>,
+        /// FIELD=MASK with MASK one of id-number, name, address, phone, redact; repeat.
+        #[arg(long = "mask")]
+        masks: Vec<String>,
+    },
+    /// Deny a request for one of our resources, with a written reason.
+    Deny {
+        id: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// List grants we hold or have given.
+    Grants {
+        /// Include expired and revoked grants.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Revoke a grant.
+    Revoke {
+        id: String,
+        #[arg(long)]
+        reason: String,
+    },
+}
+
+pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let mut admin = Admin::connect(&args.broker, &args.identity.files()).await?;
+    let out = match args.command {
+        Command::Request {
+            resource,
+            fields,
+            purposes,
+            legal_basis,
+            days,
+        } => {
+            let fields: Vec<&str> = fields.iter().map(|s| s.trim()).collect();
+            let purposes: Vec<&str> = purposes.iter().map(String::as_str).collect();
+            request_json(
+                &admin
+                    .file_request(&resource, &fields, &purposes, &legal_basis, days)
+                    .await?,
+            )
+        }
+        Command::Requests { overdue, state } => {
+            let state = match state.as_deref() {
+                None => None,
+                Some("pending") => Some(AccessRequestState::Pending),
+                Some("approved") => Some(AccessRequestState::Approved),
+                Some("denied") => Some(AccessRequestState::Denied),
+                Some(other) => anyhow::bail!("--state {other:?}: use pending, approved or denied"),
+            };
+            let list = admin.list_requests(overdue, state).await?;
+            serde_json::Value::Array(list.iter().map(request_json).collect())
+        }
+        Command::Approve { id, fields, masks } => {
+            let fields: Vec<&str> = fields.iter().map(|s| s.trim()).collect();
+            let masks = masks
+                .iter()
+                .map(|m| {
+                    m.split_once('=')
+                        .with_context(|| format!("--mask {m:?} must be FIELD=MASK"))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            grant_json(&admin.approve(&id, &fields, &masks).await?)
+        }
+        Command::Deny { id, reason } => request_json(&admin.deny(&id, &reason).await?),
+        Command::Grants { all } => serde_json::Value::Array(
+            admin
+                .list_grants(all)
+                .await?
+                .iter()
+                .map(grant_json)
+                .collect(),
+        ),
+        Command::Revoke { id, reason } => grant_json(&admin.revoke(&id, &reason).await?),
+    };
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn ts(t: &Option<huitong_proto::Timestamp>) -> serde_json::Value {
+    t.as_ref()
+        .map_or(serde_json::Value::Null, |t| format_timestamp(t).into())
+}
+
+fn request_json(r: &AccessRequest) -> serde_json::Value {
+    let state = match AccessRequestState::try_from(r.state) {
+        Ok(AccessRequestState::Pending) => "pending",
+        Ok(AccessRequestState::Approved) => "approved",
+        Ok(AccessRequestState::Denied) => "denied",
+        _ => "unspecified",
+    };
+    json!({
+        "id": r.id,
+        "consumer": r.consumer,
+        "resource": r.resource,
+        "fields": r.fields,
+        "purposes": r.purposes,
+        "legal_basis": r.legal_basis,
+        "duration_days": r.duration_days,
+        "filed_at": ts(&r.filed_at),
+        "reply_due": ts(&r.reply_due),
+        "overdue": r.overdue,
+        "state": state,
+        "decided_at": ts(&r.decided_at),
+        "decided_by": r.decided_by,
+        "denial_reason": r.denial_reason,
+        "grant_id": r.grant_id,
+    })
+}
+
+fn grant_json(g: &Grant) -> serde_json::Value {
+    let mut masks: Vec<(&String, &String)> = g.masks.iter().collect();
+    masks.sort();
+    json!({
+        "id": g.id,
+        "consumer": g.consumer,
+        "resource": g.resource,
+        "fields": g.fields,
+        "purposes": g.purposes,
+        "masks": masks.into_iter().collect::<std::collections::BTreeMap<_, _>>(),
+        "granted_at": ts(&g.granted_at),
+        "expires_at": ts(&g.expires_at),
+        "revoked_at": ts(&g.revoked_at),
+        "revoked_by": g.revoked_by,
+        "revocation_reason": g.revocation_reason,
+        "origin": g.origin,
+        "active": g.active,
+    })
+}
