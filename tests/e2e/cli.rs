@@ -5,7 +5,7 @@
 
 use std::process::Command;
 
-use huitong_tests::{Exchange, TempDir, huitong_bin, init_demo};
+use huitong_tests::{Exchange, MARRIAGE, Role, TempDir, huitong_bin, init_demo};
 
 fn run(args: &[&str]) -> (bool, String, String) {
     let out = Command::new(huitong_bin()).args(args).output().unwrap();
@@ -39,17 +39,24 @@ fn query_prints_the_records_as_json() {
     let ex = Exchange::start("");
     let person = &ex.records("household-register.jsonl")[5];
     let id = person["id_number"].as_str().unwrap();
+    let id_files = ex.identity("civil-affairs", Role::Consumer);
+    let ca = id_files.ca.to_str().unwrap().to_owned();
+    let cert = id_files.cert.to_str().unwrap().to_owned();
     let (ok, stdout, stderr) = run(&[
         "query",
         "--broker",
         &ex.broker.endpoint(),
+        "--ca",
+        &ca,
+        "--cert",
+        &cert,
         "public-security/household-register",
         "--key",
         &format!("id_number={id}"),
         "--fields",
         "name,birth_date",
         "--purpose",
-        "marriage registration",
+        MARRIAGE,
     ]);
     assert!(ok, "{stderr}");
     let json: serde_json::Value = serde_json::from_str(&stdout).unwrap();
@@ -62,6 +69,10 @@ fn query_prints_the_records_as_json() {
         "query",
         "--broker",
         &ex.broker.endpoint(),
+        "--ca",
+        &ca,
+        "--cert",
+        &cert,
         "public-security/household-register",
         "--key",
         &format!("id_number={id}"),
@@ -96,22 +107,34 @@ fn the_demo_configs_pass_config_check() {
 #[test]
 fn a_broker_config_with_a_mistake_names_file_key_and_problem_and_nothing_starts() {
     let dir = TempDir::new("badcfg");
+    let tls = "[tls]\nca = \"ca.pem\"\ncert = \"b.pem\"\nkey = \"b.key\"\n";
+    let head = "[broker]\nlisten = \"127.0.0.1:0\"\n";
+    let adapter = |dept: &str, endpoint: &str| {
+        format!("[[adapters]]\ndept = \"{dept}\"\nendpoint = \"{endpoint}\"\n")
+    };
     let cases = [
         (
-            "[broker]\nlisten = \"127.0.0.1:0\"\nadapter_timeout = 5\n[[adapters]]\ndept = \"a\"\nendpoint = \"http://127.0.0.1:1\"\n",
+            format!(
+                "{head}adapter_timeout = 5\n{tls}{}",
+                adapter("a", "https://127.0.0.1:1")
+            ),
             "adapter_timeout",
         ),
         (
-            "[broker]\nlisten = \"127.0.0.1:0\"\n[[adapters]]\ndept = \"Public Security\"\nendpoint = \"http://127.0.0.1:1\"\n",
+            format!(
+                "{head}{tls}{}",
+                adapter("Public Security", "https://127.0.0.1:1")
+            ),
             "adapters[0].dept",
         ),
         (
-            "[broker]\nlisten = \"127.0.0.1:0\"\n[[adapters]]\ndept = \"a\"\nendpoint = \"127.0.0.1:1\"\n",
+            format!("{head}{tls}{}", adapter("a", "http://127.0.0.1:1")),
             "adapters[0].endpoint",
         ),
+        (format!("{head}{tls}"), "no adapters are configured"),
         (
-            "[broker]\nlisten = \"127.0.0.1:0\"\n",
-            "no adapters are configured",
+            format!("{head}{}", adapter("a", "https://127.0.0.1:1")),
+            "tls: missing",
         ),
     ];
     for (i, (text, want)) in cases.iter().enumerate() {
@@ -208,7 +231,7 @@ fn the_commands_demo_serve_suggests_work_and_ctrl_c_stops_it() {
             break;
         }
     }
-    assert_eq!(suggested.len(), 3, "{suggested:?}");
+    assert_eq!(suggested.len(), 4, "{suggested:?}");
     for args in &suggested {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let (ok, stdout, stderr) = run(&args);

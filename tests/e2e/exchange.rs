@@ -9,14 +9,15 @@ use std::time::{Duration, SystemTime};
 
 use huitong_client::{Client, ClientError, Query, Value};
 use huitong_proto::value::timestamp_to_system_time;
-use huitong_tests::Exchange;
+use huitong_tests::{Exchange, MARRIAGE, Role};
 use tonic::Code;
 
 const REGISTER: &str = "public-security/household-register";
 const LICENCES: &str = "market-regulation/business-licences";
 
+/// Civil affairs, which the demo's policy grants part of the household register.
 async fn client(ex: &Exchange) -> Client {
-    Client::connect(&ex.broker.endpoint()).await.unwrap()
+    ex.consumer("civil-affairs").await
 }
 
 fn refused(r: Result<huitong_client::QueryResponse, ClientError>) -> (Code, String) {
@@ -30,7 +31,7 @@ fn refused(r: Result<huitong_client::QueryResponse, ClientError>) -> (Code, Stri
 fn person_query(id: &str) -> Query {
     Query::by_key(REGISTER, "id_number", id)
         .fields(["name", "birth_date", "marital_status"])
-        .purpose("marriage registration")
+        .purpose(MARRIAGE)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -371,9 +372,10 @@ async fn an_oversized_request_is_resource_exhausted_with_the_limit() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_malformed_request_is_invalid_argument() {
     let ex = Exchange::start("");
-    let channel = tonic::transport::Endpoint::from_shared(ex.broker.endpoint())
+    let tls = huitong_tls::ClientTls::load(&ex.identity("civil-affairs", Role::Consumer)).unwrap();
+    let channel = huitong_tls::endpoint(&ex.broker.endpoint())
         .unwrap()
-        .connect()
+        .connect_with_connector(tls.connector(huitong_tls::Expect::Role(Role::Broker)))
         .await
         .unwrap();
     let mut grpc = tonic::client::Grpc::new(channel);

@@ -5,7 +5,8 @@
 
 use std::process::Command;
 
-use huitong_tests::{Exchange, TempDir, required, workspace_root};
+use huitong_tests::{Exchange, Role, TempDir, required, workspace_root};
+use huitong_tls::{ClientTls, Expect};
 use tokio_stream::StreamExt;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -15,16 +16,18 @@ use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
 use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
 use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
 
-async fn channel(endpoint: String) -> tonic::transport::Channel {
-    tonic::transport::Endpoint::from_shared(endpoint)
+/// A mutual TLS channel as civil affairs' consumer, to a server of `role`.
+async fn channel(ex: &Exchange, endpoint: String, role: Role) -> tonic::transport::Channel {
+    let tls = ClientTls::load(&ex.identity("civil-affairs", Role::Consumer)).unwrap();
+    huitong_tls::endpoint(&endpoint)
         .unwrap()
-        .connect()
+        .connect_with_connector(tls.connector(Expect::Role(role)))
         .await
         .unwrap()
 }
 
-async fn listed_services(endpoint: String) -> Vec<String> {
-    let mut client = ServerReflectionClient::new(channel(endpoint).await);
+async fn listed_services(channel: tonic::transport::Channel) -> Vec<String> {
+    let mut client = ServerReflectionClient::new(channel);
     let req = ServerReflectionRequest {
         host: String::new(),
         message_request: Some(MessageRequest::ListServices(String::new())),
@@ -41,8 +44,8 @@ async fn listed_services(endpoint: String) -> Vec<String> {
     }
 }
 
-async fn health(endpoint: String, service: &str) -> ServingStatus {
-    let mut client = HealthClient::new(channel(endpoint).await);
+async fn health(channel: tonic::transport::Channel, service: &str) -> ServingStatus {
+    let mut client = HealthClient::new(channel);
     let resp = client
         .check(HealthCheckRequest {
             service: service.into(),
@@ -55,30 +58,31 @@ async fn health(endpoint: String, service: &str) -> ServingStatus {
 #[tokio::test(flavor = "multi_thread")]
 async fn broker_and_adapters_serve_health_and_reflection() {
     let ex = Exchange::start("");
+    let broker = channel(&ex, ex.broker.endpoint(), Role::Broker).await;
+    assert_eq!(health(broker.clone(), "").await, ServingStatus::Serving);
     assert_eq!(
-        health(ex.broker.endpoint(), "").await,
+        health(broker.clone(), "huitong.v1.Exchange").await,
         ServingStatus::Serving
     );
-    assert_eq!(
-        health(ex.broker.endpoint(), "huitong.v1.Exchange").await,
-        ServingStatus::Serving
-    );
-    let services = listed_services(ex.broker.endpoint()).await;
-    assert!(
-        services.contains(&"huitong.v1.Exchange".to_string()),
-        "{services:?}"
-    );
-    assert!(
-        services.contains(&"grpc.health.v1.Health".to_string()),
-        "{services:?}"
-    );
+    let services = listed_services(broker).await;
+    for s in [
+        "huitong.v1.Exchange",
+        "huitong.v1.Admin",
+        "grpc.health.v1.Health",
+    ] {
+        assert!(
+            services.contains(&s.to_string()),
+            "{s} missing: {services:?}"
+        );
+    }
     for (dept, p) in &ex.adapters {
+        let adapter = channel(&ex, p.endpoint(), Role::Adapter).await;
         assert_eq!(
-            health(p.endpoint(), "huitong.v1.Adapter").await,
+            health(adapter.clone(), "huitong.v1.Adapter").await,
             ServingStatus::Serving,
             "{dept}"
         );
-        let services = listed_services(p.endpoint()).await;
+        let services = listed_services(adapter).await;
         assert!(
             services.contains(&"huitong.v1.Adapter".to_string()),
             "{dept}: {services:?}"
@@ -112,9 +116,16 @@ async fn a_python_grpcio_consumer_can_query_the_broker() {
     let expect = tmp.path().join("person.json");
     std::fs::write(&expect, serde_json::to_string(person).unwrap()).unwrap();
     let root = workspace_root();
+    let id = ex.identity("civil-affairs", Role::Consumer);
     let out = Command::new("python3")
         .arg(root.join("tests/python/plain_client.py"))
         .args(["--broker", &ex.broker.addr.to_string()])
+        .arg("--ca")
+        .arg(&id.ca)
+        .arg("--cert")
+        .arg(&id.cert)
+        .arg("--key")
+        .arg(&id.key)
         .arg("--proto-dir")
         .arg(root.join("proto"))
         .arg("--expect-json")

@@ -14,7 +14,8 @@ use huitong_core::{
     DeptId, FieldName, FieldSpec, FieldType, ResourceId, ResourceName, ResourceSpec,
     ResourceSpecParts, Sensitivity, SharingClass,
 };
-use huitong_tests::{Proc, TempDir, write_broker_config};
+use huitong_tests::{Proc, Role, TempDir, TlsFiles, write_broker_config};
+use huitong_tls::{ServerTls, pki};
 use tonic::Code;
 
 /// Answers every fetch after `delay`.
@@ -72,26 +73,51 @@ impl Source for SlowSource {
     }
 }
 
-/// Starts the slow adapter in-process and a real broker in front of it.
+/// Starts the slow adapter in-process and a real broker in front of it, with a fresh CA.
 async fn start(delay: Duration, broker_extra: &str) -> (TempDir, Proc) {
+    let dir = TempDir::new("slow");
+    let pki_dir = dir.path().join("pki");
+    pki::init(&pki_dir, "test.huitong.example").unwrap();
+    for (dept, role) in [
+        ("land-resources", Role::Adapter),
+        ("exchange-office", Role::Broker),
+        ("housing", Role::Consumer),
+    ] {
+        pki::issue(
+            &pki_dir,
+            &pki::IssueOptions::new(DeptId::new(dept).unwrap(), role),
+        )
+        .unwrap();
+    }
+    let dept = DeptId::new("land-resources").unwrap();
+    let tls = ServerTls::load(&TlsFiles::from_pki_dir(&pki_dir, &dept, Role::Adapter)).unwrap();
     let listener = huitong_proto::transport::bind("127.0.0.1:0".parse().unwrap()).unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(huitong_adapter::serve(
-        DeptId::new("land-resources").unwrap(),
+        dept,
         SlowSource { delay },
         listener,
         ServeOptions::default(),
+        tls,
         std::future::pending(),
     ));
-    let dir = TempDir::new("slow");
     let cfg = write_broker_config(
         dir.path(),
         "broker.toml",
-        &[("land-resources".into(), format!("http://{addr}"))],
+        &[("land-resources".into(), format!("https://{addr}"))],
         broker_extra,
     );
     let broker = Proc::start(&["broker", "--config", cfg.to_str().unwrap()]);
     (dir, broker)
+}
+
+async fn consumer(dir: &TempDir, broker: &Proc) -> Client {
+    let files = TlsFiles::from_pki_dir(
+        &dir.path().join("pki"),
+        &DeptId::new("housing").unwrap(),
+        Role::Consumer,
+    );
+    Client::connect(&broker.endpoint(), &files).await.unwrap()
 }
 
 fn parcel() -> Query {
@@ -112,8 +138,8 @@ fn deadline_exceeded(r: Result<huitong_client::QueryResponse, ClientError>) -> S
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_slow_adapter_is_cut_off_at_the_brokers_cap() {
-    let (_dir, broker) = start(Duration::from_secs(3), "adapter_timeout_ms = 300").await;
-    let mut c = Client::connect(&broker.endpoint()).await.unwrap();
+    let (dir, broker) = start(Duration::from_secs(3), "adapter_timeout_ms = 300").await;
+    let mut c = consumer(&dir, &broker).await;
     let started = Instant::now();
     let msg = deadline_exceeded(c.query(parcel().timeout(Duration::from_secs(10))).await);
     assert!(
@@ -128,8 +154,8 @@ async fn a_slow_adapter_is_cut_off_at_the_brokers_cap() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_consumers_shorter_deadline_is_honoured() {
-    let (_dir, broker) = start(Duration::from_secs(3), "adapter_timeout_ms = 10000").await;
-    let mut c = Client::connect(&broker.endpoint()).await.unwrap();
+    let (dir, broker) = start(Duration::from_secs(3), "adapter_timeout_ms = 10000").await;
+    let mut c = consumer(&dir, &broker).await;
     let started = Instant::now();
     let msg = deadline_exceeded(c.query(parcel().timeout(Duration::from_millis(400))).await);
     assert!(msg.contains("land-resources"), "{msg}");
@@ -141,8 +167,8 @@ async fn the_consumers_shorter_deadline_is_honoured() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_fast_enough_adapter_answers() {
-    let (_dir, broker) = start(Duration::from_millis(50), "adapter_timeout_ms = 5000").await;
-    let mut c = Client::connect(&broker.endpoint()).await.unwrap();
+    let (dir, broker) = start(Duration::from_millis(50), "adapter_timeout_ms = 5000").await;
+    let mut c = consumer(&dir, &broker).await;
     let answer = c.query(parcel()).await.unwrap();
     assert_eq!(
         answer.records[0].fields["parcel_no"],

@@ -6,8 +6,11 @@ It talks to a running broker three ways and exits non-zero on any mismatch:
 2. gRPC health checking (grpc.health.v1), as load balancers and Kubernetes probes do;
 3. server reflection only, with no .proto files at all, as grpcurl does.
 
-Usage: plain_client.py --broker HOST:PORT --proto-dir DIR --expect-json FILE
-where FILE holds {"id_number": ..., "name": ..., "birth_date": ...} of one person.
+Usage: plain_client.py --broker HOST:PORT --ca CA.pem --cert CERT.pem --key KEY.pem
+                       --proto-dir DIR --expect-json FILE
+where FILE holds {"id_number": ..., "name": ..., "birth_date": ...} of one person and CERT is a
+consumer certificate whose department the exchange's policy grants name and birth_date of the
+household register for "婚姻登记 marriage registration". Every call is mutual TLS.
 """
 
 import argparse
@@ -17,6 +20,9 @@ import tempfile
 
 import grpc
 from grpc_tools import protoc
+
+
+PURPOSE = "婚姻登记 marriage registration"
 
 
 def generate_stubs(proto_dir: str) -> str:
@@ -58,7 +64,7 @@ def with_stubs(channel, person) -> None:
     req = exchange_pb2.QueryRequest(
         resource="public-security/household-register",
         fields=["name", "birth_date"],
-        purpose="marriage registration",
+        purpose=PURPOSE,
     )
     req.key["id_number"].CopyFrom(records_pb2.Value(string_value=person["id_number"]))
     answer = stub.Query(req, timeout=10)
@@ -104,7 +110,7 @@ def with_reflection_only(channel, person) -> None:
     req_cls = message_factory.GetMessageClass(method.input_type)
     resp_cls = message_factory.GetMessageClass(method.output_type)
     value_cls = message_factory.GetMessageClass(pool.FindMessageTypeByName("huitong.v1.Value"))
-    req = req_cls(resource="public-security/household-register", fields=["name"], purpose="reflection check")
+    req = req_cls(resource="public-security/household-register", fields=["name"], purpose=PURPOSE)
     req.key["id_number"].CopyFrom(value_cls(string_value=person["id_number"]))
     call = channel.unary_unary(
         "/huitong.v1.Exchange/Query",
@@ -115,19 +121,46 @@ def with_reflection_only(channel, person) -> None:
     check(answer.records[0].fields["name"].string_value == person["name"], "a query built from reflection alone works")
 
 
+def without_client_certificate(broker: str, ca: bytes) -> None:
+    from huitong.v1 import exchange_pb2, exchange_pb2_grpc
+
+    creds = grpc.ssl_channel_credentials(root_certificates=ca)
+    with grpc.secure_channel(broker, creds) as channel:
+        stub = exchange_pb2_grpc.ExchangeStub(channel)
+        try:
+            stub.ListCatalogue(exchange_pb2.ListCatalogueRequest(), timeout=10)
+            check(False, "a call without a client certificate is refused")
+        except grpc.RpcError as e:
+            check(e.code() == grpc.StatusCode.UNAUTHENTICATED, "no client certificate is UNAUTHENTICATED")
+            check("client certificate" in e.details(), "the message asks for a client certificate")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--broker", required=True)
     ap.add_argument("--proto-dir", required=True)
     ap.add_argument("--expect-json", required=True)
+    ap.add_argument("--ca", required=True)
+    ap.add_argument("--cert", required=True)
+    ap.add_argument("--key", required=True)
     args = ap.parse_args()
     with open(args.expect_json, encoding="utf-8") as f:
         person = json.load(f)
     generate_stubs(args.proto_dir)
-    with grpc.insecure_channel(args.broker) as channel:
+    def read(path: str) -> bytes:
+        with open(path, "rb") as f:
+            return f.read()
+
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=read(args.ca),
+        private_key=read(args.key),
+        certificate_chain=read(args.cert),
+    )
+    with grpc.secure_channel(args.broker, credentials) as channel:
         with_stubs(channel, person)
         with_health(channel)
         with_reflection_only(channel, person)
+    without_client_certificate(args.broker, read(args.ca))
     print("all checks passed")
 
 

@@ -17,6 +17,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::Duration;
 
+use huitong_core::DeptId;
+pub use huitong_tls::{Role, TlsFiles};
+
 /// The `huitong` binary, built once per test run from the current sources.
 pub fn huitong_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
@@ -132,7 +135,7 @@ impl Proc {
     }
 
     pub fn endpoint(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("https://{}", self.addr)
     }
 
     pub fn stderr(&self) -> String {
@@ -168,11 +171,25 @@ pub struct Exchange {
 
 pub const DEPTS: [&str; 3] = ["public-security", "civil-affairs", "market-regulation"];
 
+/// The purpose the demo's policy file grants civil affairs the household register for.
+pub const MARRIAGE: &str = "婚姻登记 marriage registration";
+
 impl Exchange {
     /// `extra_broker` is appended to the `[broker]` table of the broker's config.
     pub fn start(extra_broker: &str) -> Exchange {
+        Self::start_with_policy(extra_broker, "")
+    }
+
+    /// Like [`Exchange::start`], with `extra_policy` appended to the demo's policy file.
+    pub fn start_with_policy(extra_broker: &str, extra_policy: &str) -> Exchange {
         let dir = TempDir::new("exchange");
         init_demo(dir.path(), 600);
+        if !extra_policy.is_empty() {
+            let policy = dir.path().join("policy.toml");
+            let mut text = std::fs::read_to_string(&policy).unwrap();
+            text.push_str(extra_policy);
+            std::fs::write(&policy, text).unwrap();
+        }
         let adapters: Vec<(String, Proc)> = DEPTS
             .iter()
             .map(|d| {
@@ -207,6 +224,45 @@ impl Exchange {
         }
     }
 
+    /// Restarts the broker with the same config and data directory.
+    pub fn restart_broker(&mut self) {
+        self.broker.kill();
+        let cfg = self.dir.path().join("broker-test.toml");
+        self.broker = Proc::start(&[
+            "broker",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ]);
+    }
+
+    /// The demo's certificate for `dept` in `role`.
+    pub fn identity(&self, dept: &str, role: Role) -> TlsFiles {
+        TlsFiles::from_pki_dir(&self.pki(), &DeptId::new(dept).unwrap(), role)
+    }
+
+    pub fn pki(&self) -> PathBuf {
+        self.dir.path().join("pki")
+    }
+
+    /// A consumer connection as `dept`.
+    pub async fn consumer(&self, dept: &str) -> huitong_client::Client {
+        huitong_client::Client::connect(
+            &self.broker.endpoint(),
+            &self.identity(dept, Role::Consumer),
+        )
+        .await
+        .unwrap()
+    }
+
+    /// An administrator connection as `dept`.
+    pub async fn admin(&self, dept: &str) -> huitong_client::Admin {
+        huitong_client::Admin::connect(&self.broker.endpoint(), &self.identity(dept, Role::Admin))
+            .await
+            .unwrap()
+    }
+
     pub fn adapter(&mut self, dept: &str) -> &mut Proc {
         &mut self.adapters.iter_mut().find(|(d, _)| d == dept).unwrap().1
     }
@@ -236,13 +292,24 @@ pub fn init_demo(dir: &Path, persons: usize) {
     );
 }
 
+/// A broker config in `dir` using the certificates in `dir/pki` (the demo's layout) and the
+/// policy file `dir/policy.toml` if there is one.
 pub fn write_broker_config(
     dir: &Path,
     name: &str,
     adapters: &[(String, String)],
     extra_broker: &str,
 ) -> PathBuf {
-    let mut text = format!("[broker]\nlisten = \"127.0.0.1:0\"\n{extra_broker}\n");
+    let policy = if dir.join("policy.toml").exists() {
+        "policy = \"policy.toml\"\n"
+    } else {
+        ""
+    };
+    let mut text = format!(
+        "[broker]\nlisten = \"127.0.0.1:0\"\ndata_dir = \"broker-data\"\n{policy}{extra_broker}\n\n\
+         [tls]\nca = \"pki/ca.pem\"\ncert = \"pki/exchange-office-broker.pem\"\n\
+         key = \"pki/exchange-office-broker.key\"\ncrl = \"pki/crl.pem\"\n"
+    );
     for (dept, endpoint) in adapters {
         text.push_str(&format!(
             "\n[[adapters]]\ndept = \"{dept}\"\nendpoint = \"{endpoint}\"\n"

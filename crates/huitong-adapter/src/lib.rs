@@ -18,7 +18,8 @@
 //!     let _ = tokio::signal::ctrl_c().await;
 //! };
 //! let source = config.into_source()?;
-//! serve(config.dept().clone(), source, listener, config.serve_options(), shutdown).await?;
+//! let tls = huitong_tls::ServerTls::load(config.tls_files())?;
+//! serve(config.dept().clone(), source, listener, config.serve_options(), tls, shutdown).await?;
 //! # Ok(())
 //! # }
 //! ```

@@ -99,3 +99,30 @@ pub(crate) fn household_register() -> ResourceSpec {
 pub(crate) fn names(list: &[&str]) -> Vec<FieldName> {
     list.iter().map(|n| FieldName::new(n).unwrap()).collect()
 }
+
+/// A CA in `dir/pki` with an adapter certificate for `dept` and a broker certificate: the
+/// adapter's server side, and the broker's client side to call it with.
+pub(crate) fn test_pki(
+    dir: &TempDir,
+    dept: &str,
+) -> (huitong_tls::ServerTls, huitong_tls::ClientTls) {
+    use huitong_tls::{ClientTls, Role, ServerTls, TlsFiles, pki};
+    let pki_dir = dir.path().join("pki");
+    pki::init(&pki_dir, "test.huitong.example").unwrap();
+    let dept = DeptId::new(dept).unwrap();
+    let broker = DeptId::new("exchange-office").unwrap();
+    pki::issue(
+        &pki_dir,
+        &pki::IssueOptions::new(dept.clone(), Role::Adapter),
+    )
+    .unwrap();
+    pki::issue(
+        &pki_dir,
+        &pki::IssueOptions::new(broker.clone(), Role::Broker),
+    )
+    .unwrap();
+    (
+        ServerTls::load(&TlsFiles::from_pki_dir(&pki_dir, &dept, Role::Adapter)).unwrap(),
+        ClientTls::load(&TlsFiles::from_pki_dir(&pki_dir, &broker, Role::Broker)).unwrap(),
+    )
+}

@@ -10,6 +10,15 @@ use huitong_core::{
 
 use crate::v1;
 
+use std::time::SystemTime;
+
+use huitong_core::{
+    AccessRequest, AccessRequestParts, Grant, GrantOrigin, GrantParts, Mask, Purpose, RequestState,
+    Revocation,
+};
+
+use crate::value::timestamp_to_system_time;
+
 fn bad(resource: &str, problem: String) -> Error {
     Error::InvalidResource {
         resource: resource.to_owned(),
@@ -150,65 +159,10 @@ pub fn resource_description(s: &ResourceSpec) -> v1::ResourceDescription {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn descriptions_round_trip() {
-        let dept = DeptId::new("market-regulation").unwrap();
-        let d = v1::ResourceDescription {
-            name: "business-licences".into(),
-            title: "Business licences".into(),
-            fields: vec![v1::FieldSpec {
-                name: "credit_code".into(),
-                r#type: v1::FieldType::String as i32,
-                sensitivity: v1::Sensitivity::Public as i32,
-                description: String::new(),
-            }],
-            key_fields: vec!["credit_code".into()],
-            sharing_class: v1::SharingClass::Open as i32,
-            max_cache_age_seconds: 300,
-            ..Default::default()
-        };
-        let spec = resource_spec(&dept, &d).unwrap();
-        assert_eq!(spec.id().to_string(), "market-regulation/business-licences");
-        assert_eq!(resource_description(&spec), d);
-    }
-
-    #[test]
-    fn unspecified_enums_are_refused() {
-        let dept = DeptId::new("a").unwrap();
-        let d = v1::ResourceDescription {
-            name: "r".into(),
-            fields: vec![v1::FieldSpec {
-                name: "k".into(),
-                r#type: 0,
-                sensitivity: 1,
-                description: String::new(),
-            }],
-            key_fields: vec!["k".into()],
-            sharing_class: 1,
-            ..Default::default()
-        };
-        let e = resource_spec(&dept, &d).unwrap_err().to_string();
-        assert!(e.contains("no valid type"), "{e}");
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // Grants and access requests. The wire form doubles as the stored form; `active` and `overdue`
 // are derived on the way out and ignored on the way in.
 // ---------------------------------------------------------------------------------------------
-
-use std::time::SystemTime;
-
-use huitong_core::{
-    AccessRequest, AccessRequestParts, Grant, GrantOrigin, GrantParts, Mask, Purpose, RequestState,
-    Revocation,
-};
-
-use crate::value::timestamp_to_system_time;
 
 /// Why a stored grant or request could not be read back.
 fn stored(what: &str, problem: impl std::fmt::Display) -> Error {
@@ -379,4 +333,50 @@ pub fn request_from_wire(w: &v1::AccessRequest) -> Result<AccessRequest, Error> 
         reply_due: time_of(&what, &w.reply_due)?,
         state,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn descriptions_round_trip() {
+        let dept = DeptId::new("market-regulation").unwrap();
+        let d = v1::ResourceDescription {
+            name: "business-licences".into(),
+            title: "Business licences".into(),
+            fields: vec![v1::FieldSpec {
+                name: "credit_code".into(),
+                r#type: v1::FieldType::String as i32,
+                sensitivity: v1::Sensitivity::Public as i32,
+                description: String::new(),
+            }],
+            key_fields: vec!["credit_code".into()],
+            sharing_class: v1::SharingClass::Open as i32,
+            max_cache_age_seconds: 300,
+            ..Default::default()
+        };
+        let spec = resource_spec(&dept, &d).unwrap();
+        assert_eq!(spec.id().to_string(), "market-regulation/business-licences");
+        assert_eq!(resource_description(&spec), d);
+    }
+
+    #[test]
+    fn unspecified_enums_are_refused() {
+        let dept = DeptId::new("a").unwrap();
+        let d = v1::ResourceDescription {
+            name: "r".into(),
+            fields: vec![v1::FieldSpec {
+                name: "k".into(),
+                r#type: 0,
+                sensitivity: 1,
+                description: String::new(),
+            }],
+            key_fields: vec!["k".into()],
+            sharing_class: 1,
+            ..Default::default()
+        };
+        let e = resource_spec(&dept, &d).unwrap_err().to_string();
+        assert!(e.contains("no valid type"), "{e}");
+    }
 }

@@ -14,7 +14,7 @@ pub struct IdentityArgs {
     #[arg(long, env = "HUITONG_CERT", value_name = "PEM")]
     pub cert: PathBuf,
     /// Our private key (PEM); by default the certificate's path with a .key extension.
-    #[arg(long, env = "HUITONG_KEY", value_name = "PEM")]
+    #[arg(long = "cert-key", env = "HUITONG_CERT_KEY", value_name = "PEM")]
     pub key: Option<PathBuf>,
 }
 

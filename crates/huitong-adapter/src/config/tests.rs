@@ -5,6 +5,7 @@ use crate::test_support::{TempDir, household_register};
 
 const GOOD: &str = r#"
 dept = "public-security"
+tls = { ca = "pki/ca.pem", cert = "pki/public-security-adapter.pem", key = "pki/public-security-adapter.key" }
 
 [[resources]]
 name = "household-register"
@@ -179,14 +180,12 @@ fn bad_configs_name_file_key_and_problem() {
             "adapter.toml: max_page_size: 50 is smaller than default_page_size (100)",
         ),
         (
-            "dept = \"public-security\"\n".to_owned(),
+            "dept = \"public-security\"\ntls = { ca = \"ca.pem\", cert = \"a.pem\", key = \"a.key\" }\n"
+                .to_owned(),
             "adapter.toml: resources: there are none; declare at least one [[resources]] table",
         ),
         (
-            format!(
-                "{GOOD}\n{}",
-                GOOD.replacen("dept = \"public-security\"", "", 1)
-            ),
+            format!("{GOOD}\n{}", &GOOD[GOOD.find("[[resources]]").unwrap()..]),
             "adapter.toml: resources[1].name: \"household-register\" is also the name of resources[0]",
         ),
         (
@@ -326,6 +325,20 @@ fn a_missing_data_file_is_named_when_the_source_loads() {
 }
 
 #[test]
+fn tls_is_required_and_resolved_against_the_config_directory() {
+    let (dir, config) = load(GOOD);
+    let config = config.unwrap();
+    assert_eq!(config.tls_files().ca, dir.path().join("pki/ca.pem"));
+    let without = GOOD.replace(
+        "tls = { ca = \"pki/ca.pem\", cert = \"pki/public-security-adapter.pem\", key = \"pki/public-security-adapter.key\" }\n",
+        "",
+    );
+    let (_dir, e) = load(&without);
+    let e = e.unwrap_err().to_string();
+    assert!(e.contains("adapter.toml: tls: it is missing"), "{e}");
+}
+
+#[test]
 fn a_config_built_in_code_is_written_and_read_back() {
     let dir = TempDir::new("config-write");
     let spec = household_register();
@@ -340,6 +353,12 @@ fn a_config_built_in_code_is_written_and_read_back() {
     );
     file.listen = Some("127.0.0.1:0".into());
     file.max_page_size = Some(500);
+    file.tls = Some(TlsConfig {
+        ca: "pki/ca.pem".into(),
+        cert: "pki/a.pem".into(),
+        key: "pki/a.key".into(),
+        crl: None,
+    });
     let path = dir.path().join("written.toml");
     file.write(&path).unwrap();
 

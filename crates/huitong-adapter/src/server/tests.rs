@@ -1,7 +1,6 @@
 //! The server over real loopback gRPC, with a [`JsonlSource`] behind it.
 
 use std::collections::HashSet;
-use std::net::SocketAddr;
 
 use huitong_core::{FieldType, Sensitivity, SharingClass};
 use huitong_proto::v1::adapter_client::AdapterClient;
@@ -14,7 +13,8 @@ use tonic::transport::Channel;
 
 use super::*;
 use crate::JsonlSource;
-use crate::test_support::{TempDir, field, household_register, names, spec};
+use crate::test_support::{TempDir, field, household_register, names, spec, test_pki};
+use huitong_tls::{Expect, Role};
 
 const DEPT: &str = "public-security";
 const RESOURCE: &str = "household-register";
@@ -63,7 +63,7 @@ fn secret_resource() -> ResourceSpec {
 }
 
 struct Running {
-    addr: SocketAddr,
+    channel: Channel,
     client: AdapterClient<Channel>,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<Result<(), Error>>,
@@ -89,21 +89,26 @@ async fn start() -> Running {
     let source = JsonlSource::load([(household_register(), hr), (secret_resource(), cr)]).unwrap();
     let listener = transport::bind("127.0.0.1:0".parse().unwrap()).unwrap();
     let addr = listener.local_addr().unwrap();
+    let (server_tls, broker_tls) = test_pki(&dir, DEPT);
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(serve(
         DeptId::new(DEPT).unwrap(),
         source,
         listener,
         OPTIONS,
+        server_tls,
         async {
             let _ = stopped.await;
         },
     ));
-    let client = AdapterClient::connect(format!("http://{addr}"))
+    let channel = huitong_tls::endpoint(&addr.to_string())
+        .unwrap()
+        .connect_with_connector(broker_tls.connector(Expect::Role(Role::Adapter)))
         .await
         .unwrap();
+    let client = AdapterClient::new(channel.clone());
     Running {
-        addr,
+        channel,
         client,
         stop: Some(stop),
         task,
@@ -516,11 +521,7 @@ async fn health_is_serving_and_reflection_lists_the_services() {
     use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
 
     let s = start().await;
-    let channel = Channel::from_shared(format!("http://{}", s.addr))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = s.channel.clone();
     let mut health = HealthClient::new(channel.clone());
     for service in ["", "huitong.v1.Adapter"] {
         let status = health
@@ -568,13 +569,7 @@ async fn health_turns_not_serving_when_shutdown_begins() {
     use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
     let mut s = start().await;
-    let mut health = HealthClient::new(
-        Channel::from_shared(format!("http://{}", s.addr))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap(),
-    );
+    let mut health = HealthClient::new(s.channel.clone());
     let mut watch = health
         .watch(HealthCheckRequest {
             service: "huitong.v1.Adapter".into(),
@@ -595,11 +590,14 @@ async fn health_turns_not_serving_when_shutdown_begins() {
 
 async fn serve_error(source: JsonlSource, options: ServeOptions) -> String {
     let listener = transport::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let dir = TempDir::new("serve-error");
+    let (server_tls, _) = test_pki(&dir, DEPT);
     serve(
         DeptId::new(DEPT).unwrap(),
         source,
         listener,
         options,
+        server_tls,
         std::future::pending(),
     )
     .await
