@@ -306,7 +306,7 @@ pub fn write_broker_config(
         ""
     };
     let mut text = format!(
-        "[broker]\nlisten = \"127.0.0.1:0\"\ndata_dir = \"broker-data\"\n{policy}{extra_broker}\n\n\
+        "[broker]\nlisten = \"127.0.0.1:0\"\ndata_dir = \"{name}-data\"\n{policy}{extra_broker}\n\n\
          [tls]\nca = \"pki/ca.pem\"\ncert = \"pki/exchange-office-broker.pem\"\n\
          key = \"pki/exchange-office-broker.key\"\ncrl = \"pki/crl.pem\"\n"
     );

@@ -17,4 +17,4 @@ pub mod server;
 
 pub use config::{BrokerConfig, ConfigError};
 pub use error::{Error, ExchangeError};
-pub use server::serve;
+pub use server::{Broker, serve};

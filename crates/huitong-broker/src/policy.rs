@@ -406,7 +406,15 @@ pub fn load_policy_file(path: &Path) -> Result<Vec<Grant>, PolicyError> {
             fields,
             purposes,
             masks,
-            granted_at: now.min(expires),
+            // Declared grants have no approval moment; an already expired one is dated a day
+            // before its expiry so that it still reads as a (lapsed) grant.
+            granted_at: if now < expires {
+                now
+            } else {
+                expires
+                    .checked_sub(Duration::from_secs(86_400))
+                    .unwrap_or(expires)
+            },
             expires_at: expires,
             revoked: None,
             origin: GrantOrigin::PolicyFile,

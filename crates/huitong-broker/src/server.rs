@@ -20,21 +20,65 @@ use crate::exchange::{ExchangeService, Paging};
 use crate::policy::Policy;
 use crate::providers::Providers;
 
-/// Serves until `shutdown` completes, then finishes in-flight exchanges and returns.
+/// A broker whose certificates, policy store and adapter connections are checked and ready.
+#[derive(Debug)]
+pub struct Broker {
+    config: BrokerConfig,
+    tls: Arc<ServerTls>,
+    policy: Arc<Policy>,
+    providers: Arc<Providers>,
+}
+
+impl Broker {
+    /// Loads the certificates, opens the policy store and reads the policy file. A broker that
+    /// cannot authenticate or decide must not start, so every such mistake surfaces here,
+    /// before the caller announces a listening address.
+    pub fn new(config: BrokerConfig) -> Result<Broker, Error> {
+        let tls = Arc::new(ServerTls::load(&config.tls)?);
+        let policy = Arc::new(Policy::open(
+            &config.data_dir,
+            config.policy.as_deref(),
+            config.reply_deadline_working_days,
+        )?);
+        let providers = Arc::new(Providers::new(&config)?);
+        Ok(Broker {
+            config,
+            tls,
+            policy,
+            providers,
+        })
+    }
+
+    /// Serves until `shutdown` completes, then finishes in-flight exchanges and returns.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), Error> {
+        serve_ready(self, listener, shutdown).await
+    }
+}
+
+/// [`Broker::new`] then [`Broker::serve`].
 pub async fn serve(
     config: BrokerConfig,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
-    // Certificates and stored policy are checked before anything is served: a broker that
-    // cannot authenticate or decide must not start.
-    let tls = Arc::new(ServerTls::load(&config.tls)?);
-    let policy = Arc::new(Policy::open(
-        &config.data_dir,
-        config.policy.as_deref(),
-        config.reply_deadline_working_days,
-    )?);
-    let providers = Arc::new(Providers::new(&config)?);
+    Broker::new(config)?.serve(listener, shutdown).await
+}
+
+async fn serve_ready(
+    broker: Broker,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    let Broker {
+        config,
+        tls,
+        policy,
+        providers,
+    } = broker;
     // One pass before serving, so that a broker whose departments are up starts with a full
     // catalogue; departments that are down are retried in the background.
     providers.refresh().await;

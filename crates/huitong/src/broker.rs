@@ -22,12 +22,16 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     if let Some(addr) = args.listen {
         config.listen = addr;
     }
-    let listener = huitong_proto::transport::bind(config.listen)
-        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let listen = config.listen;
+    let broker = huitong_broker::Broker::new(config)
+        .with_context(|| format!("starting the broker from {}", args.config.display()))?;
+    let listener = huitong_proto::transport::bind(listen)
+        .with_context(|| format!("cannot listen on {listen}"))?;
     let addr = listener.local_addr().context("reading the bound address")?;
     let shutdown = crate::serve::shutdown_signal();
     crate::serve::announce("huitong broker", addr);
-    huitong_broker::serve(config, listener, shutdown)
+    broker
+        .serve(listener, shutdown)
         .await
         .context("broker stopped")?;
     Ok(ExitCode::SUCCESS)
