@@ -245,3 +245,221 @@ fn the_commands_demo_serve_suggests_work_and_ctrl_c_stops_it() {
     let status = child.wait().unwrap();
     assert!(status.success(), "{status:?}");
 }
+
+#[test]
+fn pki_commands_create_issue_and_revoke() {
+    let dir = TempDir::new("pki-cli");
+    let pki = dir.path().join("pki");
+    let pki_s = pki.to_str().unwrap();
+    let (ok, out, err) = run(&[
+        "pki",
+        "init",
+        "--dir",
+        pki_s,
+        "--trust-domain",
+        "gov.example",
+    ]);
+    assert!(ok, "{err}");
+    assert!(out.contains("gov.example"), "{out}");
+    // A second init must not replace the CA every certificate hangs on.
+    let (ok, _, err) = run(&[
+        "pki",
+        "init",
+        "--dir",
+        pki_s,
+        "--trust-domain",
+        "gov.example",
+    ]);
+    assert!(!ok && err.contains("CA"), "{err}");
+    let (ok, out, err) = run(&[
+        "pki",
+        "issue",
+        "--dir",
+        pki_s,
+        "--dept",
+        "civil-affairs",
+        "--role",
+        "consumer",
+    ]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("spiffe://gov.example/dept/civil-affairs/consumer"),
+        "{out}"
+    );
+    let (ok, _, err) = run(&[
+        "pki", "issue", "--dir", pki_s, "--dept", "Civil", "--role", "consumer",
+    ]);
+    assert!(!ok && err.contains("--dept"), "{err}");
+    let (ok, _, err) = run(&[
+        "pki",
+        "issue",
+        "--dir",
+        pki_s,
+        "--dept",
+        "civil-affairs",
+        "--role",
+        "king",
+    ]);
+    assert!(!ok && err.contains("--role"), "{err}");
+    let cert = pki.join("civil-affairs-consumer.pem");
+    let before = std::fs::read(pki.join("crl.pem")).unwrap();
+    let (ok, _, err) = run(&[
+        "pki",
+        "revoke",
+        "--dir",
+        pki_s,
+        "--cert",
+        cert.to_str().unwrap(),
+        "--reason",
+        "key-compromise",
+    ]);
+    assert!(ok, "{err}");
+    assert_ne!(
+        std::fs::read(pki.join("crl.pem")).unwrap(),
+        before,
+        "the CRL was not rewritten"
+    );
+}
+
+/// Runs `huitong admin` as `dept`'s administrator against the exchange.
+fn admin(ex: &Exchange, dept: &str, args: &[&str]) -> (bool, serde_json::Value, String) {
+    let id = ex.identity(dept, Role::Admin);
+    let mut all = vec![
+        "admin".to_owned(),
+        "--broker".to_owned(),
+        ex.broker.endpoint(),
+        "--ca".to_owned(),
+        id.ca.to_str().unwrap().to_owned(),
+        "--cert".to_owned(),
+        id.cert.to_str().unwrap().to_owned(),
+    ];
+    all.extend(args.iter().map(|s| (*s).to_owned()));
+    let all: Vec<&str> = all.iter().map(String::as_str).collect();
+    let (ok, out, err) = run(&all);
+    let json = if ok {
+        serde_json::from_str(&out).unwrap()
+    } else {
+        serde_json::Value::Null
+    };
+    (ok, json, err)
+}
+
+#[test]
+fn admin_commands_file_approve_list_and_revoke() {
+    let ex = Exchange::start("");
+    let (ok, filed, err) = admin(
+        &ex,
+        "taxation",
+        &[
+            "request",
+            "public-security/household-register",
+            "--fields",
+            "name,address",
+            "--purpose",
+            "tax audit",
+            "--legal-basis",
+            "《税收征收管理法》第五十七条",
+            "--days",
+            "30",
+        ],
+    );
+    assert!(ok, "{err}");
+    assert_eq!(filed["state"], "pending");
+    let id = filed["id"].as_str().unwrap().to_owned();
+    let (ok, pending, err) = admin(&ex, "public-security", &["requests", "--state", "pending"]);
+    assert!(ok, "{err}");
+    assert!(
+        pending
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["id"] == id.as_str())
+    );
+    let (ok, grant, err) = admin(
+        &ex,
+        "public-security",
+        &[
+            "approve",
+            &id,
+            "--fields",
+            "name,address",
+            "--mask",
+            "address=address",
+        ],
+    );
+    assert!(ok, "{err}");
+    assert_eq!(grant["masks"]["address"], "address");
+    assert_eq!(grant["active"], true);
+    let grant_id = grant["id"].as_str().unwrap().to_owned();
+    let (ok, grants, err) = admin(&ex, "taxation", &["grants"]);
+    assert!(ok, "{err}");
+    assert!(
+        grants
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|g| g["id"] == grant_id.as_str())
+    );
+    let (ok, _, err) = admin(
+        &ex,
+        "public-security",
+        &["approve", &id, "--mask", "address=blur"],
+    );
+    assert!(!ok && err.contains("blur"), "{err}");
+    let (ok, revoked, err) = admin(
+        &ex,
+        "public-security",
+        &["revoke", &grant_id, "--reason", "audit closed"],
+    );
+    assert!(ok, "{err}");
+    assert_eq!(revoked["active"], false);
+    assert_eq!(revoked["revocation_reason"], "audit closed");
+    let (ok, _, err) = admin(&ex, "public-security", &["deny", &id, "--reason", ""]);
+    assert!(!ok && err.contains("FAILED_PRECONDITION"), "{err}");
+}
+
+/// A provider that lets a request pass its reply deadline sees it listed as overdue. The
+/// deadline is moved into the past in the stored record, as the passing of two weeks would.
+#[test]
+fn overdue_access_requests_are_listed() {
+    use prost::Message;
+    let mut ex = Exchange::start("");
+    let (ok, filed, err) = admin(
+        &ex,
+        "taxation",
+        &[
+            "request",
+            "public-security/household-register",
+            "--fields",
+            "name",
+            "--purpose",
+            "tax audit",
+            "--legal-basis",
+            "《税收征收管理法》",
+        ],
+    );
+    assert!(ok, "{err}");
+    let id = filed["id"].as_str().unwrap().to_owned();
+    let (_, overdue, _) = admin(&ex, "public-security", &["requests", "--overdue"]);
+    assert!(overdue.as_array().unwrap().is_empty());
+
+    ex.broker.kill();
+    {
+        let db = sled::open(ex.dir.path().join("broker-test.toml-data/policy.sled")).unwrap();
+        let key = format!("request/{id}");
+        let mut r =
+            huitong_proto::v1::AccessRequest::decode(&*db.get(&key).unwrap().unwrap()).unwrap();
+        let weeks_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(21 * 86_400);
+        r.filed_at = Some(weeks_ago.into());
+        r.reply_due = Some((weeks_ago + std::time::Duration::from_secs(14 * 86_400)).into());
+        db.insert(key.as_bytes(), r.encode_to_vec()).unwrap();
+        db.flush().unwrap();
+    }
+    ex.restart_broker();
+    let (ok, overdue, err) = admin(&ex, "public-security", &["requests", "--overdue"]);
+    assert!(ok, "{err}");
+    let list = overdue.as_array().unwrap();
+    assert_eq!(list.len(), 1, "{overdue}");
+    assert_eq!(list[0]["id"], id.as_str());
+    assert_eq!(list[0]["overdue"], true);
+}
