@@ -45,7 +45,7 @@ impl Provider {
     pub fn mark(&self, reachable: bool) {
         if self.reachable.swap(reachable, Ordering::Relaxed) != reachable {
             if reachable {
-                info!(dept = %self.dept, "adapter reachable again");
+                info!(dept = %self.dept, "adapter reachable");
             } else {
                 warn!(dept = %self.dept, "adapter unreachable");
             }

@@ -57,9 +57,14 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             written.broker_config.display()
         );
         println!(
-            "  huitong query --broker http://127.0.0.1:{} public-security/household-register --key id_number={} --fields name,birth_date --purpose \"marriage registration\"",
+            "  export HUITONG_CA={0}/ca.pem HUITONG_CERT={0}/civil-affairs-consumer.pem",
+            dir.join(catalogue::PKI_DIR).display()
+        );
+        println!(
+            "  huitong query --broker https://127.0.0.1:{} public-security/household-register --key id_number={} --fields name,birth_date --purpose \"{}\"",
             catalogue::BROKER_PORT,
-            data.eligible_couple().0.id_number
+            data.eligible_couple().0.id_number,
+            scenario::MARRIAGE_PURPOSE,
         );
         return Ok(ExitCode::SUCCESS);
     }
