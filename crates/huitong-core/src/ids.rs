@@ -13,7 +13,10 @@ pub const MAX_FIELD_LEN: usize = 64;
 /// Longest declared purpose, in characters.
 pub const MAX_PURPOSE_CHARS: usize = 200;
 
-fn check_slug(what: &'static str, s: &str) -> Result<(), Error> {
+/// The shared rule for names: non-empty, at most `max` bytes, a lowercase ASCII letter first,
+/// then lowercase letters, digits and `sep`. Names end up in URIs, file names and SQL
+/// identifiers, so anything looser would need escaping somewhere.
+fn check_name(what: &'static str, s: &str, max: usize, sep: u8) -> Result<(), Error> {
     let bad = |reason| {
         Err(Error::InvalidId {
             what,
@@ -24,20 +27,38 @@ fn check_slug(what: &'static str, s: &str) -> Result<(), Error> {
     if s.is_empty() {
         return bad("it is empty");
     }
-    if s.len() > MAX_NAME_LEN {
-        return bad("it is longer than 63 bytes");
+    if s.len() > max {
+        return bad(if max == MAX_NAME_LEN {
+            "it is longer than 63 bytes"
+        } else {
+            "it is longer than 64 bytes"
+        });
     }
     if !s.as_bytes()[0].is_ascii_lowercase() {
         return bad("it must start with a lowercase letter");
     }
     if !s
         .bytes()
-        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == sep)
     {
-        return bad("use only lowercase letters, digits and '-'");
+        return bad(if sep == b'-' {
+            "use only lowercase letters, digits and '-'"
+        } else {
+            "use only lowercase letters, digits and '_'"
+        });
     }
+    Ok(())
+}
+
+/// Department ids and resource names: lowercase words joined by single '-'.
+fn check_slug(what: &'static str, s: &str) -> Result<(), Error> {
+    check_name(what, s, MAX_NAME_LEN, b'-')?;
     if s.ends_with('-') || s.contains("--") {
-        return bad("'-' must separate words");
+        return Err(Error::InvalidId {
+            what,
+            value: s.chars().take(80).collect(),
+            reason: "'-' must separate words",
+        });
     }
     Ok(())
 }
@@ -113,29 +134,7 @@ string_id!(
 );
 
 fn check_field(what: &'static str, s: &str) -> Result<(), Error> {
-    let bad = |reason| {
-        Err(Error::InvalidId {
-            what,
-            value: s.chars().take(80).collect(),
-            reason,
-        })
-    };
-    if s.is_empty() {
-        return bad("it is empty");
-    }
-    if s.len() > MAX_FIELD_LEN {
-        return bad("it is longer than 64 bytes");
-    }
-    if !s.as_bytes()[0].is_ascii_lowercase() {
-        return bad("it must start with a lowercase letter");
-    }
-    if !s
-        .bytes()
-        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
-    {
-        return bad("use only lowercase letters, digits and '_'");
-    }
-    Ok(())
+    check_name(what, s, MAX_FIELD_LEN, b'_')
 }
 
 /// A catalogue resource: `<dept_id>/<name>`, e.g. `public-security/household-register`.
