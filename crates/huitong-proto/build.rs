@@ -10,6 +10,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "adapter.proto",
         "exchange.proto",
         "admin.proto",
+        "audit.proto",
     ]
     .map(|f| root.join("huitong/v1").join(f));
     for f in &files {

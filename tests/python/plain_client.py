@@ -30,7 +30,7 @@ def generate_stubs(proto_dir: str) -> str:
     import grpc_tools
 
     well_known = grpc_tools.__path__[0] + "/_proto"
-    for name in ("records", "adapter", "exchange", "admin"):
+    for name in ("records", "adapter", "exchange", "admin", "audit"):
         rc = protoc.main(
             [
                 "protoc",

@@ -174,6 +174,7 @@ impl ExchangeService {
             request_id: request_id.to_owned(),
             grant_id: decision.grant_id.unwrap_or_default(),
             masked_fields,
+            receipt: None,
         })
     }
 
