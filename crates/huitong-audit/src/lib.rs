@@ -1,3 +1,17 @@
 //! The exchange log: an append-only, fsynced Merkle log of exchange records, with proofs, signed checkpoints and offline verification.
 
 #![forbid(unsafe_code)]
+
+pub mod bundle;
+pub mod error;
+pub mod index;
+pub mod merkle;
+pub mod note;
+pub mod record;
+pub mod store;
+pub mod subject;
+
+pub use error::Error;
+pub use index::{EntryFilter, Index};
+pub use store::{Log, LogOptions, LogStats, Receipt, SignedCheckpoint};
+pub use subject::{SubjectKeys, normalise_key};

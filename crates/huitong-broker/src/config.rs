@@ -57,6 +57,11 @@ pub struct RawBrokerSection {
     pub policy: Option<String>,
     /// Working days a provider has to answer an access request.
     pub reply_deadline_working_days: u32,
+    /// How often the exchange log's checkpoint is signed while the log grows.
+    pub checkpoint_interval_seconds: u64,
+    /// Subject keys older than this many months are destroyed, cutting the link between old
+    /// log entries and people (the entries stay and verify). 0 keeps them forever.
+    pub subject_key_retention_months: u32,
 }
 
 impl Default for RawBrokerSection {
@@ -72,6 +77,8 @@ impl Default for RawBrokerSection {
             data_dir: "huitong-data".into(),
             policy: None,
             reply_deadline_working_days: 10,
+            checkpoint_interval_seconds: 60,
+            subject_key_retention_months: 0,
         }
     }
 }
@@ -97,6 +104,8 @@ pub struct BrokerConfig {
     pub data_dir: PathBuf,
     pub policy: Option<PathBuf>,
     pub reply_deadline_working_days: u32,
+    pub checkpoint_interval: Duration,
+    pub subject_key_retention_months: u32,
     pub tls: huitong_tls::TlsFiles,
     pub adapters: Vec<AdapterEndpoint>,
 }
@@ -148,6 +157,7 @@ impl BrokerConfig {
             ("adapter_timeout_ms", b.adapter_timeout_ms),
             ("connect_timeout_ms", b.connect_timeout_ms),
             ("catalogue_refresh_seconds", b.catalogue_refresh_seconds),
+            ("checkpoint_interval_seconds", b.checkpoint_interval_seconds),
         ] {
             if v == 0 {
                 return Err((key(k), "must be greater than 0".into()));
@@ -218,6 +228,8 @@ impl BrokerConfig {
             data_dir: base.join(&b.data_dir),
             policy: b.policy.as_ref().map(|p| base.join(p)),
             reply_deadline_working_days: b.reply_deadline_working_days,
+            checkpoint_interval: Duration::from_secs(b.checkpoint_interval_seconds),
+            subject_key_retention_months: b.subject_key_retention_months,
             tls,
             adapters,
         })

@@ -20,6 +20,8 @@ pub enum Error {
     Tls(#[from] huitong_tls::Error),
     #[error(transparent)]
     Policy(#[from] crate::policy::PolicyError),
+    #[error("the exchange log: {0}")]
+    Log(#[from] crate::log::LogError),
     #[error("building the reflection service: {0}")]
     Reflection(String),
     #[error("serving gRPC: {0}")]

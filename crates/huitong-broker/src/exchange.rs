@@ -13,7 +13,9 @@
 //! 4. **route**: the provider's adapter answers within the deadline ([`route`]);
 //! 5. **minimise and mask**: only the fields asked for leave the broker, whatever the adapter
 //!    sent, masked as the grant requires ([`minimise`], [`mask`]);
-//! 6. **answer**: records with provenance, the grant used and the request id.
+//! 6. **answer**: records with provenance, the grant used and the request id;
+//! 7. **audit**: the exchange, answered or refused, is appended to the exchange log and the
+//!    answer leaves only once that record is durable; it carries the record's receipt.
 //!
 //! A refusal at any step ends the exchange with the status from [`crate::error`].
 
@@ -27,8 +29,8 @@ use huitong_core::{DeptId, FieldName, Purpose, ResourceId, ResourceSpec};
 use huitong_proto::v1::exchange_server::Exchange;
 use huitong_proto::v1::value::Kind;
 use huitong_proto::v1::{
-    CatalogueEntry, FetchRequest, Filter, ListCatalogueRequest, ListCatalogueResponse, Provenance,
-    QueryRequest, QueryResponse, Record, SearchRequest, Value,
+    CatalogueEntry, ExchangeRecord, FetchRequest, Filter, ListCatalogueRequest,
+    ListCatalogueResponse, Provenance, QueryRequest, QueryResponse, Record, SearchRequest, Value,
 };
 use huitong_proto::{Timestamp, convert};
 use huitong_tls::guard::verified_peer;
@@ -37,8 +39,89 @@ use tracing::{Instrument, info, info_span};
 
 use crate::deadline::Deadline;
 use crate::error::ExchangeError;
+use crate::log::ExchangeLog;
 use crate::policy::Policy;
 use crate::providers::{Provider, Providers};
+
+/// What the exchange log records about one exchange, filled in as the steps run.
+struct Trail {
+    record: ExchangeRecord,
+}
+
+impl Trail {
+    fn start(request_id: &str, consumer: &DeptId, raw: &QueryRequest) -> Trail {
+        // Raw request text is bounded before it is written; ids are checked later, but a refusal
+        // of a malformed request is recorded too.
+        let resource: String = raw.resource.chars().take(130).collect();
+        let provider = resource.split('/').next().unwrap_or_default().to_owned();
+        Trail {
+            record: ExchangeRecord {
+                time_micros: huitong_audit::record::micros(SystemTime::now()),
+                request_id: request_id.to_owned(),
+                kind: "query".into(),
+                consumer: consumer.to_string(),
+                provider,
+                resource,
+                purpose: raw.purpose.trim().chars().take(200).collect(),
+                ..Default::default()
+            },
+        }
+    }
+
+    /// The subject of a key lookup, once the key is known to be well formed.
+    fn subject(&mut self, log: &ExchangeLog, key: &std::collections::HashMap<String, Value>) {
+        if key.is_empty() {
+            return;
+        }
+        let text: Vec<(String, String)> = key
+            .iter()
+            .map(|(k, v)| {
+                let t = match v.to_json() {
+                    serde_json::Value::String(s) => s,
+                    other => other.to_string(),
+                };
+                (k.clone(), t)
+            })
+            .collect();
+        let parts: Vec<(&str, &str)> = text.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        match log.subject(&parts, self.record.time_micros) {
+            Ok((mac, period)) => {
+                self.record.subject = mac;
+                self.record.subject_period = period;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "no subject key; the exchange is recorded without a subject")
+            }
+        }
+    }
+
+    fn released(&mut self, fields: &[FieldName], records: &[Record]) {
+        self.record.fields = fields.iter().map(|f| f.to_string()).collect();
+        self.record.record_count = records.len() as u32;
+        self.record.answer_digest = huitong_audit::record::answer_digest(records);
+    }
+
+    fn finish(
+        mut self,
+        result: &Result<QueryResponse, ExchangeError>,
+        latency_micros: i64,
+    ) -> ExchangeRecord {
+        self.record.latency_micros = latency_micros;
+        match result {
+            Ok(_) => {
+                self.record.outcome = "answered".into();
+                self.record.status_code = 0;
+            }
+            Err(e) => {
+                self.record.outcome = "refused".into();
+                self.record.status_code = tonic::Code::from(e) as i32;
+                self.record.refusal = e.to_string().chars().take(300).collect();
+                self.record.fields.clear();
+            }
+        }
+        self.record
+    }
+}
 
 /// Page limits for filter queries.
 #[derive(Debug, Clone, Copy)]
@@ -52,6 +135,7 @@ pub struct Paging {
 pub struct ExchangeService {
     providers: Arc<Providers>,
     policy: Arc<Policy>,
+    log: Arc<ExchangeLog>,
     adapter_timeout: std::time::Duration,
     paging: Paging,
 }
@@ -60,12 +144,14 @@ impl ExchangeService {
     pub fn new(
         providers: Arc<Providers>,
         policy: Arc<Policy>,
+        log: Arc<ExchangeLog>,
         adapter_timeout: std::time::Duration,
         paging: Paging,
     ) -> Self {
         Self {
             providers,
             policy,
+            log,
             adapter_timeout,
             paging,
         }
@@ -115,15 +201,31 @@ impl Exchange for ExchangeService {
         let raw = request.into_inner();
         let span = info_span!("exchange", request_id = %request_id, consumer = %consumer, resource = %raw.resource.chars().take(130).collect::<String>());
         async move {
-            let result = self.exchange(raw, &consumer, deadline, &request_id).await;
-            let micros = started.elapsed().as_micros() as u64;
+            let mut trail = Trail::start(&request_id, &consumer, &raw);
+            let result = self
+                .exchange(raw, &consumer, deadline, &request_id, &mut trail)
+                .await;
+            // Step 7, audit: the exchange is recorded, allowed or refused, and the answer leaves
+            // only once the record is durable. If it cannot be recorded, nothing is released.
+            let micros = started.elapsed().as_micros() as i64;
+            let record = trail.finish(&result, micros);
+            let receipt = match self.log.record(&record).await {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!(error = %e, "the exchange log could not record an exchange");
+                    return Err(Status::unavailable(
+                        "the exchange log could not record this exchange, so nothing was released; try again",
+                    ));
+                }
+            };
             match result {
-                Ok(answer) => {
-                    info!(outcome = "answered", records = answer.records.len(), micros, "exchange");
+                Ok(mut answer) => {
+                    info!(outcome = "answered", records = answer.records.len(), micros, index = receipt.index, "exchange");
+                    answer.receipt = Some(receipt);
                     Ok(Response::new(answer))
                 }
                 Err(e) => {
-                    info!(outcome = "refused", code = ?tonic::Code::from(&e), reason = %e, micros, "exchange");
+                    info!(outcome = "refused", code = ?tonic::Code::from(&e), reason = %e, micros, index = receipt.index, "exchange");
                     Err(e.into_status(&request_id))
                 }
             }
@@ -140,15 +242,33 @@ impl ExchangeService {
         consumer: &DeptId,
         deadline: Deadline,
         request_id: &str,
+        trail: &mut Trail,
     ) -> Result<QueryResponse, ExchangeError> {
-        let query = validate(&raw)?;
+        // Whose record is looked up is known as soon as the key is well formed: from then on a
+        // refusal is recorded against that person too, so that attempts show in their report.
         let catalogue = self.providers.catalogue();
+        if let Ok(spec) = ResourceId::parse(&raw.resource).and_then(|r| catalogue.get(&r).cloned())
+        {
+            let key_ok = !raw.key.is_empty()
+                && spec
+                    .check_key(
+                        raw.key
+                            .iter()
+                            .map(|(k, v)| (k.as_str(), v.value_kind(), v.is_empty_text())),
+                    )
+                    .is_ok();
+            if key_ok {
+                trail.subject(&self.log, &raw.key);
+            }
+        }
+        let query = validate(&raw)?;
         let provider = self.provider_of(&query.resource)?;
         let spec = catalogue.get(&query.resource)?;
         let (fields, used) = check_against_catalogue(spec, &raw)?;
         let decision =
             self.policy
                 .decide(spec, consumer, &used, &query.purpose, SystemTime::now())?;
+        trail.record.grant_id = decision.grant_id.clone().unwrap_or_default();
         let selector = if raw.key.is_empty() {
             Selector::Filters {
                 filters: raw.filters,
@@ -162,6 +282,7 @@ impl ExchangeService {
         let mut records = routed.records;
         minimise(&mut records, &fields);
         let masked_fields = mask(&mut records, &decision, &fields);
+        trail.released(&fields, &records);
         Ok(QueryResponse {
             records,
             provenance: Some(Provenance {

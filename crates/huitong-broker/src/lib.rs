@@ -7,10 +7,12 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod audit;
 pub mod config;
 pub mod deadline;
 pub mod error;
 pub mod exchange;
+pub mod log;
 pub mod policy;
 pub mod providers;
 pub mod server;

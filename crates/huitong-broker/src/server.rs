@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use huitong_proto::transport::{self, MessageLimitLayer};
 use huitong_proto::v1::admin_server::{self, AdminServer};
+use huitong_proto::v1::audit_server::{self, AuditServer};
 use huitong_proto::v1::exchange_server::{self, ExchangeServer};
 use huitong_tls::{Role, ServerTls, guard};
 use tokio::net::TcpListener;
@@ -14,9 +15,11 @@ use tonic_health::ServingStatus;
 use tracing::info;
 
 use crate::admin::AdminService;
+use crate::audit::AuditService;
 use crate::config::BrokerConfig;
 use crate::error::Error;
 use crate::exchange::{ExchangeService, Paging};
+use crate::log::ExchangeLog;
 use crate::policy::Policy;
 use crate::providers::Providers;
 
@@ -27,12 +30,15 @@ pub struct Broker {
     tls: Arc<ServerTls>,
     policy: Arc<Policy>,
     providers: Arc<Providers>,
+    log: Arc<ExchangeLog>,
 }
 
 impl Broker {
-    /// Loads the certificates, opens the policy store and reads the policy file. A broker that
-    /// cannot authenticate or decide must not start, so every such mistake surfaces here,
-    /// before the caller announces a listening address.
+    /// Loads the certificates, opens the policy store, reads the policy file and opens the
+    /// exchange log (recovering it after a crash and checking it against its last signed
+    /// checkpoint). A broker that cannot authenticate, decide or record must not start, so
+    /// every such mistake surfaces here, before the caller announces a listening address.
+    /// Blocking: opening a large log reads it whole.
     pub fn new(config: BrokerConfig) -> Result<Broker, Error> {
         let tls = Arc::new(ServerTls::load(&config.tls)?);
         let policy = Arc::new(Policy::open(
@@ -41,11 +47,14 @@ impl Broker {
             config.reply_deadline_working_days,
         )?);
         let providers = Arc::new(Providers::new(&config)?);
+        let origin = format!("{}/huitong/exchange-log", tls.id().trust_domain);
+        let log = Arc::new(ExchangeLog::open(&config.data_dir, &origin)?);
         Ok(Broker {
             config,
             tls,
             policy,
             providers,
+            log,
         })
     }
 
@@ -59,13 +68,16 @@ impl Broker {
     }
 }
 
-/// [`Broker::new`] then [`Broker::serve`].
+/// [`Broker::new`] (off the async workers) then [`Broker::serve`].
 pub async fn serve(
     config: BrokerConfig,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
-    Broker::new(config)?.serve(listener, shutdown).await
+    let broker = tokio::task::spawn_blocking(move || Broker::new(config))
+        .await
+        .map_err(|e| Error::Log(crate::log::LogError::Task(e.to_string())))??;
+    broker.serve(listener, shutdown).await
 }
 
 async fn serve_ready(
@@ -78,16 +90,23 @@ async fn serve_ready(
         tls,
         policy,
         providers,
+        log,
     } = broker;
+    let upkeep = tokio::spawn(Arc::clone(&log).upkeep(
+        config.checkpoint_interval,
+        config.subject_key_retention_months,
+    ));
     // One pass before serving, so that a broker whose departments are up starts with a full
     // catalogue; departments that are down are retried in the background.
     providers.refresh().await;
     let refresher = tokio::spawn(Arc::clone(&providers).refresh_forever(config.catalogue_refresh));
 
     let admin = AdminService::new(Arc::clone(&policy), Arc::clone(&providers));
+    let audit = AuditService::new(Arc::clone(&log));
     let exchange = ExchangeService::new(
         Arc::clone(&providers),
         Arc::clone(&policy),
+        Arc::clone(&log),
         config.adapter_timeout,
         Paging {
             default_size: config.default_page_size,
@@ -100,7 +119,11 @@ async fn serve_ready(
         .set_service_status("huitong.v1.Exchange", ServingStatus::Serving)
         .await;
     health.set_service_status("", ServingStatus::Serving).await;
-    let services = [exchange_server::SERVICE_NAME, admin_server::SERVICE_NAME];
+    let services = [
+        exchange_server::SERVICE_NAME,
+        admin_server::SERVICE_NAME,
+        audit_server::SERVICE_NAME,
+    ];
     let reflection_v1 = transport::reflection(&services)
         .build_v1()
         .map_err(|e| Error::Reflection(e.to_string()))?;
@@ -136,8 +159,27 @@ async fn serve_ready(
                 .max_encoding_message_size(max),
             guard::require(Arc::clone(&tls), "the Admin service", &[Role::Admin]),
         ))
+        .add_service(InterceptedService::new(
+            AuditServer::new(audit)
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max),
+            // Checkpoints and proofs are for every party; the handlers keep entries and
+            // subject reports to auditors.
+            guard::require(
+                Arc::clone(&tls),
+                "the Audit service",
+                &[Role::Consumer, Role::Admin, Role::Auditor],
+            ),
+        ))
         .serve_with_incoming_shutdown(tls.incoming(listener), shutdown)
         .await;
     refresher.abort();
+    upkeep.abort();
+    // Every exchange answered has been recorded; let the writer finish and sign where it ended.
+    log.log().close().await;
+    let final_log = Arc::clone(&log);
+    if let Ok(Err(e)) = tokio::task::spawn_blocking(move || final_log.log().checkpoint()).await {
+        tracing::warn!(error = %e, "could not sign a final checkpoint");
+    }
     result.map_err(Error::Serve)
 }

@@ -31,6 +31,7 @@ use std::time::Duration;
 use huitong_core::{DeptId, ResourceId, ResourceSpec};
 use huitong_proto::convert;
 use huitong_proto::v1::admin_client::AdminClient;
+use huitong_proto::v1::audit_client::AuditClient;
 use huitong_proto::v1::exchange_client::ExchangeClient;
 use huitong_proto::v1::{
     AccessRequest, ApproveAccessRequestRequest, CatalogueEntry, DenyAccessRequestRequest,
@@ -40,7 +41,11 @@ use huitong_proto::v1::{
 use huitong_tls::{ClientTls, Expect, Role};
 use tonic::transport::Channel;
 
-pub use huitong_proto::v1::{AccessRequestState, QueryResponse, Record, Value};
+pub use huitong_proto::v1::{
+    AccessRequestState, Checkpoint, ConsistencyProof, ExchangeRecord, InclusionProof,
+    ListEntriesRequest, ListEntriesResponse, LogEntry, QueryResponse, Receipt, Record,
+    SubjectReportResponse, Value,
+};
 pub use huitong_tls::TlsFiles;
 
 /// Why a call did not return an answer.
@@ -356,5 +361,121 @@ impl Admin {
             reason: reason.to_owned(),
         };
         Ok(self.inner.revoke_grant(req).await?.into_inner())
+    }
+}
+
+/// A connection to a broker's `Audit` service: checkpoints and proofs for anyone with a
+/// certificate of the exchange; entries and subject reports for auditors.
+#[derive(Debug, Clone)]
+pub struct Audit {
+    inner: AuditClient<Channel>,
+}
+
+/// Why a receipt could not be confirmed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReceiptError {
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    #[error("the log key is not usable: {0}")]
+    Key(String),
+    #[error("the checkpoint does not verify with the log key: {0}")]
+    Checkpoint(String),
+    #[error("the broker's proof does not show entry {index} in the signed log: {problem}")]
+    NotIncluded { index: u64, problem: String },
+}
+
+impl Audit {
+    pub async fn connect(endpoint: &str, identity: &TlsFiles) -> Result<Self, ClientError> {
+        Ok(Self {
+            inner: AuditClient::new(connect_channel(endpoint, identity).await?),
+        })
+    }
+
+    /// The latest signed checkpoint.
+    pub async fn checkpoint(&mut self) -> Result<Checkpoint, ClientError> {
+        Ok(self
+            .inner
+            .get_checkpoint(huitong_proto::v1::GetCheckpointRequest {})
+            .await?
+            .into_inner())
+    }
+
+    pub async fn inclusion_proof(
+        &mut self,
+        index: u64,
+        tree_size: u64,
+    ) -> Result<InclusionProof, ClientError> {
+        let req = huitong_proto::v1::GetInclusionProofRequest { index, tree_size };
+        Ok(self.inner.get_inclusion_proof(req).await?.into_inner())
+    }
+
+    pub async fn consistency_proof(
+        &mut self,
+        old_size: u64,
+        new_size: u64,
+    ) -> Result<ConsistencyProof, ClientError> {
+        let req = huitong_proto::v1::GetConsistencyProofRequest { old_size, new_size };
+        Ok(self.inner.get_consistency_proof(req).await?.into_inner())
+    }
+
+    /// Entries by range and filter (auditor certificates only).
+    pub async fn entries(
+        &mut self,
+        request: ListEntriesRequest,
+    ) -> Result<ListEntriesResponse, ClientError> {
+        Ok(self.inner.list_entries(request).await?.into_inner())
+    }
+
+    /// Every recorded access to the record with `key` in `resource` (auditor certificates only).
+    pub async fn subject_report(
+        &mut self,
+        resource: &str,
+        key: &[(&str, &str)],
+    ) -> Result<SubjectReportResponse, ClientError> {
+        let req = huitong_proto::v1::SubjectReportRequest {
+            resource: resource.to_owned(),
+            key: key
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        };
+        Ok(self.inner.subject_report(req).await?.into_inner())
+    }
+
+    /// Confirms that `receipt` is in the log the broker signed: fetches the latest checkpoint,
+    /// verifies its signature with `verifier_key` (obtained out of band, not from the broker),
+    /// and checks the inclusion proof against it. Returns the checkpoint's tree size.
+    pub async fn confirm(
+        &mut self,
+        receipt: &Receipt,
+        verifier_key: &str,
+    ) -> Result<u64, ReceiptError> {
+        use huitong_audit::{merkle, note};
+        let verifier = note::Verifier::from_vkey(verifier_key)
+            .map_err(|e| ReceiptError::Key(e.to_string()))?;
+        let cp = self.checkpoint().await?;
+        let body = verifier
+            .verify(&cp.note)
+            .map_err(|e| ReceiptError::Checkpoint(e.to_string()))?;
+        let proof = self.inclusion_proof(receipt.index, body.size).await?;
+        let not_included = |problem: String| ReceiptError::NotIncluded {
+            index: receipt.index,
+            problem,
+        };
+        let leaf: merkle::Hash = receipt
+            .leaf_hash
+            .as_slice()
+            .try_into()
+            .map_err(|_| not_included("the receipt's leaf hash is not 32 bytes".into()))?;
+        let hashes = proof
+            .hashes
+            .iter()
+            .map(|h| merkle::Hash::try_from(h.as_slice()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|_| not_included("a proof hash is not 32 bytes".into()))?;
+        merkle::verify_inclusion(receipt.index, body.size, &leaf, &hashes, &body.root)
+            .map_err(|e| not_included(e.to_string()))?;
+        Ok(body.size)
     }
 }

@@ -23,7 +23,9 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         config.listen = addr;
     }
     let listen = config.listen;
-    let broker = huitong_broker::Broker::new(config)
+    let broker = tokio::task::spawn_blocking(move || huitong_broker::Broker::new(config))
+        .await
+        .context("starting the broker")?
         .with_context(|| format!("starting the broker from {}", args.config.display()))?;
     let listener = huitong_proto::transport::bind(listen)
         .with_context(|| format!("cannot listen on {listen}"))?;

@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 
 mod adapter;
 mod admin;
+mod audit;
 mod broker;
 mod config;
 mod demo;
@@ -43,6 +44,8 @@ enum Command {
     Catalogue(query::CatalogueArgs),
     /// Access requests and grants (a department administrator's certificate).
     Admin(admin::Args),
+    /// Read, filter and verify the exchange log.
+    Audit(audit::Args),
     /// The exchange CA: create it, issue and revoke certificates.
     #[command(subcommand)]
     Pki(pki::Command),
@@ -69,6 +72,7 @@ fn main() -> ExitCode {
             | Command::Config(_)
             | Command::Demo(_)
             | Command::Admin(_)
+            | Command::Audit(_)
             | Command::Pki(_)
     );
     init_logging(if quiet { "warn" } else { "info" });
@@ -90,6 +94,7 @@ fn main() -> ExitCode {
             Command::Query(args) => query::run_query(args).await,
             Command::Catalogue(args) => query::run_catalogue(args).await,
             Command::Admin(args) => admin::run(args).await,
+            Command::Audit(args) => audit::run(args).await,
             Command::Pki(cmd) => pki::run(cmd),
             Command::Config(ConfigCommand::Check { file }) => config::check(&file),
         }

@@ -46,7 +46,7 @@ pub struct QueryArgs {
     #[arg(long)]
     all_pages: bool,
     /// Give up after this long, e.g. 2s or 500ms.
-    #[arg(long, default_value = "10s", value_parser = humantime_duration)]
+    #[arg(long, default_value = "10s", value_parser = duration)]
     timeout: Duration,
 }
 
@@ -65,7 +65,7 @@ pub struct CatalogueArgs {
     json: bool,
 }
 
-fn humantime_duration(s: &str) -> Result<Duration, String> {
+pub fn duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|_| format!("{s:?} is not a duration like 2s or 500ms"))
 }
 

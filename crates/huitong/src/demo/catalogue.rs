@@ -44,6 +44,9 @@ pub const CONSUMERS: [&str; 6] = [
     "human-resources",
 ];
 
+/// The department whose auditors read the exchange log (纪检监察: discipline inspection).
+pub const AUDITOR: &str = "discipline-inspection";
+
 /// Where the certificates live, relative to the exchange directory.
 pub const PKI_DIR: &str = "pki";
 
@@ -357,6 +360,7 @@ fn write_pki(dir: &Path) -> anyhow::Result<()> {
         issue(dept, Role::Consumer)?;
         issue(dept, Role::Admin)?;
     }
+    issue(AUDITOR, Role::Auditor)?;
     Ok(())
 }
 

@@ -5,7 +5,9 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use huitong_client::{Admin, Client, ClientError, Query, QueryResponse, Record, TlsFiles, Value};
+use huitong_client::{
+    Admin, Audit, Client, ClientError, Query, QueryResponse, Record, TlsFiles, Value,
+};
 use huitong_core::DeptId;
 use huitong_tls::Role;
 use tonic::Code;
@@ -126,10 +128,11 @@ impl Walk {
                     .as_ref()
                     .map_or("", |p| p.provider.as_str());
                 println!(
-                    "      ← {} record{} from {from} in {ms:.1} ms (request {})",
+                    "      ← {} record{} from {from} in {ms:.1} ms (request {}, log entry {})",
                     answer.records.len(),
                     if answer.records.len() == 1 { "" } else { "s" },
-                    answer.request_id
+                    answer.request_id,
+                    answer.receipt.as_ref().map_or(0, |r| r.index)
                 );
                 if !answer.masked_fields.is_empty() {
                     println!(
@@ -570,7 +573,74 @@ pub async fn run(broker: &str, pki: &Path, data: &DemoData) -> Outcome {
     )
     .await;
 
+    w.audit_scene(groom).await;
     w.outcome
+}
+
+impl Walk {
+    /// An auditor answers "who looked at this person's data, and why", then checks offline
+    /// that the log was not rewritten.
+    async fn audit_scene(&mut self, person: &Person) {
+        println!(
+            "\n■ 审计 Every exchange above was recorded before its answer left. An auditor asks who"
+        );
+        println!(
+            "  looked at the first applicant's register entry, and why (the Data Tracker view):"
+        );
+        let files = match identity(&self.pki, super::catalogue::AUDITOR, Role::Auditor) {
+            Ok(f) => f,
+            Err(e) => return self.surprise(format!("auditor identity: {e}")),
+        };
+        let mut audit = match Audit::connect(&self.broker, &files).await {
+            Ok(a) => a,
+            Err(e) => return self.surprise(format!("auditor connection: {e}")),
+        };
+        let report = match audit
+            .subject_report(REGISTER, &[("id_number", person.id_number.as_str())])
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => return self.surprise(format!("subject report: {e}")),
+        };
+        for e in &report.entries {
+            let r = e.record.clone().unwrap_or_default();
+            println!(
+                "  entry {:>3}  {:<16} {:<9} purpose: {}  fields: {}",
+                e.index,
+                r.consumer,
+                r.outcome,
+                r.purpose,
+                if r.fields.is_empty() {
+                    "-".to_owned()
+                } else {
+                    r.fields.join(", ")
+                }
+            );
+        }
+        let refused = report
+            .entries
+            .iter()
+            .filter(|e| e.record.as_ref().is_some_and(|r| r.outcome == "refused"))
+            .count();
+        if report.entries.len() < 2 || refused == 0 {
+            self.surprise(format!(
+                "the subject report shows {} accesses ({refused} refused); the walkthrough made more",
+                report.entries.len()
+            ));
+        }
+        let cp = match audit.checkpoint().await {
+            Ok(c) => c,
+            Err(e) => return self.surprise(format!("checkpoint: {e}")),
+        };
+        println!("  The log's signed checkpoint (C2SP tlog-checkpoint, Ed25519):");
+        for line in cp.note.lines() {
+            println!("    {line}");
+        }
+        println!(
+            "  Verify it and any receipt with the log key: {}",
+            cp.verifier_key
+        );
+    }
 }
 
 /// What the provider does with an access request in the walkthrough.

@@ -1,0 +1,123 @@
+//! The crate's error type: why the exchange log could not be opened, written or read.
+//!
+//! Every variant names what went wrong and where (a path, an offset, the sizes and roots that
+//! disagree), so that an operator can act on the message alone. Errors from the Merkle tree and
+//! from signed notes convert with `From`.
+
+use std::path::PathBuf;
+
+use crate::merkle::TreeError;
+use crate::note::NoteError;
+
+/// Why the exchange log, its indexes or its subject keys could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A file-system call failed. `action` says what was being done ("fdatasync", "read", ...).
+    #[error("{action} {}: {source}", path.display())]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// Stored data is damaged in a way that start-up must not repair by itself, or a read found
+    /// a frame that does not check out. `offset` is a byte offset in `path`.
+    #[error("{} is corrupt at byte {offset}: {problem}", path.display())]
+    Corrupt {
+        path: PathBuf,
+        offset: u64,
+        problem: String,
+    },
+
+    /// The log on disk does not match the checkpoint it signed: entries covered by the signed
+    /// tree head were changed, removed or reordered, or the checkpoint itself does not verify.
+    /// The log refuses to open rather than sign a history that contradicts the old one.
+    #[error(
+        "the log in {} does not match its signed checkpoint: {problem} \
+         (checkpoint: size {checkpoint_size}, root {checkpoint_root}; \
+         log on disk: {log_size} entries, root at the checkpoint size {log_root})",
+        path.display()
+    )]
+    CheckpointMismatch {
+        path: PathBuf,
+        problem: String,
+        checkpoint_size: u64,
+        /// Hex, or a note on why there is none.
+        checkpoint_root: String,
+        log_size: u64,
+        /// Hex, or a note on why there is none.
+        log_root: String,
+    },
+
+    /// An index, size or range beyond the durable log.
+    #[error("{what} is out of range: the log holds {size} entries")]
+    OutOfRange { what: String, size: u64 },
+
+    /// The log was closed; nothing more is appended.
+    #[error("the exchange log is closed")]
+    Closed,
+
+    /// The writer stopped after an I/O failure whose effect on disk it cannot know (a failed
+    /// fdatasync may have dropped written pages). Reopening re-scans and repairs the files.
+    #[error("the exchange log writer stopped and the log must be reopened: {reason}")]
+    Halted { reason: String },
+
+    /// A payload the log does not store: empty, or larger than the frame limit.
+    #[error("a log entry must be 1 to {max} bytes; this one is {len}")]
+    InvalidPayload { len: usize, max: usize },
+
+    /// An option given to [`Log::open`](crate::store::Log::open) that cannot work.
+    #[error("unusable log option: {0}")]
+    Config(String),
+
+    /// The log's signing key, or a subject key, is missing, unreadable or malformed.
+    #[error("key problem: {0}")]
+    Key(String),
+
+    /// A subject-key period that is not `YYYY-MM`.
+    #[error("{period:?} is not a subject-key period; periods are calendar months, \"YYYY-MM\"")]
+    InvalidPeriod { period: String },
+
+    /// The subject key of `period` was destroyed under the retention policy; it is never
+    /// recreated, since a new key would not link to the old entries anyway and would suggest it
+    /// did.
+    #[error("the subject key of {period} was destroyed; accesses in that period cannot be linked")]
+    SubjectKeyDestroyed { period: String },
+
+    /// The sled secondary index failed. It can be deleted and rebuilt from the log.
+    #[error("the audit index: {action}: {source}")]
+    Index {
+        action: &'static str,
+        #[source]
+        source: sled::Error,
+    },
+
+    /// The Merkle tree could not answer (a size beyond the tree, or a leaf read failed).
+    #[error(transparent)]
+    Tree(#[from] TreeError),
+
+    /// A signed note could not be made or checked.
+    #[error(transparent)]
+    Note(#[from] NoteError),
+}
+
+impl Error {
+    /// An [`Error::Io`] for `path`, for use with `map_err`.
+    pub(crate) fn io<'a>(
+        action: &'static str,
+        path: &'a std::path::Path,
+    ) -> impl FnOnce(std::io::Error) -> Error + 'a {
+        move |source| Error::Io {
+            action,
+            path: path.to_owned(),
+            source,
+        }
+    }
+
+    /// An [`Error::Index`], for use with `map_err`.
+    pub(crate) fn index(action: &'static str) -> impl FnOnce(sled::Error) -> Error {
+        move |source| Error::Index { action, source }
+    }
+}

@@ -1,0 +1,279 @@
+//! The `Audit` gRPC service: checkpoints and proofs for every party, entries and subject
+//! reports for auditors.
+
+use std::sync::Arc;
+
+use huitong_audit::index::EntryFilter;
+use huitong_audit::subject::normalise_key;
+use huitong_proto::v1::audit_server::Audit;
+use huitong_proto::v1::{
+    Checkpoint, ConsistencyProof, ExchangeRecord, GetCheckpointRequest, GetConsistencyProofRequest,
+    GetInclusionProofRequest, InclusionProof, ListEntriesRequest, ListEntriesResponse, LogEntry,
+    SubjectReportRequest, SubjectReportResponse,
+};
+use huitong_tls::Role;
+use huitong_tls::guard::verified_peer;
+use prost::Message;
+use tonic::{Request, Response, Status};
+
+use crate::log::ExchangeLog;
+
+/// Most entries one ListEntries call returns.
+const MAX_ENTRIES_PER_CALL: u32 = 10_000;
+
+/// The `Audit` gRPC service.
+#[derive(Debug, Clone)]
+pub struct AuditService {
+    log: Arc<ExchangeLog>,
+}
+
+impl AuditService {
+    pub fn new(log: Arc<ExchangeLog>) -> Self {
+        Self { log }
+    }
+}
+
+fn audit_status(e: huitong_audit::Error) -> Status {
+    use huitong_audit::Error as E;
+    match e {
+        E::OutOfRange { .. } => Status::out_of_range(e.to_string()),
+        other => {
+            tracing::error!(error = %other, "exchange log failure");
+            Status::internal("the exchange log could not answer; its operators have the details")
+        }
+    }
+}
+
+fn log_status(e: crate::log::LogError) -> Status {
+    match e {
+        crate::log::LogError::Audit(e) => audit_status(e),
+        other => {
+            tracing::error!(error = %other, "exchange log failure");
+            Status::internal("the exchange log could not answer; its operators have the details")
+        }
+    }
+}
+
+/// Runs blocking log work off the async workers.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, Status> + Send + 'static,
+) -> Result<T, Status> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|_| Status::internal("the exchange log task failed"))?
+}
+
+fn require_auditor<T>(request: &Request<T>) -> Result<(), Status> {
+    let peer = verified_peer(request)?;
+    if peer.role != Role::Auditor {
+        return Err(Status::permission_denied(format!(
+            "log entries and subject reports are for auditor certificates; yours is {} ({peer})",
+            peer.role.as_str()
+        )));
+    }
+    Ok(())
+}
+
+fn entries(log: &ExchangeLog, indexes: &[u64]) -> Result<Vec<LogEntry>, Status> {
+    let mut out = Vec::with_capacity(indexes.len());
+    for &i in indexes {
+        let (_, data) = log
+            .log()
+            .read(i, i + 1)
+            .map_err(audit_status)?
+            .into_iter()
+            .next()
+            .ok_or_else(|| Status::internal("an indexed entry is missing from the log"))?;
+        let leaf_hash = log.log().leaf_hash(i).map_err(audit_status)?.to_vec();
+        let record = ExchangeRecord::decode(data.as_slice()).ok();
+        out.push(LogEntry {
+            index: i,
+            leaf_hash,
+            record,
+            data,
+        });
+    }
+    Ok(out)
+}
+
+#[tonic::async_trait]
+impl Audit for AuditService {
+    async fn get_checkpoint(
+        &self,
+        _request: Request<GetCheckpointRequest>,
+    ) -> Result<Response<Checkpoint>, Status> {
+        let log = Arc::clone(&self.log);
+        let cp = blocking(move || {
+            let l = log.log();
+            // Signed on demand when the log has grown since the last one, so that every receipt
+            // already handed out can be proven against the answer.
+            match l.latest_checkpoint() {
+                Some(c) if c.size == l.size() => Ok(c),
+                _ => l.checkpoint().map_err(audit_status),
+            }
+        })
+        .await?;
+        Ok(Response::new(Checkpoint {
+            note: cp.note,
+            tree_size: cp.size,
+            root_hash: cp.root.to_vec(),
+            verifier_key: self.log.log().verifier_key(),
+        }))
+    }
+
+    async fn get_inclusion_proof(
+        &self,
+        request: Request<GetInclusionProofRequest>,
+    ) -> Result<Response<InclusionProof>, Status> {
+        let r = request.into_inner();
+        let log = Arc::clone(&self.log);
+        let proof = blocking(move || {
+            let l = log.log();
+            let size = if r.tree_size == 0 {
+                l.latest_checkpoint().map_or(l.size(), |c| c.size)
+            } else {
+                r.tree_size
+            };
+            if r.index >= size {
+                return Err(Status::out_of_range(format!(
+                    "entry {} is not in a tree of {size} entries; ask for a larger tree_size or fetch a newer checkpoint",
+                    r.index
+                )));
+            }
+            let hashes = l.inclusion_proof(r.index, size).map_err(audit_status)?;
+            let leaf = l.leaf_hash(r.index).map_err(audit_status)?;
+            Ok(InclusionProof {
+                index: r.index,
+                tree_size: size,
+                leaf_hash: leaf.to_vec(),
+                hashes: hashes.iter().map(|h| h.to_vec()).collect(),
+            })
+        })
+        .await?;
+        Ok(Response::new(proof))
+    }
+
+    async fn get_consistency_proof(
+        &self,
+        request: Request<GetConsistencyProofRequest>,
+    ) -> Result<Response<ConsistencyProof>, Status> {
+        let r = request.into_inner();
+        let log = Arc::clone(&self.log);
+        let proof = blocking(move || {
+            let l = log.log();
+            let new = if r.new_size == 0 {
+                l.latest_checkpoint().map_or(l.size(), |c| c.size)
+            } else {
+                r.new_size
+            };
+            if r.old_size > new {
+                return Err(Status::invalid_argument(format!(
+                    "old_size {} is larger than new_size {new}",
+                    r.old_size
+                )));
+            }
+            let hashes = l.consistency_proof(r.old_size, new).map_err(audit_status)?;
+            Ok(ConsistencyProof {
+                old_size: r.old_size,
+                new_size: new,
+                hashes: hashes.iter().map(|h| h.to_vec()).collect(),
+            })
+        })
+        .await?;
+        Ok(Response::new(proof))
+    }
+
+    async fn list_entries(
+        &self,
+        request: Request<ListEntriesRequest>,
+    ) -> Result<Response<ListEntriesResponse>, Status> {
+        require_auditor(&request)?;
+        let r = request.into_inner();
+        let log = Arc::clone(&self.log);
+        let resp = blocking(move || {
+            log.catch_up().map_err(log_status)?;
+            let size = log.log().size();
+            let end = if r.end == 0 { size } else { r.end.min(size) };
+            let limit = match r.limit {
+                0 => MAX_ENTRIES_PER_CALL,
+                n => n.min(MAX_ENTRIES_PER_CALL),
+            } as usize;
+            let text = |s: &str| (!s.is_empty()).then(|| s.to_owned());
+            let filter = EntryFilter {
+                consumer: text(&r.consumer),
+                provider: text(&r.provider),
+                resource: text(&r.resource),
+                outcome: text(&r.outcome),
+                since_micros: (r.since_micros != 0).then_some(r.since_micros),
+                until_micros: (r.until_micros != 0).then_some(r.until_micros),
+            };
+            let indexes = log
+                .index()
+                .query(&filter, r.start, end, limit + 1)
+                .map_err(audit_status)?;
+            let more = indexes.len() > limit;
+            let indexes = &indexes[..indexes.len().min(limit)];
+            let next_start = if more {
+                indexes.last().map_or(0, |i| i + 1)
+            } else {
+                0
+            };
+            Ok(ListEntriesResponse {
+                entries: entries(&log, indexes)?,
+                next_start,
+            })
+        })
+        .await?;
+        Ok(Response::new(resp))
+    }
+
+    async fn subject_report(
+        &self,
+        request: Request<SubjectReportRequest>,
+    ) -> Result<Response<SubjectReportResponse>, Status> {
+        require_auditor(&request)?;
+        let r = request.into_inner();
+        if r.key.is_empty() || r.key.values().any(|v| v.trim().is_empty()) {
+            return Err(Status::invalid_argument(
+                "give the person's key, one non-empty value per key field",
+            ));
+        }
+        huitong_core::ResourceId::parse(&r.resource)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let log = Arc::clone(&self.log);
+        let resp = blocking(move || {
+            log.catch_up().map_err(log_status)?;
+            let parts: Vec<(&str, &str)> = r
+                .key
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            let normalised = normalise_key(&parts);
+            let mut indexes = Vec::new();
+            for period in log.subjects().periods() {
+                let mac = log
+                    .subjects()
+                    .subject(&period, &normalised)
+                    .map_err(audit_status)?;
+                indexes.extend(log.index().by_subject(&mac).map_err(audit_status)?);
+            }
+            indexes.sort_unstable();
+            indexes.dedup();
+            // The subject is the key of one resource's records: keep accesses to that resource.
+            let found = entries(&log, &indexes)?
+                .into_iter()
+                .filter(|e| {
+                    e.record
+                        .as_ref()
+                        .is_some_and(|rec| rec.resource == r.resource)
+                })
+                .collect();
+            Ok(SubjectReportResponse {
+                entries: found,
+                unlinkable_periods: log.subjects().destroyed(),
+            })
+        })
+        .await?;
+        Ok(Response::new(resp))
+    }
+}

@@ -1,0 +1,186 @@
+//! The broker's side of the exchange log: what is recorded for each exchange, and the upkeep
+//! that keeps the log useful (indexes, checkpoints, subject-key retention).
+//!
+//! The log itself (`huitong_audit::store::Log`) is the single owner of the files: one writer
+//! thread, group commit, fdatasync before any receipt is returned. Nothing here blocks the
+//! exchange path except that one wait for durability, which is the point.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use huitong_audit::index::Index;
+use huitong_audit::store::{Log, LogOptions};
+use huitong_audit::subject::{SubjectKeys, normalise_key};
+use huitong_proto::v1::{ExchangeRecord, Receipt};
+use prost::Message;
+use tokio::sync::Notify;
+use tracing::{info, warn};
+
+/// Why the exchange log could not be opened or written.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LogError {
+    #[error(transparent)]
+    Audit(#[from] huitong_audit::Error),
+    #[error("the log's upkeep task failed: {0}")]
+    Task(String),
+}
+
+/// The exchange log as the broker uses it.
+#[derive(Debug)]
+pub struct ExchangeLog {
+    log: Log,
+    subjects: SubjectKeys,
+    index: Index,
+    /// Wakes the indexer after appends, so that queries see recent entries soon.
+    appended: Notify,
+}
+
+impl ExchangeLog {
+    /// Opens (or creates) the log in `dir`, recovering from a crash and checking it against
+    /// its last signed checkpoint, and brings the indexes up to date. Blocking.
+    pub fn open(dir: &Path, origin: &str) -> Result<ExchangeLog, LogError> {
+        let log = Log::open(
+            &dir.join("log"),
+            LogOptions {
+                origin: origin.to_owned(),
+                key_name: origin.to_owned(),
+                ..LogOptions::default()
+            },
+        )?;
+        let subjects = SubjectKeys::open(&dir.join("log"))?;
+        let index = Index::open(&dir.join("log"))?;
+        index.catch_up(&log)?;
+        info!(entries = log.size(), "exchange log open");
+        Ok(ExchangeLog {
+            log,
+            subjects,
+            index,
+            appended: Notify::new(),
+        })
+    }
+
+    pub fn log(&self) -> &Log {
+        &self.log
+    }
+
+    pub fn subjects(&self) -> &SubjectKeys {
+        &self.subjects
+    }
+
+    pub fn index(&self) -> &Index {
+        &self.index
+    }
+
+    /// The subject of a key lookup: HMAC of the normalised key under this period's key, and the
+    /// period. The identifier itself is never written anywhere.
+    pub fn subject(
+        &self,
+        key: &[(&str, &str)],
+        time_micros: i64,
+    ) -> Result<(Vec<u8>, String), LogError> {
+        let period = SubjectKeys::period_of(time_micros);
+        let mac = self.subjects.subject(&period, &normalise_key(key))?;
+        Ok((mac.to_vec(), period))
+    }
+
+    /// Appends `record`; returns once it is durable.
+    pub async fn record(&self, record: &ExchangeRecord) -> Result<Receipt, LogError> {
+        let receipt = self.log.append(record.encode_to_vec()).await?;
+        self.appended.notify_one();
+        Ok(Receipt {
+            index: receipt.index,
+            leaf_hash: receipt.leaf_hash.to_vec(),
+        })
+    }
+
+    /// Brings the indexes up to date now (blocking; call from a blocking task).
+    pub fn catch_up(&self) -> Result<(), LogError> {
+        Ok(self.index.catch_up(&self.log)?)
+    }
+
+    /// Keeps the indexes current, signs a checkpoint every `checkpoint_every` when the log has
+    /// grown, and applies the subject-key retention once a day.
+    pub async fn upkeep(self: Arc<Self>, checkpoint_every: Duration, retention_months: u32) {
+        let mut last_checkpoint = tokio::time::Instant::now();
+        let mut last_retention: Option<tokio::time::Instant> = None;
+        loop {
+            tokio::select! {
+                () = self.appended.notified() => {},
+                () = tokio::time::sleep(Duration::from_secs(1)) => {},
+            }
+            let me = Arc::clone(&self);
+            let due_checkpoint = last_checkpoint.elapsed() >= checkpoint_every;
+            let due_retention = retention_months > 0
+                && last_retention.is_none_or(|t| t.elapsed() >= Duration::from_secs(86_400));
+            let work = tokio::task::spawn_blocking(move || -> Result<(), LogError> {
+                me.catch_up()?;
+                if due_checkpoint {
+                    let grown = me
+                        .log
+                        .latest_checkpoint()
+                        .is_none_or(|c| c.size < me.log.size());
+                    if grown {
+                        me.log.checkpoint()?;
+                    }
+                }
+                if due_retention {
+                    me.apply_retention(retention_months, SystemTime::now())?;
+                }
+                Ok(())
+            })
+            .await;
+            match work {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => warn!(error = %e, "exchange log upkeep failed"),
+                Err(e) => warn!(error = %e, "exchange log upkeep task failed"),
+            }
+            if due_checkpoint {
+                last_checkpoint = tokio::time::Instant::now();
+            }
+            if due_retention {
+                last_retention = Some(tokio::time::Instant::now());
+            }
+        }
+    }
+
+    /// Destroys the subject keys of periods older than `months` before `now`: entries of those
+    /// periods stay in the log and keep verifying, but can no longer be linked to a person.
+    pub fn apply_retention(&self, months: u32, now: SystemTime) -> Result<Vec<String>, LogError> {
+        let period = SubjectKeys::period_of(huitong_audit::record::micros(now));
+        let cutoff = months_before(&period, months);
+        let destroyed = self.subjects.destroy_before(&cutoff)?;
+        if !destroyed.is_empty() {
+            info!(periods = ?destroyed, "subject keys destroyed under the retention policy");
+        }
+        Ok(destroyed)
+    }
+}
+
+/// The "YYYY-MM" period `months` before `period`.
+fn months_before(period: &str, months: u32) -> String {
+    let (y, m) = period
+        .split_once('-')
+        .and_then(|(y, m)| Some((y.parse::<i64>().ok()?, m.parse::<i64>().ok()?)))
+        .unwrap_or((1970, 1));
+    let total = y * 12 + (m - 1) - i64::from(months);
+    format!(
+        "{:04}-{:02}",
+        total.div_euclid(12),
+        total.rem_euclid(12) + 1
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retention_periods_count_back_in_months() {
+        assert_eq!(months_before("2026-11", 0), "2026-11");
+        assert_eq!(months_before("2026-11", 11), "2025-12");
+        assert_eq!(months_before("2026-01", 1), "2025-12");
+        assert_eq!(months_before("2026-03", 27), "2023-12");
+    }
+}
