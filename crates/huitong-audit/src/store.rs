@@ -30,11 +30,17 @@
 //! # Recovery on open
 //!
 //! A crash can leave, after the last synced frame, a partial or garbled frame from a batch that
-//! was being written (none of whose appends were acknowledged). Start-up scans `entries.log`,
+//! was being written (none of whose appends were acknowledged). Start-up first syncs
+//! `entries.log` (a killed process may have left written but unsynced frames in the page
+//! cache, which would otherwise be taken as entries without being durable), scans it,
 //! stops at the first frame that does not check out, rewrites `index.bin` records that are
 //! missing or wrong, rebuilds the Merkle tree, checks it against the stored checkpoint, and only
-//! then cuts the torn tail. A log that contradicts its signed checkpoint is left untouched and
-//! refused ([`Error::CheckpointMismatch`]).
+//! then cuts the torn tail. A log that contradicts its signed checkpoint is refused
+//! ([`Error::CheckpointMismatch`]) with `entries.log` left as found (only the derived
+//! `index.bin` may have been rewritten), and so is one whose acknowledged entries are damaged
+//! or missing ([`Error::Corrupt`]).
+//!
+//! One process owns a log directory at a time; nothing here locks it against a second writer.
 //!
 //! # Locks
 //!
@@ -51,7 +57,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use tokio::sync::{mpsc, oneshot, watch};
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::error::Error;
 use crate::merkle::{self, Hash, LeafHashes, Tree};
@@ -77,6 +83,9 @@ pub const INDEX_RECORD_LEN: u64 = 40;
 /// only keeps a garbled length field from being believed.
 pub const MAX_PAYLOAD: usize = 16 << 20;
 
+/// The largest `max_batch` honoured; larger values are lowered to it.
+pub const MAX_BATCH_LIMIT: usize = 1 << 20;
+
 /// Leaf hashes and index records are read in runs of this many: one tile of the tree.
 const READ_RUN: u64 = merkle::TILE_WIDTH;
 
@@ -88,8 +97,10 @@ pub struct LogOptions {
     pub origin: String,
     /// The name in the signing key, used only when `log.key` is created.
     pub key_name: String,
-    /// Most appends committed with one write and one sync. Larger batches amortise the sync
-    /// further; the limit bounds the memory and latency of one commit.
+    /// Most appends committed with one write and one sync (default 4096; 1 to
+    /// [`MAX_BATCH_LIMIT`]). Larger batches amortise the sync further; the limit bounds the
+    /// memory and latency of one commit. The queue holds up to two batches before appenders
+    /// wait for room.
     pub max_batch: usize,
 }
 
@@ -356,6 +367,13 @@ impl Log {
         // directory entry a crash could lose.
         sync_dir(dir)?;
 
+        // Frames a previous process wrote but did not get to sync may still be only in the page
+        // cache, yet the scan will take them as entries (and they may be signed soon). Syncing
+        // first makes them durable before anything relies on them, including the index records
+        // the scan writes for them.
+        entries
+            .sync_all()
+            .map_err(Error::io("fsync", &entries_path))?;
         let scan = scan(&entries, &entries_path, &index, &index_path)?;
         let leaves = Leaves {
             file: &index,
@@ -449,7 +467,7 @@ impl Log {
             halted: Mutex::new(None),
         });
 
-        let max_batch = options.max_batch.max(1);
+        let max_batch = options.max_batch.clamp(1, MAX_BATCH_LIMIT);
         // Room for two full batches: one being committed and the next gathering. A full queue
         // makes appenders wait for room, which is the back-pressure a slow disk should exert.
         let (sender, receiver) = mpsc::channel(max_batch.saturating_mul(2));
@@ -468,7 +486,7 @@ impl Log {
             })
             .map_err(Error::io("start the writer thread for", dir))?;
 
-        info!(dir = %dir.display(), entries = size, "exchange log open");
+        debug!(dir = %dir.display(), entries = size, "exchange log open");
         Ok(Log {
             inner: Arc::new(Handle {
                 shared,

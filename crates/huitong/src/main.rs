@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 mod adapter;
 mod admin;
 mod audit;
+mod bench;
 mod broker;
 mod config;
 mod demo;
@@ -46,6 +47,8 @@ enum Command {
     Admin(admin::Args),
     /// Read, filter and verify the exchange log.
     Audit(audit::Args),
+    /// Measure: log appends, proofs, verification (ratios to a baseline from the same run).
+    Bench(bench::Args),
     /// The exchange CA: create it, issue and revoke certificates.
     #[command(subcommand)]
     Pki(pki::Command),
@@ -73,6 +76,7 @@ fn main() -> ExitCode {
             | Command::Demo(_)
             | Command::Admin(_)
             | Command::Audit(_)
+            | Command::Bench(_)
             | Command::Pki(_)
     );
     init_logging(if quiet { "warn" } else { "info" });
@@ -95,6 +99,7 @@ fn main() -> ExitCode {
             Command::Catalogue(args) => query::run_catalogue(args).await,
             Command::Admin(args) => admin::run(args).await,
             Command::Audit(args) => audit::run(args).await,
+            Command::Bench(args) => bench::run(args).await,
             Command::Pki(cmd) => pki::run(cmd),
             Command::Config(ConfigCommand::Check { file }) => config::check(&file),
         }

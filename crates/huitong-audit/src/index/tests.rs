@@ -14,8 +14,13 @@ fn record(i: u64) -> ExchangeRecord {
         consumer: ["civil-affairs", "tax", "health"][(i % 3) as usize].into(),
         provider: ["public-security", "housing"][(i % 2) as usize].into(),
         resource: format!("res-{}", i % 5),
-        outcome: if i % 7 == 0 { "refused" } else { "answered" }.into(),
-        subject: if i % 4 == 0 {
+        outcome: if i.is_multiple_of(7) {
+            "refused"
+        } else {
+            "answered"
+        }
+        .into(),
+        subject: if i.is_multiple_of(4) {
             vec![(i % 10) as u8; 32]
         } else {
             Vec::new()

@@ -573,6 +573,37 @@ async fn dropping_every_handle_stops_the_writer_and_keeps_the_entries() {
     assert_holds(&log, &sent);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_io_failure_halts_the_writer_and_every_waiter_hears_why() {
+    let dir = TempDir::new("halt");
+    // Every write to index.bin fails (ENOSPC), after the entries themselves were synced.
+    std::os::unix::fs::symlink("/dev/full", dir.path().join(INDEX_FILE)).unwrap();
+    let log = Log::open(dir.path(), options()).unwrap();
+    let err = log.append(payload(0)).await.unwrap_err();
+    assert!(
+        matches!(&err, Error::Io { action: "write", path, .. } if path.ends_with(INDEX_FILE)),
+        "{err}"
+    );
+    // Not visible: the writer stopped before publishing it.
+    assert_eq!(log.size(), 0);
+    let err = log.append(payload(1)).await.unwrap_err();
+    assert!(
+        matches!(&err, Error::Halted { reason } if reason.contains("index.bin")),
+        "{err}"
+    );
+    log.close().await;
+    assert!(matches!(
+        log.append(payload(2)).await,
+        Err(Error::Halted { .. })
+    ));
+    drop(log);
+
+    // The entry was durable; with a working index.bin, reopening finds it.
+    fs::remove_file(dir.path().join(INDEX_FILE)).unwrap();
+    let log = Log::open(dir.path(), options()).unwrap();
+    assert_holds(&log, &[payload(0)]);
+}
+
 #[test]
 fn unusable_origins_are_refused() {
     let dir = TempDir::new("origin");
