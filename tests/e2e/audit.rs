@@ -520,7 +520,7 @@ async fn receipts_survive_sigkill_under_concurrent_load() {
     let rounds: u64 = std::env::var("HUITONG_CRASH_ROUNDS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(6);
+        .unwrap_or(10);
     for round in 0..rounds {
         if key.is_none() {
             key = Some(log_key(&ex).await);
