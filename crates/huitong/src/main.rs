@@ -15,6 +15,7 @@ mod bench;
 mod broker;
 mod config;
 mod demo;
+mod health;
 mod identity;
 mod pki;
 mod query;
@@ -52,6 +53,8 @@ enum Command {
     /// The exchange CA: create it, issue and revoke certificates.
     #[command(subcommand)]
     Pki(pki::Command),
+    /// Ask a broker or adapter whether it is serving (gRPC health over mutual TLS).
+    Health(health::Args),
     /// Check configuration files.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -77,6 +80,7 @@ fn main() -> ExitCode {
             | Command::Admin(_)
             | Command::Audit(_)
             | Command::Bench(_)
+            | Command::Health(_)
             | Command::Pki(_)
     );
     init_logging(if quiet { "warn" } else { "info" });
@@ -100,6 +104,7 @@ fn main() -> ExitCode {
             Command::Admin(args) => admin::run(args).await,
             Command::Audit(args) => audit::run(args).await,
             Command::Bench(args) => bench::run(args).await,
+            Command::Health(args) => health::run(args).await,
             Command::Pki(cmd) => pki::run(cmd),
             Command::Config(ConfigCommand::Check { file }) => config::check(&file),
         }

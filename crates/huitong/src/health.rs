@@ -1,0 +1,59 @@
+//! `huitong health`: the gRPC health check over mutual TLS, for probes (Kubernetes exec probes,
+//! systemd watchdogs, load balancers) and people. Exits 0 only when the service is SERVING.
+
+use std::process::ExitCode;
+
+use huitong_tls::{ClientTls, Expect, Role};
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_client::HealthClient;
+
+use crate::identity::IdentityArgs;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The server to check, e.g. https://127.0.0.1:7400.
+    #[arg(long, default_value = crate::query::DEFAULT_BROKER)]
+    addr: String,
+    /// The role the server's certificate must have: broker or adapter.
+    #[arg(long, default_value = "broker")]
+    server_role: String,
+    /// The service to ask about; empty for the server as a whole.
+    #[arg(long, default_value = "")]
+    service: String,
+    #[command(flatten)]
+    identity: IdentityArgs,
+    /// Give up after this long.
+    #[arg(long, default_value = "3s", value_parser = crate::query::duration)]
+    timeout: std::time::Duration,
+}
+
+pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let role = match args.server_role.as_str() {
+        "broker" => Role::Broker,
+        "adapter" => Role::Adapter,
+        other => anyhow::bail!("--server-role {other:?}: use broker or adapter"),
+    };
+    let tls = ClientTls::load(&args.identity.files())?;
+    let check = async {
+        let channel = huitong_tls::endpoint(&args.addr)?
+            .connect_with_connector(tls.connector(Expect::Role(role)))
+            .await?;
+        let status = HealthClient::new(channel)
+            .check(HealthCheckRequest {
+                service: args.service.clone(),
+            })
+            .await?
+            .into_inner()
+            .status();
+        anyhow::Ok(status)
+    };
+    let status = tokio::time::timeout(args.timeout, check)
+        .await
+        .map_err(|_| anyhow::anyhow!("{} did not answer within {:?}", args.addr, args.timeout))??;
+    println!("{}", status.as_str_name());
+    Ok(if status == tonic_health::pb::health_check_response::ServingStatus::Serving {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
