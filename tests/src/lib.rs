@@ -138,6 +138,21 @@ impl Proc {
         format!("https://{}", self.addr)
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// A stand-in for a process that has been stopped, so that an owner can take the real one
+    /// out (e.g. to `terminate` it) and put another in later.
+    pub fn placeholder() -> Proc {
+        let child = Command::new("true").spawn().expect("spawning true");
+        Proc {
+            child,
+            addr: ([127, 0, 0, 1], 0).into(),
+            stderr: std::sync::Arc::new(std::sync::Mutex::new(String::new())),
+        }
+    }
+
     pub fn stderr(&self) -> String {
         self.stderr.lock().unwrap().clone()
     }
@@ -226,15 +241,26 @@ impl Exchange {
 
     /// Restarts the broker with the same config and data directory.
     pub fn restart_broker(&mut self) {
+        self.restart_broker_with(&[]);
+    }
+
+    /// Restarts the broker with `global` flags (e.g. `--log-json`) before the subcommand.
+    pub fn restart_broker_with(&mut self, global: &[&str]) {
         self.broker.kill();
         let cfg = self.dir.path().join("broker-test.toml");
-        self.broker = Proc::start(&[
+        let mut args: Vec<&str> = global.to_vec();
+        args.extend([
             "broker",
             "--config",
             cfg.to_str().unwrap(),
             "--listen",
             "127.0.0.1:0",
         ]);
+        self.broker = Proc::start(&args);
+    }
+
+    pub fn broker_pid(&self) -> u32 {
+        self.broker.pid()
     }
 
     /// The demo's certificate for `dept` in `role`.
@@ -333,4 +359,29 @@ pub fn read_jsonl(path: &Path) -> Vec<serde_json::Map<String, serde_json::Value>
 /// may be skipped with a note saying what to install.
 pub fn required(name: &str) -> bool {
     std::env::var(format!("HUITONG_REQUIRE_{name}")).is_ok_and(|v| v == "1")
+}
+
+/// A port that was free a moment ago, for servers that cannot be told to pick their own.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `GET path` over plain HTTP/1.1; the body.
+pub fn http_get(addr: &str, path: &str) -> String {
+    use std::io::Write;
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
+    assert!(head.starts_with("HTTP/1.1 200"), "GET {path}: {head}");
+    body.to_owned()
 }

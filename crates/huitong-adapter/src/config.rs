@@ -63,6 +63,9 @@ pub struct ConfigFile {
     pub default_page_size: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_page_size: Option<u32>,
+    /// Where to serve Prometheus metrics over plain HTTP (`/metrics`), e.g. `127.0.0.1:9401`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_listen: Option<String>,
     /// The adapter's certificate and the exchange CA; required, every link is mutual TLS.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsConfig>,
@@ -253,8 +256,21 @@ impl AdapterConfig {
             )
         })?;
 
+        let metrics_listen = match &raw.metrics_listen {
+            None => None,
+            Some(m) => Some(m.parse::<SocketAddr>().map_err(|_| {
+                err(
+                    "metrics_listen".into(),
+                    format!(
+                        "{:?} is not an IP address and port, e.g. \"127.0.0.1:9401\"",
+                        m.chars().take(80).collect::<String>()
+                    ),
+                )
+            })?),
+        };
         let defaults = ServeOptions::default();
         let options = ServeOptions {
+            metrics_listen,
             max_message_bytes: raw.max_message_bytes.unwrap_or(defaults.max_message_bytes),
             default_page_size: raw.default_page_size.unwrap_or(defaults.default_page_size),
             max_page_size: raw.max_page_size.unwrap_or(defaults.max_page_size),

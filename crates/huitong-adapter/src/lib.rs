@@ -29,6 +29,7 @@
 pub mod config;
 pub mod error;
 pub mod jsonl;
+pub mod metrics;
 pub mod server;
 pub mod source;
 mod status;

@@ -21,6 +21,7 @@ use tonic::{Request, Response, Status};
 use tracing::{Instrument, field};
 
 use crate::error::Error;
+use crate::metrics::AdapterMetrics;
 use crate::source::{PageRequest, Source};
 use crate::status;
 
@@ -39,6 +40,8 @@ pub struct ServeOptions {
     pub default_page_size: u32,
     /// Larger requested page sizes are reduced to this.
     pub max_page_size: u32,
+    /// Where to serve Prometheus metrics over plain HTTP (`/metrics`); `None` serves none.
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 impl Default for ServeOptions {
@@ -47,6 +50,7 @@ impl Default for ServeOptions {
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             default_page_size: 100,
             max_page_size: 1000,
+            metrics_listen: None,
         }
     }
 }
@@ -100,6 +104,7 @@ impl ServeOptions {
 /// The `huitong.v1.Adapter` service over a [`Source`]. [`serve`] runs it; build it directly to
 /// add it to a tonic server of your own.
 pub struct AdapterService<S> {
+    metrics: Arc<AdapterMetrics>,
     dept: DeptId,
     source: Arc<S>,
     resources: HashMap<ResourceName, ResourceSpec>,
@@ -119,6 +124,11 @@ impl<S> std::fmt::Debug for AdapterService<S> {
 }
 
 impl<S: Source> AdapterService<S> {
+    /// The service's metrics, to serve with [`huitong_proto::metrics::serve`].
+    pub fn metrics(&self) -> Arc<AdapterMetrics> {
+        Arc::clone(&self.metrics)
+    }
+
     /// Checks the source's resources (each of `dept`, names distinct, at least one) and the
     /// options.
     pub fn new(dept: DeptId, source: S, options: &ServeOptions) -> Result<Self, Error> {
@@ -152,6 +162,7 @@ impl<S: Source> AdapterService<S> {
             ),
         };
         Ok(Self {
+            metrics: Arc::new(AdapterMetrics::default()),
             dept,
             source: Arc::new(source),
             resources,
@@ -323,9 +334,45 @@ fn source_failed(e: &crate::SourceError, resource: &ResourceId) -> Status {
     status::from_source(e, &resource.to_string())
 }
 
+/// The caller's W3C trace id, so that the broker's and the adapter's lines for one exchange can
+/// be joined; empty when the call carries none.
+fn trace_id<T>(request: &Request<T>) -> String {
+    huitong_proto::trace::TraceContext::from_metadata(request.metadata())
+        .map(|t| t.trace_id_hex())
+        .unwrap_or_default()
+}
+
 /// The resource as a request named it, cut short, for spans.
 fn resource_field(raw: &str) -> String {
     raw.chars().take(80).collect()
+}
+
+impl<S> AdapterService<S> {
+    /// Records how a call ended: on its span, in the access log and in the metrics.
+    fn finish<T>(
+        &self,
+        method: &'static str,
+        resource: &str,
+        started: std::time::Instant,
+        result: Result<T, Status>,
+    ) -> Result<Response<T>, Status> {
+        let code = result
+            .as_ref()
+            .map_or_else(Status::code, |_| tonic::Code::Ok);
+        // Resources outside the catalogue are one label, so a caller cannot grow the metrics.
+        let label = if resource.is_empty()
+            || self
+                .resources
+                .keys()
+                .any(|r| r.as_str() == resource || resource.ends_with(&format!("/{r}")))
+        {
+            resource
+        } else {
+            "unknown"
+        };
+        self.metrics.call(method, label, code, started.elapsed());
+        finish(result)
+    }
 }
 
 /// Records how a call ended on its span, and logs refusals.
@@ -334,13 +381,14 @@ fn finish<T>(result: Result<T, Status>) -> Result<Response<T>, Status> {
     match result {
         Ok(answer) => {
             span.record("outcome", "ok");
-            tracing::debug!("answered");
+            // One line per answered call: the adapter's access log (no key values in it).
+            tracing::info!("answered");
             Ok(Response::new(answer))
         }
         Err(status) => {
             let outcome = format!("{:?}", status.code());
             span.record("outcome", outcome.as_str());
-            tracing::debug!(reason = status.message(), "refused");
+            tracing::info!(reason = status.message(), "refused");
             Err(status)
         }
     }
@@ -353,7 +401,8 @@ impl<S: Source> Adapter for AdapterService<S> {
         _request: Request<DescribeRequest>,
     ) -> Result<Response<DescribeResponse>, Status> {
         let span = tracing::info_span!("describe", outcome = field::Empty);
-        async { finish(Ok(self.describe.clone())) }
+        let started = std::time::Instant::now();
+        async { self.finish("describe", "", started, Ok(self.describe.clone())) }
             .instrument(span)
             .await
     }
@@ -362,14 +411,18 @@ impl<S: Source> Adapter for AdapterService<S> {
         &self,
         request: Request<FetchRequest>,
     ) -> Result<Response<FetchResponse>, Status> {
+        let trace = trace_id(&request);
         let req = request.into_inner();
         let span = tracing::info_span!(
             "fetch",
+            trace_id = %trace,
             resource = %resource_field(&req.resource),
             fields = req.fields.len(),
             outcome = field::Empty,
         );
-        async { finish(self.fetch_checked(req).await) }
+        let started = std::time::Instant::now();
+        let resource = resource_field(&req.resource);
+        async { self.finish("fetch", &resource, started, self.fetch_checked(req).await) }
             .instrument(span)
             .await
     }
@@ -378,9 +431,11 @@ impl<S: Source> Adapter for AdapterService<S> {
         &self,
         request: Request<SearchRequest>,
     ) -> Result<Response<SearchResponse>, Status> {
+        let trace = trace_id(&request);
         let req = request.into_inner();
         let span = tracing::info_span!(
             "search",
+            trace_id = %trace,
             resource = %resource_field(&req.resource),
             filters = req.filters.len(),
             fields = req.fields.len(),
@@ -389,7 +444,9 @@ impl<S: Source> Adapter for AdapterService<S> {
             records = field::Empty,
             outcome = field::Empty,
         );
-        async { finish(self.search_checked(req).await) }
+        let started = std::time::Instant::now();
+        let resource = resource_field(&req.resource);
+        async { self.finish("search", &resource, started, self.search_checked(req).await) }
             .instrument(span)
             .await
     }
@@ -433,6 +490,24 @@ pub async fn serve<S: Source>(
 ) -> Result<(), Error> {
     let tls = Arc::new(tls);
     let service = AdapterService::new(dept, source, &options)?;
+    let (stop_metrics, metrics_stopped) = tokio::sync::watch::channel(false);
+    if let Some(addr) = options.metrics_listen {
+        let listener = transport::bind(addr).map_err(|e| {
+            Error::io(
+                "listen for metrics on",
+                std::path::Path::new(&addr.to_string()),
+                e,
+            )
+        })?;
+        let mut stopped = metrics_stopped.clone();
+        tokio::spawn(huitong_proto::metrics::serve(
+            listener,
+            service.metrics().registry(),
+            async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            },
+        ));
+    }
     let dept = service.dept.clone();
     let resources = service.resources.len();
     let max = options.max_message_bytes;
@@ -454,6 +529,7 @@ pub async fn serve<S: Source>(
         let dept = dept.clone();
         async move {
             shutdown.await;
+            let _ = stop_metrics.send(true);
             tracing::info!(%dept, "adapter shutting down");
             for name in ["", adapter_server::SERVICE_NAME] {
                 health

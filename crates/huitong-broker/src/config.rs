@@ -62,6 +62,9 @@ pub struct RawBrokerSection {
     /// Subject keys older than this many months are destroyed, cutting the link between old
     /// log entries and people (the entries stay and verify). 0 keeps them forever.
     pub subject_key_retention_months: u32,
+    /// Where to serve Prometheus metrics over plain HTTP (`/metrics`); unset serves none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics_listen: Option<String>,
 }
 
 impl Default for RawBrokerSection {
@@ -79,6 +82,7 @@ impl Default for RawBrokerSection {
             reply_deadline_working_days: 10,
             checkpoint_interval_seconds: 60,
             subject_key_retention_months: 0,
+            metrics_listen: None,
         }
     }
 }
@@ -106,6 +110,7 @@ pub struct BrokerConfig {
     pub reply_deadline_working_days: u32,
     pub checkpoint_interval: Duration,
     pub subject_key_retention_months: u32,
+    pub metrics_listen: Option<SocketAddr>,
     pub tls: huitong_tls::TlsFiles,
     pub adapters: Vec<AdapterEndpoint>,
 }
@@ -144,6 +149,15 @@ impl BrokerConfig {
                 format!("{:?} is not an address like 127.0.0.1:7400", b.listen),
             )
         })?;
+        let metrics_listen = match &b.metrics_listen {
+            None => None,
+            Some(m) => Some(m.parse::<SocketAddr>().map_err(|_| {
+                (
+                    key("metrics_listen"),
+                    format!("{m:?} is not an address like 127.0.0.1:9400"),
+                )
+            })?),
+        };
         if !(MIN_MESSAGE_BYTES..=MAX_MESSAGE_BYTES).contains(&b.max_message_bytes) {
             return Err((
                 key("max_message_bytes"),
@@ -230,6 +244,7 @@ impl BrokerConfig {
             reply_deadline_working_days: b.reply_deadline_working_days,
             checkpoint_interval: Duration::from_secs(b.checkpoint_interval_seconds),
             subject_key_retention_months: b.subject_key_retention_months,
+            metrics_listen,
             tls,
             adapters,
         })

@@ -22,6 +22,13 @@ pub enum Error {
     Policy(#[from] crate::policy::PolicyError),
     #[error("the exchange log: {0}")]
     Log(#[from] crate::log::LogError),
+    #[error("cannot listen for {what} on {addr}: {source}")]
+    Listen {
+        what: &'static str,
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("building the reflection service: {0}")]
     Reflection(String),
     #[error("serving gRPC: {0}")]

@@ -26,6 +26,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use huitong_core::masking::apply_text;
 use huitong_core::policy::Decision;
 use huitong_core::{DeptId, FieldName, Purpose, ResourceId, ResourceSpec};
+use huitong_proto::trace::TraceContext;
 use huitong_proto::v1::exchange_server::Exchange;
 use huitong_proto::v1::value::Kind;
 use huitong_proto::v1::{
@@ -40,6 +41,7 @@ use tracing::{Instrument, info, info_span};
 use crate::deadline::Deadline;
 use crate::error::ExchangeError;
 use crate::log::ExchangeLog;
+use crate::metrics::{Metrics, Stage};
 use crate::policy::Policy;
 use crate::providers::{Provider, Providers};
 
@@ -136,6 +138,7 @@ pub struct ExchangeService {
     providers: Arc<Providers>,
     policy: Arc<Policy>,
     log: Arc<ExchangeLog>,
+    metrics: Arc<Metrics>,
     adapter_timeout: std::time::Duration,
     paging: Paging,
 }
@@ -145,6 +148,7 @@ impl ExchangeService {
         providers: Arc<Providers>,
         policy: Arc<Policy>,
         log: Arc<ExchangeLog>,
+        metrics: Arc<Metrics>,
         adapter_timeout: std::time::Duration,
         paging: Paging,
     ) -> Self {
@@ -152,6 +156,7 @@ impl ExchangeService {
             providers,
             policy,
             log,
+            metrics,
             adapter_timeout,
             paging,
         }
@@ -198,18 +203,37 @@ impl Exchange for ExchangeService {
         let request_id = next_request_id();
         let consumer = verified_peer(&request)?.dept.clone();
         let deadline = Deadline::from_request(request.metadata(), self.adapter_timeout);
+        // The consumer's trace continues through the broker to the adapter; without one, the
+        // exchange starts its own.
+        let trace =
+            TraceContext::from_metadata(request.metadata()).unwrap_or_else(TraceContext::new_root);
         let raw = request.into_inner();
-        let span = info_span!("exchange", request_id = %request_id, consumer = %consumer, resource = %raw.resource.chars().take(130).collect::<String>());
+        let span = info_span!("exchange", request_id = %request_id, trace_id = %trace.trace_id_hex(), consumer = %consumer, resource = %raw.resource.chars().take(130).collect::<String>());
         async move {
             let mut trail = Trail::start(&request_id, &consumer, &raw);
             let result = self
-                .exchange(raw, &consumer, deadline, &request_id, &mut trail)
+                .exchange(raw, &consumer, deadline, &trace, &request_id, &mut trail)
                 .await;
             // Step 7, audit: the exchange is recorded, allowed or refused, and the answer leaves
             // only once the record is durable. If it cannot be recorded, nothing is released.
             let micros = started.elapsed().as_micros() as i64;
             let record = trail.finish(&result, micros);
-            let receipt = match self.log.record(&record).await {
+            let appending = Instant::now();
+            let logged = self.log.record(&record).await;
+            self.metrics.stage(Stage::LogAppend, appending.elapsed());
+            let (outcome, code) = match &result {
+                Ok(_) => ("answered", tonic::Code::Ok),
+                Err(e) => ("refused", tonic::Code::from(e)),
+            };
+            self.metrics.exchange(
+                &record.consumer,
+                &record.provider,
+                &record.resource,
+                outcome,
+                if logged.is_ok() { code } else { tonic::Code::Unavailable },
+                started.elapsed(),
+            );
+            let receipt = match logged {
                 Ok(r) => r,
                 Err(e) => {
                     tracing::error!(error = %e, "the exchange log could not record an exchange");
@@ -241,6 +265,7 @@ impl ExchangeService {
         raw: QueryRequest,
         consumer: &DeptId,
         deadline: Deadline,
+        trace: &TraceContext,
         request_id: &str,
         trail: &mut Trail,
     ) -> Result<QueryResponse, ExchangeError> {
@@ -265,9 +290,12 @@ impl ExchangeService {
         let provider = self.provider_of(&query.resource)?;
         let spec = catalogue.get(&query.resource)?;
         let (fields, used) = check_against_catalogue(spec, &raw)?;
-        let decision =
-            self.policy
-                .decide(spec, consumer, &used, &query.purpose, SystemTime::now())?;
+        let deciding = Instant::now();
+        let decision = self
+            .policy
+            .decide(spec, consumer, &used, &query.purpose, SystemTime::now());
+        self.metrics.stage(Stage::Policy, deciding.elapsed());
+        let decision = decision?;
         trail.record.grant_id = decision.grant_id.clone().unwrap_or_default();
         let selector = if raw.key.is_empty() {
             Selector::Filters {
@@ -278,7 +306,18 @@ impl ExchangeService {
         } else {
             Selector::Key(raw.key)
         };
-        let routed = route(provider, &query.resource, selector, &fields, deadline).await?;
+        let routing = Instant::now();
+        let routed = route(
+            provider,
+            &query.resource,
+            selector,
+            &fields,
+            deadline,
+            trace,
+        )
+        .await;
+        self.metrics.stage(Stage::Adapter, routing.elapsed());
+        let routed = routed?;
         let mut records = routed.records;
         minimise(&mut records, &fields);
         let masked_fields = mask(&mut records, &decision, &fields);
@@ -393,7 +432,9 @@ async fn route(
     selector: Selector,
     fields: &[FieldName],
     deadline: Deadline,
+    trace: &TraceContext,
 ) -> Result<Routed, ExchangeError> {
+    let hop = trace.child();
     let budget = deadline.remaining();
     let timed_out = || ExchangeError::ProviderTimeout {
         dept: provider.dept.clone(),
@@ -411,6 +452,7 @@ async fn route(
                     fields,
                 });
                 req.set_timeout(budget);
+                hop.inject(req.metadata_mut());
                 client.fetch(req).await.map(|r| Routed {
                     records: r.into_inner().record.into_iter().collect(),
                     next_page_token: String::new(),
@@ -430,6 +472,7 @@ async fn route(
                     page_token,
                 });
                 req.set_timeout(budget);
+                hop.inject(req.metadata_mut());
                 client.search(req).await.map(|r| {
                     let r = r.into_inner();
                     Routed {

@@ -13,10 +13,11 @@ pub mod deadline;
 pub mod error;
 pub mod exchange;
 pub mod log;
+pub mod metrics;
 pub mod policy;
 pub mod providers;
 pub mod server;
 
 pub use config::{BrokerConfig, ConfigError};
 pub use error::{Error, ExchangeError};
-pub use server::{Broker, serve};
+pub use server::{Broker, PolicyReloader, serve};

@@ -98,6 +98,30 @@ impl Policy {
         })
     }
 
+    /// Replaces the grants declared in the policy file with those now in `path`. A file with a
+    /// mistake changes nothing: the grants in force stay, and the error says what to fix.
+    /// Exchanges in flight keep the snapshot they started with.
+    pub fn reload_policy_file(&self, path: &Path) -> Result<usize, PolicyError> {
+        let declared = load_policy_file(path)?;
+        let count = declared.len();
+        let mut next = (*self.snapshot()).clone();
+        for list in next.values_mut() {
+            list.retain(|g| *g.origin() != GrantOrigin::PolicyFile);
+        }
+        for grant in declared {
+            next.entry((grant.consumer().clone(), grant.resource().clone()))
+                .or_default()
+                .push(grant);
+        }
+        next.retain(|_, list| !list.is_empty());
+        let next = Arc::new(next);
+        match self.grants.write() {
+            Ok(mut g) => *g = next,
+            Err(p) => *p.into_inner() = next,
+        }
+        Ok(count)
+    }
+
     fn snapshot(&self) -> Arc<GrantIndex> {
         match self.grants.read() {
             Ok(g) => Arc::clone(&g),

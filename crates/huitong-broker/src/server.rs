@@ -20,6 +20,7 @@ use crate::config::BrokerConfig;
 use crate::error::Error;
 use crate::exchange::{ExchangeService, Paging};
 use crate::log::ExchangeLog;
+use crate::metrics::Metrics;
 use crate::policy::Policy;
 use crate::providers::Providers;
 
@@ -31,6 +32,9 @@ pub struct Broker {
     policy: Arc<Policy>,
     providers: Arc<Providers>,
     log: Arc<ExchangeLog>,
+    metrics: Arc<Metrics>,
+    /// Bound before the gRPC address is announced, so a taken metrics port stops the start.
+    metrics_listener: Option<std::net::TcpListener>,
 }
 
 impl Broker {
@@ -49,12 +53,38 @@ impl Broker {
         let providers = Arc::new(Providers::new(&config)?);
         let origin = format!("{}/huitong/exchange-log", tls.id().trust_domain);
         let log = Arc::new(ExchangeLog::open(&config.data_dir, &origin)?);
+        let metrics_listener = match config.metrics_listen {
+            None => None,
+            Some(addr) => {
+                let l = std::net::TcpListener::bind(addr).map_err(|source| Error::Listen {
+                    what: "metrics",
+                    addr,
+                    source,
+                })?;
+                l.set_nonblocking(true).map_err(|source| Error::Listen {
+                    what: "metrics",
+                    addr,
+                    source,
+                })?;
+                Some(l)
+            }
+        };
         Ok(Broker {
             config,
             tls,
             policy,
             providers,
             log,
+            metrics: Arc::new(Metrics::new()),
+            metrics_listener,
+        })
+    }
+
+    /// What reloads the policy file on request (SIGHUP), if the broker has one.
+    pub fn policy_reloader(&self) -> Option<PolicyReloader> {
+        self.config.policy.clone().map(|path| PolicyReloader {
+            policy: Arc::clone(&self.policy),
+            path,
         })
     }
 
@@ -65,6 +95,21 @@ impl Broker {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), Error> {
         serve_ready(self, listener, shutdown).await
+    }
+}
+
+/// Reloads the broker's policy file while it serves.
+#[derive(Debug, Clone)]
+pub struct PolicyReloader {
+    policy: Arc<Policy>,
+    path: std::path::PathBuf,
+}
+
+impl PolicyReloader {
+    /// Reads the policy file again; on a mistake the grants in force stay and the error says
+    /// which file, key and problem.
+    pub fn reload(&self) -> Result<usize, crate::policy::PolicyError> {
+        self.policy.reload_policy_file(&self.path)
     }
 }
 
@@ -91,7 +136,44 @@ async fn serve_ready(
         policy,
         providers,
         log,
+        metrics,
+        metrics_listener,
     } = broker;
+    let (stop_metrics, metrics_stopped) = tokio::sync::watch::channel(false);
+    if let Some(l) = metrics_listener {
+        let l = TcpListener::from_std(l).map_err(|source| Error::Listen {
+            what: "metrics",
+            addr: config.metrics_listen.unwrap_or(([0, 0, 0, 0], 0).into()),
+            source,
+        })?;
+        info!(addr = ?l.local_addr().ok(), "metrics served at /metrics");
+        let mut stopped = metrics_stopped.clone();
+        tokio::spawn(huitong_proto::metrics::serve(
+            l,
+            metrics.registry(),
+            async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            },
+        ));
+    }
+    // Gauges are read from their owners once a second rather than on every change.
+    let gauges = {
+        let (metrics, providers, log) = (
+            Arc::clone(&metrics),
+            Arc::clone(&providers),
+            Arc::clone(&log),
+        );
+        tokio::spawn(async move {
+            loop {
+                for p in providers.iter() {
+                    metrics.adapter_reachable(p.dept.as_str(), p.is_reachable());
+                }
+                let stats = log.log().stats();
+                metrics.log(log.log().size(), stats.syncs);
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+        })
+    };
     let upkeep = tokio::spawn(Arc::clone(&log).upkeep(
         config.checkpoint_interval,
         config.subject_key_retention_months,
@@ -107,6 +189,7 @@ async fn serve_ready(
         Arc::clone(&providers),
         Arc::clone(&policy),
         Arc::clone(&log),
+        Arc::clone(&metrics),
         config.adapter_timeout,
         Paging {
             default_size: config.default_page_size,
@@ -175,6 +258,8 @@ async fn serve_ready(
         .await;
     refresher.abort();
     upkeep.abort();
+    gauges.abort();
+    let _ = stop_metrics.send(true);
     // Every exchange answered has been recorded; let the writer finish and sign where it ended.
     log.log().close().await;
     let final_log = Arc::clone(&log);

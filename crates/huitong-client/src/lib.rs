@@ -120,6 +120,7 @@ fn code_name(code: tonic::Code) -> &'static str {
 pub struct Query {
     request: QueryRequest,
     timeout: Option<Duration>,
+    traceparent: Option<String>,
 }
 
 impl Query {
@@ -142,6 +143,7 @@ impl Query {
                 ..Default::default()
             },
             timeout: None,
+            traceparent: None,
         }
     }
 
@@ -184,6 +186,13 @@ impl Query {
     /// Continues a filter query from a previous answer's `next_page_token`.
     pub fn page_token(mut self, token: &str) -> Self {
         self.request.page_token = token.to_owned();
+        self
+    }
+
+    /// A W3C `traceparent` to continue the caller's trace through broker and adapter; their log
+    /// lines for this exchange then carry its trace id.
+    pub fn traceparent(mut self, header: &str) -> Self {
+        self.traceparent = Some(header.to_owned());
         self
     }
 
@@ -267,6 +276,9 @@ impl Client {
         let mut req = tonic::Request::new(query.request);
         if let Some(t) = query.timeout {
             req.set_timeout(t);
+        }
+        if let Some(tp) = query.traceparent.as_deref().and_then(|h| h.parse().ok()) {
+            req.metadata_mut().insert("traceparent", tp);
         }
         Ok(self.inner.query(req).await?.into_inner())
     }

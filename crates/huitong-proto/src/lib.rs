@@ -6,6 +6,8 @@
 
 pub mod codec;
 pub mod convert;
+pub mod metrics;
+pub mod trace;
 pub mod transport;
 pub mod value;
 

@@ -51,9 +51,11 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         .await
         .map_err(|_| anyhow::anyhow!("{} did not answer within {:?}", args.addr, args.timeout))??;
     println!("{}", status.as_str_name());
-    Ok(if status == tonic_health::pb::health_check_response::ServingStatus::Serving {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    Ok(
+        if status == tonic_health::pb::health_check_response::ServingStatus::Serving {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        },
+    )
 }

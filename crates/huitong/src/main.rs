@@ -28,6 +28,9 @@ mod serve;
     about = "Huitong (汇通): cross-department data exchange. Data travels between departments, not citizens."
 )]
 struct Cli {
+    /// Write log lines as JSON objects (for log shippers) instead of text.
+    #[arg(long, global = true, env = "HUITONG_LOG_JSON")]
+    log_json: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -83,7 +86,7 @@ fn main() -> ExitCode {
             | Command::Health(_)
             | Command::Pki(_)
     );
-    init_logging(if quiet { "warn" } else { "info" });
+    init_logging(if quiet { "warn" } else { "info" }, cli.log_json);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -120,16 +123,23 @@ fn main() -> ExitCode {
 
 /// Logs go to stderr, so that stdout carries only results (JSON, addresses) for scripts.
 /// `HUITONG_LOG` takes a tracing filter such as `info,huitong_broker=debug`.
-fn init_logging(default: &str) {
+fn init_logging(default: &str, json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("HUITONG_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     use std::io::IsTerminal;
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
-        .with_target(false)
-        .init();
+        .with_target(false);
+    if json {
+        builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .init();
+    } else {
+        builder.with_ansi(std::io::stderr().is_terminal()).init();
+    }
 }
 
 #[cfg(test)]

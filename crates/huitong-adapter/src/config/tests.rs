@@ -107,7 +107,8 @@ fn optional_settings_are_read() {
         ServeOptions {
             max_message_bytes: 65536,
             default_page_size: 10,
-            max_page_size: 10
+            max_page_size: 10,
+            metrics_listen: None,
         }
     );
     assert_eq!(

@@ -22,6 +22,7 @@ const OPTIONS: ServeOptions = ServeOptions {
     max_message_bytes: MIN_MESSAGE_BYTES,
     default_page_size: 5,
     max_page_size: 7,
+    metrics_listen: None,
 };
 
 fn id(i: usize) -> String {

@@ -1,0 +1,154 @@
+//! The broker's metrics, served at `/metrics` when `broker.metrics_listen` is set.
+//!
+//! Labels are departments, resources, outcomes and codes: all bounded by the catalogue and the
+//! certificates issued, never request ids or keys.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+type Labels = Vec<(&'static str, String)>;
+
+fn histogram() -> Histogram {
+    Histogram::new(huitong_proto::metrics::duration_buckets())
+}
+
+/// Every metric the broker exports.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Arc<Registry>,
+    exchanges: Family<Labels, Counter>,
+    exchange_seconds: Family<Labels, Histogram, fn() -> Histogram>,
+    stage_seconds: Family<Labels, Histogram, fn() -> Histogram>,
+    adapter_reachable: Family<Labels, Gauge>,
+    log_entries: Gauge,
+    log_syncs: Gauge,
+}
+
+/// The stages of the exchange path that are timed separately.
+#[derive(Debug, Clone, Copy)]
+pub enum Stage {
+    Policy,
+    Adapter,
+    LogAppend,
+}
+
+impl Stage {
+    fn as_str(self) -> &'static str {
+        match self {
+            Stage::Policy => "policy",
+            Stage::Adapter => "adapter",
+            Stage::LogAppend => "log_append",
+        }
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("huitong");
+        let exchanges = Family::<Labels, Counter>::default();
+        registry.register(
+            "exchanges",
+            "Exchanges by consumer, provider, resource, outcome and gRPC code",
+            exchanges.clone(),
+        );
+        let exchange_seconds =
+            Family::<Labels, Histogram, fn() -> Histogram>::new_with_constructor(histogram);
+        registry.register(
+            "exchange_duration_seconds",
+            "End-to-end exchange time in the broker, by outcome",
+            exchange_seconds.clone(),
+        );
+        let stage_seconds =
+            Family::<Labels, Histogram, fn() -> Histogram>::new_with_constructor(histogram);
+        registry.register(
+            "stage_duration_seconds",
+            "Time spent per stage of the exchange path: policy, adapter, log_append",
+            stage_seconds.clone(),
+        );
+        let adapter_reachable = Family::<Labels, Gauge>::default();
+        registry.register(
+            "adapter_reachable",
+            "1 when the department's adapter answered the broker's last call, else 0",
+            adapter_reachable.clone(),
+        );
+        let log_entries = Gauge::default();
+        registry.register(
+            "log_entries",
+            "Entries in the exchange log",
+            log_entries.clone(),
+        );
+        let log_syncs = Gauge::default();
+        registry.register(
+            "log_syncs",
+            "fdatasync calls by the exchange log since start (one per group commit)",
+            log_syncs.clone(),
+        );
+        Metrics {
+            registry: Arc::new(registry),
+            exchanges,
+            exchange_seconds,
+            stage_seconds,
+            adapter_reachable,
+            log_entries,
+            log_syncs,
+        }
+    }
+
+    pub fn registry(&self) -> Arc<Registry> {
+        Arc::clone(&self.registry)
+    }
+
+    /// One finished exchange.
+    pub fn exchange(
+        &self,
+        consumer: &str,
+        provider: &str,
+        resource: &str,
+        outcome: &'static str,
+        code: tonic::Code,
+        took: Duration,
+    ) {
+        self.exchanges
+            .get_or_create(&vec![
+                ("consumer", consumer.to_owned()),
+                ("provider", provider.to_owned()),
+                ("resource", resource.to_owned()),
+                ("outcome", outcome.to_owned()),
+                ("code", format!("{code:?}")),
+            ])
+            .inc();
+        self.exchange_seconds
+            .get_or_create(&vec![("outcome", outcome.to_owned())])
+            .observe(took.as_secs_f64());
+    }
+
+    pub fn stage(&self, stage: Stage, took: Duration) {
+        self.stage_seconds
+            .get_or_create(&vec![("stage", stage.as_str().to_owned())])
+            .observe(took.as_secs_f64());
+    }
+
+    pub fn adapter_reachable(&self, dept: &str, reachable: bool) {
+        self.adapter_reachable
+            .get_or_create(&vec![("dept", dept.to_owned())])
+            .set(i64::from(reachable));
+    }
+
+    pub fn log(&self, entries: u64, syncs: u64) {
+        self.log_entries
+            .set(i64::try_from(entries).unwrap_or(i64::MAX));
+        self.log_syncs.set(i64::try_from(syncs).unwrap_or(i64::MAX));
+    }
+}
