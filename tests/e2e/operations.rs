@@ -321,3 +321,93 @@ async fn a_restored_data_directory_verifies_its_log() {
     let mut civil = ex.consumer("civil-affairs").await;
     civil.query(marriage_check(&person(&ex, 5))).await.unwrap();
 }
+
+/// A stand-in OTLP collector: keeps (trace id, span name, service) of every span it is sent.
+#[derive(Default, Clone)]
+struct Collector {
+    spans: std::sync::Arc<std::sync::Mutex<Vec<(String, String, String)>>>,
+}
+
+#[tonic::async_trait]
+impl opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceService
+    for Collector
+{
+    async fn export(
+        &self,
+        request: tonic::Request<
+            opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest,
+        >,
+    ) -> Result<
+        tonic::Response<
+            opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse,
+        >,
+        tonic::Status,
+    > {
+        let mut spans = self.spans.lock().unwrap();
+        for rs in request.into_inner().resource_spans {
+            let service = rs
+                .resource
+                .iter()
+                .flat_map(|r| &r.attributes)
+                .find(|a| a.key == "service.name")
+                .and_then(|a| a.value.as_ref())
+                .map(|v| format!("{v:?}"))
+                .unwrap_or_default();
+            for ss in rs.scope_spans {
+                for s in ss.spans {
+                    let id: String = s.trace_id.iter().map(|b| format!("{b:02x}")).collect();
+                    spans.push((id, s.name, service.clone()));
+                }
+            }
+        }
+        Ok(tonic::Response::new(Default::default()))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn spans_are_exported_over_otlp_in_the_consumers_trace() {
+    use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceServiceServer;
+    let collector = Collector::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(TraceServiceServer::new(collector.clone()))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    let mut ex = Exchange::start("");
+    let endpoint = format!("http://{addr}");
+    ex.restart_broker_with(&["--otlp-endpoint", &endpoint]);
+    let trace = "0af7651916cd43dd8448eb211c80319c";
+    let mut civil = ex.consumer("civil-affairs").await;
+    civil
+        .query(
+            marriage_check(&person(&ex, 3)).traceparent(&format!("00-{trace}-b7ad6b7169203331-01")),
+        )
+        .await
+        .unwrap();
+    // The batch exporter sends within its schedule delay (5 s by default) and at shutdown.
+    let stopped = std::mem::replace(&mut ex.broker, Proc::placeholder());
+    assert!(stopped.terminate().success());
+    let mut found = false;
+    for _ in 0..50 {
+        if collector
+            .spans
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|(id, name, service)| {
+                id == trace && name == "exchange" && service.contains("huitong-broker")
+            })
+        {
+            found = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        found,
+        "no exchange span in trace {trace}: {:?}",
+        collector.spans.lock().unwrap()
+    );
+}

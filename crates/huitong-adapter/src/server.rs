@@ -342,6 +342,13 @@ fn trace_id<T>(request: &Request<T>) -> String {
         .unwrap_or_default()
 }
 
+/// Joins the call's span to the caller's trace for OpenTelemetry export.
+fn link<T>(span: &tracing::Span, request: &Request<T>) {
+    if let Some(t) = huitong_proto::trace::TraceContext::from_metadata(request.metadata()) {
+        huitong_proto::trace::link_span(span, &t);
+    }
+}
+
 /// The resource as a request named it, cut short, for spans.
 fn resource_field(raw: &str) -> String {
     raw.chars().take(80).collect()
@@ -412,14 +419,15 @@ impl<S: Source> Adapter for AdapterService<S> {
         request: Request<FetchRequest>,
     ) -> Result<Response<FetchResponse>, Status> {
         let trace = trace_id(&request);
-        let req = request.into_inner();
         let span = tracing::info_span!(
             "fetch",
             trace_id = %trace,
-            resource = %resource_field(&req.resource),
-            fields = req.fields.len(),
+            resource = %resource_field(&request.get_ref().resource),
+            fields = request.get_ref().fields.len(),
             outcome = field::Empty,
         );
+        link(&span, &request);
+        let req = request.into_inner();
         let started = std::time::Instant::now();
         let resource = resource_field(&req.resource);
         async { self.finish("fetch", &resource, started, self.fetch_checked(req).await) }
@@ -432,18 +440,20 @@ impl<S: Source> Adapter for AdapterService<S> {
         request: Request<SearchRequest>,
     ) -> Result<Response<SearchResponse>, Status> {
         let trace = trace_id(&request);
-        let req = request.into_inner();
+        let r = request.get_ref();
         let span = tracing::info_span!(
             "search",
             trace_id = %trace,
-            resource = %resource_field(&req.resource),
-            filters = req.filters.len(),
-            fields = req.fields.len(),
-            page_size = req.page_size,
-            continued = !req.page_token.is_empty(),
+            resource = %resource_field(&r.resource),
+            filters = r.filters.len(),
+            fields = r.fields.len(),
+            page_size = r.page_size,
+            continued = !r.page_token.is_empty(),
             records = field::Empty,
             outcome = field::Empty,
         );
+        link(&span, &request);
+        let req = request.into_inner();
         let started = std::time::Instant::now();
         let resource = resource_field(&req.resource);
         async { self.finish("search", &resource, started, self.search_checked(req).await) }

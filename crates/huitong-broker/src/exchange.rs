@@ -209,6 +209,7 @@ impl Exchange for ExchangeService {
             TraceContext::from_metadata(request.metadata()).unwrap_or_else(TraceContext::new_root);
         let raw = request.into_inner();
         let span = info_span!("exchange", request_id = %request_id, trace_id = %trace.trace_id_hex(), consumer = %consumer, resource = %raw.resource.chars().take(130).collect::<String>());
+        huitong_proto::trace::link_span(&span, &trace);
         async move {
             let mut trail = Trail::start(&request_id, &consumer, &raw);
             let result = self

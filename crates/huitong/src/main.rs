@@ -31,6 +31,9 @@ struct Cli {
     /// Write log lines as JSON objects (for log shippers) instead of text.
     #[arg(long, global = true, env = "HUITONG_LOG_JSON")]
     log_json: bool,
+    /// Export spans over OTLP/gRPC to this collector, e.g. http://127.0.0.1:4317.
+    #[arg(long, global = true, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    otlp_endpoint: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -86,7 +89,6 @@ fn main() -> ExitCode {
             | Command::Health(_)
             | Command::Pki(_)
     );
-    init_logging(if quiet { "warn" } else { "info" }, cli.log_json);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -95,6 +97,23 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
             return ExitCode::FAILURE;
+        }
+    };
+    // The OTLP exporter runs on the runtime, so logging starts inside it.
+    let service = service_name(&cli.command);
+    let otlp = {
+        let _guard = runtime.enter();
+        match init_logging(
+            if quiet { "warn" } else { "info" },
+            cli.log_json,
+            cli.otlp_endpoint.as_deref(),
+            service,
+        ) {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                return ExitCode::FAILURE;
+            }
         }
     };
     let result = runtime.block_on(async {
@@ -112,6 +131,11 @@ fn main() -> ExitCode {
             Command::Config(ConfigCommand::Check { file }) => config::check(&file),
         }
     });
+    if let Some(provider) = otlp {
+        // Spans still batched are sent before the process ends.
+        let _guard = runtime.enter();
+        let _ = provider.shutdown();
+    }
     match result {
         Ok(code) => code,
         Err(e) => {
@@ -121,25 +145,69 @@ fn main() -> ExitCode {
     }
 }
 
+fn service_name(command: &Command) -> &'static str {
+    match command {
+        Command::Broker(_) => "huitong-broker",
+        Command::Adapter(_) => "huitong-adapter",
+        Command::Demo(_) => "huitong-demo",
+        _ => "huitong",
+    }
+}
+
 /// Logs go to stderr, so that stdout carries only results (JSON, addresses) for scripts.
-/// `HUITONG_LOG` takes a tracing filter such as `info,huitong_broker=debug`.
-fn init_logging(default: &str, json: bool) {
+/// `HUITONG_LOG` takes a tracing filter such as `info,huitong_broker=debug`. With an OTLP
+/// endpoint, spans are also exported there (the returned provider flushes them at exit).
+fn init_logging(
+    default: &str,
+    json: bool,
+    otlp_endpoint: Option<&str>,
+    service: &'static str,
+) -> anyhow::Result<Option<opentelemetry_sdk::trace::SdkTracerProvider>> {
+    use std::io::IsTerminal;
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let filter = tracing_subscriber::EnvFilter::try_from_env("HUITONG_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    use std::io::IsTerminal;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_target(false);
-    if json {
-        builder
-            .json()
+    let fmt = if json {
+        fmt.json()
             .with_current_span(true)
             .with_span_list(false)
-            .init();
+            .boxed()
     } else {
-        builder.with_ansi(std::io::stderr().is_terminal()).init();
-    }
+        fmt.with_ansi(std::io::stderr().is_terminal()).boxed()
+    };
+    let (otel, provider) = match otlp_endpoint {
+        None => (None, None),
+        Some(endpoint) => {
+            use opentelemetry::trace::TracerProvider;
+            use opentelemetry_otlp::WithExportConfig;
+            let exporter = opentelemetry_otlp::SpanExporter::builder()
+                .with_tonic()
+                .with_endpoint(endpoint)
+                .build()
+                .map_err(|e| anyhow::anyhow!("--otlp-endpoint {endpoint}: {e}"))?;
+            let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+                .with_batch_exporter(exporter)
+                .with_resource(
+                    opentelemetry_sdk::Resource::builder()
+                        .with_service_name(service)
+                        .build(),
+                )
+                .build();
+            let layer = tracing_opentelemetry::layer().with_tracer(provider.tracer("huitong"));
+            (Some(layer), Some(provider))
+        }
+    };
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(fmt)
+        .with(otel)
+        .init();
+    Ok(provider)
 }
 
 #[cfg(test)]
