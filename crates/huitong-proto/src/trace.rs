@@ -122,6 +122,27 @@ impl fmt::Display for TraceContext {
     }
 }
 
+/// Makes `span` a child of `ctx` for OpenTelemetry, so that exported spans join the caller's
+/// trace. Without an OpenTelemetry layer installed (no OTLP export configured) it does nothing.
+pub fn link_span(span: &tracing::Span, ctx: &TraceContext) {
+    use opentelemetry::trace::{
+        SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState,
+    };
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    let remote = SpanContext::new(
+        TraceId::from(ctx.trace_id),
+        SpanId::from(ctx.span_id),
+        if ctx.sampled {
+            TraceFlags::SAMPLED
+        } else {
+            TraceFlags::default()
+        },
+        true,
+        TraceState::default(),
+    );
+    let _ = span.set_parent(opentelemetry::Context::new().with_remote_span_context(remote));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -158,25 +179,4 @@ mod tests {
             TraceContext::new_root().trace_id
         );
     }
-}
-
-/// Makes `span` a child of `ctx` for OpenTelemetry, so that exported spans join the caller's
-/// trace. Without an OpenTelemetry layer installed (no OTLP export configured) it does nothing.
-pub fn link_span(span: &tracing::Span, ctx: &TraceContext) {
-    use opentelemetry::trace::{
-        SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState,
-    };
-    use tracing_opentelemetry::OpenTelemetrySpanExt;
-    let remote = SpanContext::new(
-        TraceId::from(ctx.trace_id),
-        SpanId::from(ctx.span_id),
-        if ctx.sampled {
-            TraceFlags::SAMPLED
-        } else {
-            TraceFlags::default()
-        },
-        true,
-        TraceState::default(),
-    );
-    let _ = span.set_parent(opentelemetry::Context::new().with_remote_span_context(remote));
 }
