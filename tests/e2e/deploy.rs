@@ -1,0 +1,2250 @@
+//! The deployment files under `deploy/` against the real `huitong` binary and against each
+//! other, so that they cannot drift from the code or contradict one another:
+//!
+//! - every example config passes `huitong config check`;
+//! - every `huitong …` invocation in the systemd units, the Kubernetes manifests and the
+//!   documented commands names real subcommands and flags (read from `--help`);
+//! - ports agree: configs' `listen`, container ports, Services, probe addresses, the
+//!   NetworkPolicy, the Dockerfile's EXPOSE and the broker's adapter endpoints;
+//! - paths agree: every file a config or probe names is mounted at that path (Kubernetes) or
+//!   readable under the unit's sandbox (systemd), and the broker's data directory is on its
+//!   persistent volume and is the unit's only writable path;
+//! - the example exchange runs as deployed: certificates made by the documented `huitong pki`
+//!   commands, processes started with the manifests' commands, the manifests' probes answered,
+//!   and every grant in the policy file usable.
+//!
+//! `serde_yaml` is not a dependency, so the manifests are read by the small YAML-subset parser
+//! below (block mappings and sequences, one-line flow lists, quoted scalars, `|` blocks). The
+//! TOML configs are read line by line for the few keys needed; `huitong config check` is what
+//! checks them properly.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use huitong_tests::{Proc, TempDir, huitong_bin, workspace_root};
+use serde_json::{Map, Value};
+
+// ---------------------------------------------------------------------------------------------
+// The tests
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn every_example_config_passes_config_check() {
+    let d = Deploy::load();
+    assert!(d.broker.is_some(), "deploy/examples has no broker config");
+    assert_eq!(
+        d.adapters.len(),
+        3,
+        "deploy/examples should hold one adapter config per department"
+    );
+    for file in d.configs() {
+        let out = Command::new(huitong_bin())
+            .args(["config", "check"])
+            .arg(&file.path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "huitong config check {} failed:\n{}{}",
+            file.path.display(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn every_huitong_invocation_uses_real_subcommands_and_flags() {
+    let d = Deploy::load();
+    let mut cli = Cli::default();
+    let mut problems = Vec::new();
+    let mut seen = 0;
+
+    // What actually runs: unit ExecStart/ExecReload lines and the manifests' command lists.
+    // These must also give every flag the subcommand requires.
+    for unit in &d.units {
+        for key in [
+            "ExecStartPre",
+            "ExecStart",
+            "ExecStartPost",
+            "ExecReload",
+            "ExecStop",
+        ] {
+            for line in unit.all(key) {
+                let argv = exec_argv(line);
+                if is_huitong(&argv[0]) {
+                    seen += 1;
+                    cli.check(
+                        &argv[1..],
+                        true,
+                        &format!("{} {key}", unit.name),
+                        &mut problems,
+                    );
+                }
+            }
+        }
+    }
+    for w in &d.workloads {
+        for c in &w.containers {
+            for (what, argv) in c.invocations() {
+                assert!(!argv.is_empty(), "{}: empty {what}", w.origin());
+                if is_huitong(&argv[0]) {
+                    seen += 1;
+                    cli.check(
+                        &argv[1..],
+                        true,
+                        &format!("{} {what}", w.origin()),
+                        &mut problems,
+                    );
+                } else {
+                    problems.push(format!(
+                        "{} {what}: runs {:?}, expected /usr/local/bin/huitong",
+                        w.origin(),
+                        argv[0]
+                    ));
+                }
+            }
+            // A probe must ask the right kind of server, or it fails on the identity check.
+            for (what, argv) in &c.probes {
+                if flag(argv, "--server-role") != Some(w.role.as_str()) {
+                    problems.push(format!(
+                        "{} {what}: --server-role should be {}",
+                        w.origin(),
+                        w.role
+                    ));
+                }
+            }
+        }
+    }
+    // Two units; the broker's command and three probes; each adapter's command and two probes.
+    assert!(
+        seen >= 2 + 4 + 3 * 3,
+        "found only {seen} invocations; is the parsing broken?"
+    );
+
+    // What is documented for people to type: `huitong …` lines in comments and in the README's
+    // code blocks. Flags may come from the environment there, so only names are checked.
+    let documented = documented_commands();
+    assert!(
+        documented.len() >= 8,
+        "found only {} documented commands",
+        documented.len()
+    );
+    for (origin, argv) in &documented {
+        if argv.first().is_some_and(|a| a == "huitong") {
+            cli.check(&argv[1..], false, origin, &mut problems);
+        }
+    }
+    assert!(problems.is_empty(), "\n{}", problems.join("\n"));
+}
+
+#[test]
+fn ports_agree_across_configs_manifests_network_policy_and_dockerfile() {
+    let d = Deploy::load();
+    let broker = d.broker.as_ref().unwrap();
+    let mut problems = Vec::new();
+
+    let mut all_ports: BTreeSet<u16> = BTreeSet::new();
+    let adapter_ports: BTreeSet<u16> = d.adapters.iter().map(|a| a.listen_port()).collect();
+    for cfg in d.configs() {
+        let w = d.workload_running(cfg);
+        let listen = cfg.listen_port();
+        let mut want: BTreeSet<u16> = [listen].into();
+        if let Some(m) = cfg.metrics_port() {
+            want.insert(m);
+            // The scrape annotation, if any, must point at the metrics port.
+            if let Some(p) = w.annotations.get("prometheus.io/port")
+                && p.as_str() != Some(m.to_string().as_str())
+            {
+                problems.push(format!("{}: prometheus.io/port {p} is not {m}", w.origin()));
+            }
+        }
+        all_ports.extend(&want);
+        let container = &w.containers[0];
+        let got: BTreeSet<u16> = container.ports.values().copied().collect();
+        if got != want {
+            problems.push(format!(
+                "{}: containerPorts {got:?}, but {} listens on {want:?}",
+                w.origin(),
+                cfg.name()
+            ));
+        }
+        // Probes dial the listen port on loopback, which the certificate names.
+        for (what, argv) in &container.probes {
+            let addr = flag(argv, "--addr").unwrap_or("https://127.0.0.1:7400");
+            let (host, port) = host_port(addr);
+            if port != listen {
+                problems.push(format!(
+                    "{} {what}: --addr {addr}, but {} listens on {listen}",
+                    w.origin(),
+                    cfg.name()
+                ));
+            }
+            if host != "127.0.0.1" {
+                problems.push(format!(
+                    "{} {what}: --addr {addr} should dial 127.0.0.1",
+                    w.origin()
+                ));
+            }
+        }
+        // Every Service in front of the pods forwards a port to the same port number, so that
+        // the DNS name with the listen port (as in broker.toml) reaches the process.
+        let services = d.services_selecting(w);
+        if services.is_empty() {
+            problems.push(format!("{}: no Service selects its pods", w.origin()));
+        }
+        for s in services {
+            for p in &s.ports {
+                let target = match p.target.parse::<u16>() {
+                    Ok(n) => Some(n),
+                    Err(_) => container.ports.get(&p.target).copied(),
+                };
+                if target != Some(p.port) || !want.contains(&p.port) {
+                    problems.push(format!(
+                        "{}: Service {} port {} -> {} does not match the container's {want:?}",
+                        w.origin(),
+                        s.name,
+                        p.port,
+                        p.target
+                    ));
+                }
+            }
+        }
+    }
+
+    // The broker dials each adapter on the port that adapter listens on.
+    for a in &d.adapters {
+        let dept = a.dept();
+        match broker.endpoint_of(&dept) {
+            None => problems.push(format!("broker.toml has no [[adapters]] entry for {dept}")),
+            Some(e) if host_port(&e).1 != a.listen_port() => problems.push(format!(
+                "broker.toml dials {dept} at {e}, but {} listens on {}",
+                a.name(),
+                a.listen_port()
+            )),
+            Some(_) => {}
+        }
+    }
+
+    // NetworkPolicy: adapters admit exactly their listen ports, and only from the broker; the
+    // broker may leave towards the adapters on exactly those ports; consumers reach the broker.
+    let broker_pods = &d.workload_running(broker).pod_labels;
+    let adapter_pods: Vec<&Map<String, Value>> = d
+        .adapters
+        .iter()
+        .map(|a| &d.workload_running(a).pod_labels)
+        .collect();
+    assert!(
+        d.policies
+            .iter()
+            .any(|p| p.selector.is_empty() && p.types.len() == 2 && p.rules.is_empty()),
+        "networkpolicy.yaml should start from a default-deny policy for the namespace"
+    );
+    let mut admitted_to_adapters: BTreeSet<u16> = BTreeSet::new();
+    for (a, labels) in d.adapters.iter().zip(&adapter_pods) {
+        let mut open: BTreeSet<u16> = BTreeSet::new();
+        for p in d.policies.iter().filter(|p| selects(&p.selector, labels)) {
+            for r in p.rules.iter().filter(|r| r.ingress) {
+                open.extend(&r.ports);
+                let only_broker = !r.peers.is_empty()
+                    && r.peers.iter().all(|peer| {
+                        peer.namespaces.is_none()
+                            && peer.pods.as_ref().is_some_and(|s| selects(s, broker_pods))
+                    });
+                if !only_broker {
+                    problems.push(format!(
+                        "NetworkPolicy {} admits others than the broker to {}",
+                        p.name,
+                        a.dept()
+                    ));
+                }
+            }
+        }
+        if !open.contains(&a.listen_port()) {
+            problems.push(format!(
+                "no NetworkPolicy admits the broker to {} on {}",
+                a.dept(),
+                a.listen_port()
+            ));
+        }
+        admitted_to_adapters.extend(open);
+    }
+    if admitted_to_adapters != adapter_ports {
+        problems.push(format!(
+            "NetworkPolicy admits {admitted_to_adapters:?} to adapters; they listen on {adapter_ports:?}"
+        ));
+    }
+    let mut broker_in: BTreeSet<u16> = BTreeSet::new();
+    let mut broker_out: BTreeSet<u16> = BTreeSet::new();
+    for p in d
+        .policies
+        .iter()
+        .filter(|p| selects(&p.selector, broker_pods))
+    {
+        for r in &p.rules {
+            if r.ingress {
+                broker_in.extend(&r.ports);
+            } else if r.peers.iter().any(|peer| {
+                peer.pods
+                    .as_ref()
+                    .is_some_and(|s| adapter_pods.iter().any(|l| selects(s, l)))
+            }) {
+                broker_out.extend(&r.ports);
+            }
+        }
+    }
+    let broker_ports: BTreeSet<u16> = [broker.listen_port()]
+        .into_iter()
+        .chain(broker.metrics_port())
+        .collect();
+    if broker_in != broker_ports {
+        problems.push(format!(
+            "NetworkPolicy admits {broker_in:?} to the broker; it listens on {broker_ports:?}"
+        ));
+    }
+    if broker_out != adapter_ports {
+        problems.push(format!(
+            "NetworkPolicy lets the broker reach adapters on {broker_out:?}; they listen on {adapter_ports:?}"
+        ));
+    }
+
+    // The image documents every port something in it listens on, and no other.
+    let exposed: BTreeSet<u16> = read(&d.root.join("Dockerfile"))
+        .lines()
+        .filter_map(|l| l.strip_prefix("EXPOSE "))
+        .flat_map(|l| l.split_whitespace().map(|p| p.parse::<u16>().unwrap()))
+        .collect();
+    if exposed != all_ports {
+        problems.push(format!(
+            "Dockerfile EXPOSEs {exposed:?}; the configs listen on {all_ports:?}"
+        ));
+    }
+    assert!(problems.is_empty(), "\n{}", problems.join("\n"));
+}
+
+#[test]
+fn names_agree_between_endpoints_services_and_certificates() {
+    let d = Deploy::load();
+    let broker = d.broker.as_ref().unwrap();
+    let issued = documented_certificates();
+    let mut problems = Vec::new();
+    for cfg in d.configs() {
+        let w = d.workload_running(cfg);
+        let dns: Vec<String> = d
+            .services_selecting(w)
+            .iter()
+            .map(|s| format!("{}.{}.svc.cluster.local", s.name, s.namespace))
+            .collect();
+        // The certificate file the config names is the one `huitong pki issue` writes for
+        // this party: <dir>/<dept>-<role>.pem.
+        let (dept, role) = cert_stem(&cfg.get("tls", "cert"));
+        if role != cfg.kind.role() || (cfg.kind == Kind::Adapter && dept != cfg.dept()) {
+            problems.push(format!(
+                "{}: tls.cert should be <dir>/<dept>-{}.pem, as huitong pki issue names it",
+                cfg.name(),
+                cfg.kind.role()
+            ));
+        }
+        // The documented certificate must name what the probes dial (127.0.0.1) and what
+        // peers dial: for an adapter the host in broker.toml, which must be its Service; for
+        // the broker one of its Services.
+        let dialled: Vec<String> = match cfg.kind {
+            Kind::Adapter => {
+                let e = broker.endpoint_of(&cfg.dept()).unwrap_or_default();
+                let host = host_port(&e).0.to_owned();
+                if !dns.contains(&host) {
+                    problems.push(format!(
+                        "broker.toml dials {} at {host}, which is none of its Services {dns:?}",
+                        cfg.dept()
+                    ));
+                }
+                vec![host]
+            }
+            Kind::Broker => dns.clone(),
+        };
+        let Some(hosts) = issued.get(&(dept.clone(), role.clone())) else {
+            problems.push(format!(
+                "secrets.example.yaml issues no {role} certificate for {dept}"
+            ));
+            continue;
+        };
+        if !hosts.iter().any(|h| h == "127.0.0.1") {
+            problems.push(format!(
+                "the documented {role} certificate for {dept} does not name 127.0.0.1, which its probes dial"
+            ));
+        }
+        if !dialled.iter().any(|n| hosts.contains(n)) {
+            problems.push(format!(
+                "the documented {role} certificate for {dept} names {hosts:?}, none of {dialled:?}"
+            ));
+        }
+    }
+    assert!(problems.is_empty(), "\n{}", problems.join("\n"));
+}
+
+#[test]
+fn paths_agree_between_configs_mounts_and_units() {
+    let d = Deploy::load();
+    let mut problems = Vec::new();
+
+    for cfg in d.configs() {
+        let w = d.workload_running(cfg);
+        let c = &w.containers[0];
+        let files = w.projected_files(c);
+        let installed = cfg.installed_path();
+
+        // The config the container runs is the example file, mounted from a ConfigMap that
+        // the manifest's documented command creates from that very file.
+        match files.get(&installed) {
+            None => problems.push(format!("{}: nothing is mounted at {installed}", w.origin())),
+            Some(src) => {
+                let from = d.created_from(w, src);
+                let want = format!("deploy/examples/{}", cfg.name());
+                if !from.iter().any(|f| f == &want) {
+                    problems.push(format!(
+                        "{}: {installed} comes from {src:?}, which no documented command creates from {want} (found {from:?})",
+                        w.origin()
+                    ));
+                }
+            }
+        }
+        // Every file the config names is mounted exactly there.
+        for path in cfg.referenced_files() {
+            let Some(src) = files.get(&path) else {
+                problems.push(format!(
+                    "{}: {} names {path}, which is not mounted",
+                    w.origin(),
+                    cfg.name()
+                ));
+                continue;
+            };
+            // Files shipped in deploy/examples (data files, the policy) come from those files.
+            if let Some(rel) = path.strip_prefix("/etc/huitong/") {
+                let example = d.root.join("examples").join(rel);
+                if example.exists() {
+                    let want = format!("deploy/examples/{rel}");
+                    if !d.created_from(w, src).contains(&want) {
+                        problems.push(format!("{}: {path} is not created from {want}", w.origin()));
+                    }
+                }
+            }
+        }
+        // What the probes present is mounted too.
+        for (what, argv) in &c.probes {
+            for f in ["--ca", "--cert", "--cert-key"] {
+                match flag(argv, f) {
+                    Some(p) if files.contains_key(p) => {}
+                    Some(p) => {
+                        problems.push(format!("{} {what}: {f} {p} is not mounted", w.origin()))
+                    }
+                    None => problems.push(format!("{} {what}: no {f}", w.origin())),
+                }
+            }
+        }
+        // The broker's data directory lives on its persistent volume, writable.
+        if let Some(data_dir) = cfg.data_dir() {
+            let on_claim = c
+                .mounts
+                .iter()
+                .any(|m| !m.read_only && w.claims.contains(&m.volume) && under(&data_dir, &m.path));
+            if !on_claim {
+                problems.push(format!(
+                    "{}: data_dir {data_dir} is not on a volumeClaimTemplate's writable mount",
+                    w.origin()
+                ));
+            }
+        }
+    }
+
+    // Every file a documented `kubectl create` reads from deploy/ exists.
+    for f in files_in(&d.root.join("kubernetes"), "yaml") {
+        for files in created_objects(&read(&f)).values() {
+            for (_, path) in files.iter().filter(|(_, p)| p.starts_with("deploy/")) {
+                if !workspace_root().join(path).exists() {
+                    problems.push(format!(
+                        "{}: --from-file={path} does not exist",
+                        f.display()
+                    ));
+                }
+            }
+        }
+    }
+
+    // Every Secret a manifest mounts is laid out in secrets.example.yaml with those keys, and
+    // created there from the files `huitong pki` writes under those names.
+    let example_secrets = d.example_secrets();
+    let secret_commands = created_objects(&read(&d.root.join("kubernetes/secrets.example.yaml")));
+    for w in &d.workloads {
+        for src in w.projected_files(&w.containers[0]).values() {
+            let Source::Secret { name, key } = src else {
+                continue;
+            };
+            if !example_secrets
+                .get(name)
+                .is_some_and(|keys| keys.contains(key))
+            {
+                problems.push(format!(
+                    "{}: Secret {name} key {key} is not in secrets.example.yaml",
+                    w.origin()
+                ));
+            }
+            let files = secret_commands.get(&("secret".into(), name.clone()));
+            if !files.is_some_and(|f| f.iter().any(|(k, _)| k == key)) {
+                problems.push(format!(
+                    "{}: secrets.example.yaml has no kubectl create secret {name} --from-file=…/{key}",
+                    w.origin()
+                ));
+            }
+        }
+    }
+
+    // systemd: the config and every file it names are under ReadOnlyPaths; the broker's data
+    // directory is its StateDirectory and its only ReadWritePaths; adapters write nothing.
+    for cfg in d.configs() {
+        let unit = d.unit_running(cfg);
+        let ro = unit.paths("ReadOnlyPaths");
+        let rw = unit.paths("ReadWritePaths");
+        let mut needed = cfg.referenced_files();
+        needed.push(cfg.installed_path());
+        for p in needed {
+            if !ro.iter().any(|r| under(&p, r)) {
+                problems.push(format!(
+                    "{}: {p} is not under ReadOnlyPaths {ro:?}",
+                    unit.name
+                ));
+            }
+        }
+        match cfg.data_dir() {
+            Some(data_dir) => {
+                if rw != [data_dir.clone()] {
+                    problems.push(format!(
+                        "{}: ReadWritePaths {rw:?} should be exactly data_dir {data_dir}",
+                        unit.name
+                    ));
+                }
+                let state: Vec<String> = unit
+                    .paths("StateDirectory")
+                    .iter()
+                    .map(|s| format!("/var/lib/{s}"))
+                    .collect();
+                if !state.iter().any(|s| under(&data_dir, s)) {
+                    problems.push(format!(
+                        "{}: data_dir {data_dir} is not in its StateDirectory {state:?}",
+                        unit.name
+                    ));
+                }
+            }
+            None if !rw.is_empty() => problems.push(format!(
+                "{}: an adapter writes nothing, yet ReadWritePaths is {rw:?}",
+                unit.name
+            )),
+            None => {}
+        }
+    }
+    assert!(problems.is_empty(), "\n{}", problems.join("\n"));
+}
+
+#[test]
+fn workloads_keep_their_hardening() {
+    let d = Deploy::load();
+    let mut problems = Vec::new();
+    for w in &d.workloads {
+        let pod = &w.pod_security;
+        let c = &w.containers[0];
+        let checks = [
+            (
+                pod.get("runAsNonRoot") == Some(&s("true")),
+                "runAsNonRoot: true",
+            ),
+            (
+                c.security.get("readOnlyRootFilesystem") == Some(&s("true")),
+                "readOnlyRootFilesystem: true",
+            ),
+            (
+                c.security.get("allowPrivilegeEscalation") == Some(&s("false")),
+                "allowPrivilegeEscalation: false",
+            ),
+            (
+                at(&c.security, "capabilities.drop") == Some(&Value::Array(vec![s("ALL")])),
+                "capabilities.drop: [ALL]",
+            ),
+            (w.image == "huitong:0.1.0", "image huitong:0.1.0"),
+            (c.probes.len() >= 2, "readiness and liveness probes"),
+            (w.grace_seconds.is_some(), "terminationGracePeriodSeconds"),
+        ];
+        for (ok, what) in checks {
+            if !ok {
+                problems.push(format!("{}: lacks {what}", w.origin()));
+            }
+        }
+        if w.role == "broker" && (w.kind != "StatefulSet" || w.replicas != "1") {
+            problems.push(format!(
+                "{}: the broker must be a StatefulSet of exactly one replica (one log writer)",
+                w.origin()
+            ));
+        }
+    }
+    assert!(problems.is_empty(), "\n{}", problems.join("\n"));
+}
+
+/// Certificates made by the documented commands, processes started with the manifests'
+/// commands (paths moved into a temporary root, ports picked by the OS), the manifests'
+/// probes run against them, and one query per grant in the policy file.
+#[test]
+fn the_example_exchange_runs_as_deployed() {
+    let d = Deploy::load();
+    let tmp = TempDir::new("deploy");
+    let root = tmp.path();
+    let relocate = |s: &str| -> String {
+        s.replace("/etc/huitong", root.join("etc/huitong").to_str().unwrap())
+            .replace(
+                "/var/lib/huitong",
+                root.join("var/lib/huitong").to_str().unwrap(),
+            )
+    };
+    let etc = root.join("etc/huitong");
+    copy_tree(&d.root.join("examples"), &etc, &relocate);
+    std::fs::create_dir_all(root.join("var/lib/huitong")).unwrap();
+
+    // The CA and server certificates, exactly as secrets.example.yaml says to make them.
+    let pki = etc.join("pki");
+    for (origin, argv) in documented_commands() {
+        if !origin.ends_with("secrets.example.yaml")
+            || argv.get(1).map(String::as_str) != Some("pki")
+        {
+            continue;
+        }
+        // `--dir pki` is the CA directory; here it is the one the configs name.
+        let args: Vec<String> = argv[1..]
+            .iter()
+            .enumerate()
+            .map(|(i, a)| {
+                if argv[i] == "--dir" {
+                    pki.to_str().unwrap().to_owned()
+                } else {
+                    a.clone()
+                }
+            })
+            .collect();
+        run_ok(&args);
+    }
+    // Consumers' certificates for the grants, which a department would hold.
+    let grants = d.grants();
+    assert!(!grants.is_empty(), "policy.toml declares no grants");
+    for consumer in grants.iter().map(|g| &g.consumer).collect::<BTreeSet<_>>() {
+        run_ok(&[
+            "pki",
+            "issue",
+            "--dir",
+            pki.to_str().unwrap(),
+            "--dept",
+            consumer.as_str(),
+            "--role",
+            "consumer",
+        ]);
+    }
+
+    // Adapters, started with their manifests' commands.
+    let start = |w: &Workload| -> Proc {
+        let mut args: Vec<String> = w.containers[0].command[1..]
+            .iter()
+            .map(|a| relocate(a))
+            .collect();
+        args.extend(["--listen".into(), "127.0.0.1:0".into()]);
+        Proc::start(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    let mut running: Vec<(&Workload, Proc)> = Vec::new();
+    let mut endpoints = BTreeMap::new();
+    for a in &d.adapters {
+        let w = d.workload_running(a);
+        let p = start(w);
+        endpoints.insert(a.dept(), p.endpoint());
+        running.push((w, p));
+    }
+    // The broker dials them where they are, instead of at their Service names. Metrics are
+    // left out: their fixed port could clash with other tests, and they are not the subject.
+    let broker_toml = etc.join("broker.toml");
+    let mut dept = String::new();
+    let text: String = read(&broker_toml)
+        .lines()
+        .filter(|l| !l.starts_with("metrics_listen"))
+        .map(|l| {
+            if let Some(v) = toml_value(l, "dept") {
+                dept = v;
+            }
+            if toml_value(l, "endpoint").is_some() {
+                format!("endpoint = \"{}\"\n", endpoints[&dept])
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    std::fs::write(&broker_toml, text).unwrap();
+    let broker_w = d.workload_running(d.broker.as_ref().unwrap());
+    let broker = start(broker_w);
+    let broker_url = broker.endpoint();
+    running.push((broker_w, broker));
+
+    // Every probe of every manifest, against the process it would probe.
+    let probe = |w: &Workload, p: &Proc| {
+        for (what, argv) in &w.containers[0].probes {
+            let args: Vec<String> = argv[1..]
+                .iter()
+                .map(|a| {
+                    if a.starts_with("https://") {
+                        format!("https://127.0.0.1:{}", p.addr.port())
+                    } else {
+                        relocate(a)
+                    }
+                })
+                .collect();
+            let out = run_ok(&args);
+            assert!(
+                out.contains("SERVING"),
+                "{} {what} printed {out:?}",
+                w.origin()
+            );
+        }
+    };
+    for (w, p) in &running {
+        probe(w, p);
+    }
+
+    // Every grant in the policy file works: the broker loaded it, and its resource, fields and
+    // purpose match what the adapters describe.
+    for g in &grants {
+        let (provider, _) = g.resource.split_once('/').unwrap();
+        let adapter = d.adapters.iter().find(|a| a.dept() == provider).unwrap();
+        let (key_field, data) = adapter.resource_key_and_data(&g.resource);
+        let first = read(&data).lines().next().unwrap().to_owned();
+        let record: Map<String, Value> = serde_json::from_str(&first).unwrap();
+        let key = match &record[&key_field] {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        let cert = pki.join(format!("{}-consumer.pem", g.consumer));
+        let ca = pki.join("ca.pem");
+        let key_arg = format!("{key_field}={key}");
+        let fields = g.fields.join(",");
+        let out = run_ok(&[
+            "query",
+            "--broker",
+            broker_url.as_str(),
+            "--ca",
+            ca.to_str().unwrap(),
+            "--cert",
+            cert.to_str().unwrap(),
+            g.resource.as_str(),
+            "--key",
+            key_arg.as_str(),
+            "--fields",
+            fields.as_str(),
+            "--purpose",
+            g.purposes[0].as_str(),
+        ]);
+        let answer: Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(
+            answer["records"].as_array().map(Vec::len),
+            Some(1),
+            "{} querying {}: {out}",
+            g.consumer,
+            g.resource
+        );
+        assert!(
+            answer["grant_id"]
+                .as_str()
+                .is_some_and(|id| id.starts_with("P-")),
+            "{} querying {} was not answered under a policy-file grant: {out}",
+            g.consumer,
+            g.resource
+        );
+    }
+
+    // `systemctl reload huitong-broker`: the unit's ExecReload, run with the broker's pid as
+    // $MAINPID, makes it reread the policy file and it goes on serving.
+    let broker_cfg = d.broker.as_ref().unwrap();
+    let reload = d.unit_running(broker_cfg).all("ExecReload");
+    assert_eq!(
+        reload.len(),
+        1,
+        "the broker's unit should have one ExecReload"
+    );
+    let (w, p) = running.iter().find(|(w, _)| w.role == "broker").unwrap();
+    let pid = pid_running_with(&broker_toml);
+    let argv = exec_argv(&reload[0].replace("$MAINPID", &pid.to_string()));
+    let status = Command::new(&argv[0]).args(&argv[1..]).status().unwrap();
+    assert!(status.success(), "ExecReload {argv:?} failed");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !p.stderr().contains("policy file reloaded") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the broker did not reload its policy file on {argv:?}:\n{}",
+            p.stderr()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    probe(w, p);
+
+    // SIGTERM, as systemd and the kubelet send it, ends each one cleanly.
+    for (w, p) in running.into_iter().rev() {
+        let status = p.terminate();
+        assert!(
+            status.success(),
+            "{} exited {status:?} on SIGTERM",
+            w.origin()
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The deployment files, read
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Debug)]
+struct Deploy {
+    /// `<workspace>/deploy`.
+    root: PathBuf,
+    broker: Option<Config>,
+    adapters: Vec<Config>,
+    workloads: Vec<Workload>,
+    services: Vec<Service>,
+    policies: Vec<Policy>,
+    units: Vec<Unit>,
+    /// Every Kubernetes document, by file.
+    docs: Vec<(String, Value)>,
+}
+
+impl Deploy {
+    fn load() -> Deploy {
+        let root = workspace_root().join("deploy");
+        let mut broker = None;
+        let mut adapters = Vec::new();
+        for path in files_in(&root.join("examples"), "toml") {
+            let cfg = Config::read(&path);
+            match cfg.kind {
+                Kind::Broker => {
+                    // policy.toml has neither `dept` nor `[broker]`; it is no server config.
+                    if cfg.sections.iter().any(|s| s.name == "broker") {
+                        assert!(broker.is_none(), "two broker configs in deploy/examples");
+                        broker = Some(cfg);
+                    }
+                }
+                Kind::Adapter => adapters.push(cfg),
+            }
+        }
+        let mut docs = Vec::new();
+        for path in files_in(&root.join("kubernetes"), "yaml") {
+            let name = path.file_name().unwrap().to_str().unwrap().to_owned();
+            for doc in yaml_documents(&read(&path)) {
+                docs.push((name.clone(), doc));
+            }
+        }
+        let mut workloads = Vec::new();
+        let mut services = Vec::new();
+        let mut policies = Vec::new();
+        for (file, doc) in &docs {
+            match str_at(doc, "kind") {
+                "StatefulSet" | "Deployment" => workloads.push(Workload::read(file, doc)),
+                "Service" => services.push(Service::read(doc)),
+                "NetworkPolicy" => policies.push(Policy::read(doc)),
+                _ => {}
+            }
+        }
+        let units = files_in(&root.join("systemd"), "service")
+            .iter()
+            .map(|p| Unit::read(p))
+            .collect();
+        Deploy {
+            root,
+            broker,
+            adapters,
+            workloads,
+            services,
+            policies,
+            units,
+            docs,
+        }
+    }
+
+    fn configs(&self) -> impl Iterator<Item = &Config> {
+        self.broker.iter().chain(&self.adapters)
+    }
+
+    /// The one workload whose container runs `huitong <role> --config <cfg's installed path>`.
+    fn workload_running(&self, cfg: &Config) -> &Workload {
+        let want = cfg.installed_path();
+        let found: Vec<&Workload> = self
+            .workloads
+            .iter()
+            .filter(|w| w.config.as_deref() == Some(want.as_str()))
+            .collect();
+        assert_eq!(
+            found.len(),
+            1,
+            "expected one Kubernetes workload running --config {want}, found {}",
+            found.len()
+        );
+        assert_eq!(found[0].role, cfg.kind.role(), "{}", found[0].origin());
+        found[0]
+    }
+
+    /// The systemd unit whose ExecStart runs `cfg` (the adapter template with %i = its dept).
+    fn unit_running(&self, cfg: &Config) -> &Unit {
+        let want = cfg.installed_path();
+        self.units
+            .iter()
+            .find(|u| {
+                u.all("ExecStart").iter().any(|l| {
+                    let argv = exec_argv(&l.replace("%i", &cfg.dept_or_empty()));
+                    argv.get(1).map(String::as_str) == Some(cfg.kind.role())
+                        && flag(&argv, "--config") == Some(want.as_str())
+                })
+            })
+            .unwrap_or_else(|| panic!("no systemd unit runs --config {want}"))
+    }
+
+    fn services_selecting(&self, w: &Workload) -> Vec<&Service> {
+        self.services
+            .iter()
+            .filter(|s| !s.selector.is_empty() && selects(&s.selector, &w.pod_labels))
+            .collect()
+    }
+
+    /// The deploy/ files a documented `kubectl create configmap|secret` command in `w`'s
+    /// manifest puts under `src`'s key.
+    fn created_from(&self, w: &Workload, src: &Source) -> Vec<String> {
+        let (kind, name, key) = match src {
+            Source::ConfigMap { name, key } => ("configmap", name, key),
+            Source::Secret { name, key } => ("secret", name, key),
+        };
+        let text = read(&self.root.join("kubernetes").join(&w.file));
+        created_objects(&text)
+            .remove(&(kind.to_owned(), name.clone()))
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|(k, _)| k == key)
+            .map(|(_, path)| path)
+            .collect()
+    }
+
+    /// Secret name → keys, from secrets.example.yaml.
+    fn example_secrets(&self) -> BTreeMap<String, BTreeSet<String>> {
+        self.docs
+            .iter()
+            .filter(|(f, d)| f == "secrets.example.yaml" && str_at(d, "kind") == "Secret")
+            .map(|(_, d)| {
+                let keys = ["data", "stringData"]
+                    .iter()
+                    .filter_map(|k| d.get(*k).and_then(Value::as_object))
+                    .flat_map(|m| m.keys().cloned())
+                    .collect();
+                (str_at(d, "metadata.name").to_owned(), keys)
+            })
+            .collect()
+    }
+
+    fn grants(&self) -> Vec<Grant> {
+        let policy = self.broker.as_ref().unwrap().get("broker", "policy");
+        let path = self
+            .root
+            .join("examples")
+            .join(policy.strip_prefix("/etc/huitong/").unwrap());
+        Config::read(&path)
+            .sections
+            .iter()
+            .filter(|s| s.name == "grants")
+            .map(|s| Grant {
+                consumer: s.string("consumer"),
+                resource: s.string("resource"),
+                fields: s.list("fields"),
+                purposes: s.list("purposes"),
+            })
+            .collect()
+    }
+}
+
+#[derive(Debug)]
+struct Grant {
+    consumer: String,
+    resource: String,
+    fields: Vec<String>,
+    purposes: Vec<String>,
+}
+
+// --- the TOML configs ---------------------------------------------------------------------
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Broker,
+    Adapter,
+}
+
+impl Kind {
+    fn role(self) -> &'static str {
+        match self {
+            Kind::Broker => "broker",
+            Kind::Adapter => "adapter",
+        }
+    }
+}
+
+/// A config file as `(table, key = raw value)` lines: enough for the keys these tests need.
+/// Each `[table]` or `[[table]]` header starts a new section, so arrays of tables stay apart.
+#[derive(Debug)]
+struct Config {
+    path: PathBuf,
+    kind: Kind,
+    sections: Vec<Section>,
+}
+
+#[derive(Debug)]
+struct Section {
+    name: String,
+    entries: Vec<(String, String)>,
+}
+
+impl Section {
+    fn raw(&self, key: &str) -> Option<&str> {
+        self.entries
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn string(&self, key: &str) -> String {
+        let raw = self
+            .raw(key)
+            .unwrap_or_else(|| panic!("[{}] has no {key}", self.name));
+        toml_string(raw)
+    }
+
+    fn list(&self, key: &str) -> Vec<String> {
+        let raw = self.raw(key).unwrap_or("[]");
+        let inner = raw
+            .trim()
+            .strip_prefix('[')
+            .and_then(|r| r.strip_suffix(']'))
+            .unwrap_or_else(|| panic!("{key} = {raw} is not a one-line list"));
+        inner
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(toml_string)
+            .collect()
+    }
+}
+
+impl Config {
+    fn read(path: &Path) -> Config {
+        let mut sections = vec![Section {
+            name: String::new(),
+            entries: Vec::new(),
+        }];
+        for line in read(path).lines() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            if let Some(h) = line.strip_prefix('[') {
+                let name = h.trim_start_matches('[').trim_end_matches(']').trim();
+                sections.push(Section {
+                    name: name.to_owned(),
+                    entries: Vec::new(),
+                });
+            } else if let Some((k, v)) = line.split_once('=') {
+                sections
+                    .last_mut()
+                    .unwrap()
+                    .entries
+                    .push((k.trim().to_owned(), strip_toml_comment(v.trim())));
+            }
+        }
+        let kind = if sections[0].raw("dept").is_some() {
+            Kind::Adapter
+        } else {
+            Kind::Broker
+        };
+        Config {
+            path: path.to_owned(),
+            kind,
+            sections,
+        }
+    }
+
+    fn name(&self) -> String {
+        self.path.file_name().unwrap().to_str().unwrap().to_owned()
+    }
+
+    /// Where the config is installed: the examples are laid out as /etc/huitong.
+    fn installed_path(&self) -> String {
+        format!("/etc/huitong/{}", self.name())
+    }
+
+    fn section(&self, name: &str) -> &Section {
+        self.sections
+            .iter()
+            .find(|s| s.name == name)
+            .unwrap_or_else(|| panic!("{}: no [{name}]", self.name()))
+    }
+
+    fn get(&self, section: &str, key: &str) -> String {
+        self.section(section).string(key)
+    }
+
+    /// The server's own table: `[broker]` for the broker, the top level for an adapter.
+    fn server(&self) -> &Section {
+        match self.kind {
+            Kind::Broker => self.section("broker"),
+            Kind::Adapter => self.section(""),
+        }
+    }
+
+    fn dept(&self) -> String {
+        self.get("", "dept")
+    }
+
+    fn dept_or_empty(&self) -> String {
+        self.section("")
+            .raw("dept")
+            .map(toml_string)
+            .unwrap_or_default()
+    }
+
+    fn listen_port(&self) -> u16 {
+        host_port(&self.server().string("listen")).1
+    }
+
+    fn metrics_port(&self) -> Option<u16> {
+        self.server()
+            .raw("metrics_listen")
+            .map(|m| host_port(&toml_string(m)).1)
+    }
+
+    fn data_dir(&self) -> Option<String> {
+        (self.kind == Kind::Broker).then(|| self.resolve(&self.get("broker", "data_dir")))
+    }
+
+    /// A path as the server resolves it: relative to the config file's directory.
+    fn resolve(&self, p: &str) -> String {
+        if p.starts_with('/') {
+            p.to_owned()
+        } else {
+            format!("/etc/huitong/{p}")
+        }
+    }
+
+    /// Every file the server reads besides the config: certificates, policy, data files.
+    fn referenced_files(&self) -> Vec<String> {
+        let mut out: Vec<String> = ["ca", "cert", "key", "crl"]
+            .iter()
+            .filter_map(|k| self.section("tls").raw(k))
+            .map(|v| self.resolve(&toml_string(v)))
+            .collect();
+        for s in &self.sections {
+            match s.name.as_str() {
+                "broker" => out.extend(s.raw("policy").map(|p| self.resolve(&toml_string(p)))),
+                "resources.source" => out.push(self.resolve(&s.string("path"))),
+                _ => {}
+            }
+        }
+        out
+    }
+
+    fn endpoint_of(&self, dept: &str) -> Option<String> {
+        self.sections
+            .iter()
+            .filter(|s| s.name == "adapters")
+            .find(|s| s.string("dept") == dept)
+            .map(|s| s.string("endpoint"))
+    }
+
+    /// A resource's first key field and its data file, in deploy/examples.
+    fn resource_key_and_data(&self, resource: &str) -> (String, PathBuf) {
+        let name = resource.split_once('/').unwrap().1;
+        let mut current = None;
+        for s in &self.sections {
+            match s.name.as_str() {
+                "resources" => current = (s.string("name") == name).then(|| s.list("key_fields")),
+                "resources.source" => {
+                    if let Some(keys) = &current {
+                        let path = self.path.parent().unwrap().join(s.string("path"));
+                        return (keys[0].clone(), path);
+                    }
+                }
+                _ => {}
+            }
+        }
+        panic!("{}: no resource {name} with a source", self.name())
+    }
+}
+
+fn strip_toml_comment(v: &str) -> String {
+    let mut quoted = false;
+    for (i, ch) in v.char_indices() {
+        match ch {
+            '"' => quoted = !quoted,
+            '#' if !quoted => return v[..i].trim().to_owned(),
+            _ => {}
+        }
+    }
+    v.to_owned()
+}
+
+/// A basic TOML string's contents (the configs use no escapes but `\\` and `\"`).
+fn toml_string(raw: &str) -> String {
+    let raw = raw.trim();
+    let inner = raw
+        .strip_prefix('"')
+        .and_then(|r| r.strip_suffix('"'))
+        .unwrap_or_else(|| panic!("{raw} is not a string"));
+    inner.replace("\\\"", "\"").replace("\\\\", "\\")
+}
+
+/// `key = "value"` on one line, or None.
+fn toml_value(line: &str, key: &str) -> Option<String> {
+    let (k, v) = line.split_once('=')?;
+    (k.trim() == key).then(|| toml_string(&strip_toml_comment(v.trim())))
+}
+
+// --- Kubernetes ---------------------------------------------------------------------------
+
+#[derive(Debug)]
+struct Workload {
+    file: String,
+    kind: String,
+    name: String,
+    replicas: String,
+    /// `broker` or `adapter`: the huitong subcommand its container runs.
+    role: String,
+    /// The container's `--config`.
+    config: Option<String>,
+    image: String,
+    pod_labels: Map<String, Value>,
+    annotations: Map<String, Value>,
+    pod_security: Value,
+    grace_seconds: Option<String>,
+    containers: Vec<Container>,
+    /// Pod volumes by name.
+    volumes: Map<String, Value>,
+    /// volumeClaimTemplates' names (StatefulSet).
+    claims: Vec<String>,
+}
+
+#[derive(Debug)]
+struct Container {
+    command: Vec<String>,
+    /// containerPort by port name (or by number, for unnamed ports).
+    ports: BTreeMap<String, u16>,
+    /// (`readinessProbe` …, exec command) for each exec probe.
+    probes: Vec<(String, Vec<String>)>,
+    mounts: Vec<Mount>,
+    security: Value,
+}
+
+#[derive(Debug)]
+struct Mount {
+    volume: String,
+    path: String,
+    read_only: bool,
+}
+
+/// Where a mounted file comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Source {
+    ConfigMap { name: String, key: String },
+    Secret { name: String, key: String },
+}
+
+impl Container {
+    fn read(c: &Value) -> Container {
+        let command = strings(c.get("command"));
+        let mut ports = BTreeMap::new();
+        for p in list(c.get("ports")) {
+            let n: u16 = str_at(p, "containerPort").parse().unwrap();
+            let name = p
+                .get("name")
+                .and_then(Value::as_str)
+                .map_or_else(|| n.to_string(), str::to_owned);
+            ports.insert(name, n);
+        }
+        let mut probes = Vec::new();
+        for kind in ["startupProbe", "readinessProbe", "livenessProbe"] {
+            if let Some(p) = c.get(kind) {
+                let cmd = strings(at(p, "exec.command"));
+                assert!(!cmd.is_empty(), "{kind} is not an exec probe");
+                probes.push((kind.to_owned(), cmd));
+            }
+        }
+        let mounts = list(c.get("volumeMounts"))
+            .iter()
+            .map(|m| Mount {
+                volume: str_at(m, "name").to_owned(),
+                path: str_at(m, "mountPath").trim_end_matches('/').to_owned(),
+                read_only: m.get("readOnly") == Some(&s("true")),
+            })
+            .collect();
+        Container {
+            command,
+            ports,
+            probes,
+            mounts,
+            security: c.get("securityContext").cloned().unwrap_or_default(),
+        }
+    }
+
+    /// The container's command and each probe's, to check against `--help`.
+    fn invocations(&self) -> Vec<(String, Vec<String>)> {
+        let mut out = vec![("command".to_owned(), self.command.clone())];
+        out.extend(self.probes.iter().cloned());
+        out
+    }
+}
+
+impl Workload {
+    fn read(file: &str, doc: &Value) -> Workload {
+        let spec = &doc["spec"];
+        let pod = &spec["template"]["spec"];
+        let containers: Vec<Container> = list(pod.get("containers"))
+            .iter()
+            .map(Container::read)
+            .collect();
+        assert_eq!(
+            containers.len(),
+            1,
+            "{file}: expected one container per pod"
+        );
+        let command = &containers[0].command;
+        let role = command.get(1).cloned().unwrap_or_default();
+        let config = flag(command, "--config").map(str::to_owned);
+        let volumes = list(pod.get("volumes"))
+            .iter()
+            .map(|v| (str_at(v, "name").to_owned(), v.clone()))
+            .collect();
+        let claims = list(spec.get("volumeClaimTemplates"))
+            .iter()
+            .map(|c| str_at(c, "metadata.name").to_owned())
+            .collect();
+        Workload {
+            file: file.to_owned(),
+            kind: str_at(doc, "kind").to_owned(),
+            name: str_at(doc, "metadata.name").to_owned(),
+            replicas: str_at(doc, "spec.replicas").to_owned(),
+            role,
+            config,
+            image: list(pod.get("containers"))
+                .first()
+                .map(|c| str_at(c, "image").to_owned())
+                .unwrap_or_default(),
+            pod_labels: object(at(spec, "template.metadata.labels")),
+            annotations: object(at(spec, "template.metadata.annotations")),
+            pod_security: pod.get("securityContext").cloned().unwrap_or_default(),
+            grace_seconds: pod
+                .get("terminationGracePeriodSeconds")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+            containers,
+            volumes,
+            claims,
+        }
+    }
+
+    fn origin(&self) -> String {
+        format!("{} {}/{}", self.file, self.kind, self.name)
+    }
+
+    /// Every file path inside `c` that a projected volume (or a ConfigMap or Secret volume
+    /// with `items`) puts there, and where it comes from.
+    fn projected_files(&self, c: &Container) -> BTreeMap<String, Source> {
+        let mut out = BTreeMap::new();
+        for m in &c.mounts {
+            let Some(v) = self.volumes.get(&m.volume) else {
+                // A StatefulSet's claim: a writable volume, no files of ours.
+                assert!(
+                    self.claims.contains(&m.volume),
+                    "{}: mount of unknown volume {}",
+                    self.origin(),
+                    m.volume
+                );
+                continue;
+            };
+            let sources: Vec<Value> = if let Some(p) = v.get("projected") {
+                list(p.get("sources")).to_vec()
+            } else {
+                let mut one = Map::new();
+                for k in ["configMap", "secret"] {
+                    if let Some(x) = v.get(k) {
+                        one.insert(k.to_owned(), x.clone());
+                    }
+                }
+                vec![Value::Object(one)]
+            };
+            for src in &sources {
+                for (k, kind) in [("configMap", "configmap"), ("secret", "secret")] {
+                    let Some(x) = src.get(k) else { continue };
+                    // Secret volumes name theirs `secretName`, projections `name`.
+                    let name = x
+                        .get("name")
+                        .or_else(|| x.get("secretName"))
+                        .and_then(Value::as_str)
+                        .unwrap()
+                        .to_owned();
+                    let items = list(x.get("items"));
+                    assert!(
+                        !items.is_empty(),
+                        "{}: {kind} {name} is mounted without `items`; list them so that the paths are visible",
+                        self.origin()
+                    );
+                    for item in items {
+                        let key = str_at(item, "key").to_owned();
+                        let path = format!("{}/{}", m.path, str_at(item, "path"));
+                        let source = if kind == "secret" {
+                            Source::Secret {
+                                name: name.clone(),
+                                key,
+                            }
+                        } else {
+                            Source::ConfigMap {
+                                name: name.clone(),
+                                key,
+                            }
+                        };
+                        out.insert(path, source);
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+#[derive(Debug)]
+struct Service {
+    name: String,
+    namespace: String,
+    selector: Map<String, Value>,
+    ports: Vec<ServicePort>,
+}
+
+#[derive(Debug)]
+struct ServicePort {
+    port: u16,
+    /// A number or a container port's name.
+    target: String,
+}
+
+impl Service {
+    fn read(doc: &Value) -> Service {
+        Service {
+            name: str_at(doc, "metadata.name").to_owned(),
+            namespace: str_at(doc, "metadata.namespace").to_owned(),
+            selector: object(at(doc, "spec.selector")),
+            ports: list(at(doc, "spec.ports"))
+                .iter()
+                .map(|p| {
+                    let port = str_at(p, "port").to_owned();
+                    ServicePort {
+                        port: port.parse().unwrap(),
+                        target: p
+                            .get("targetPort")
+                            .and_then(Value::as_str)
+                            .map_or(port, str::to_owned),
+                    }
+                })
+                .collect(),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Policy {
+    name: String,
+    selector: Map<String, Value>,
+    types: Vec<String>,
+    rules: Vec<Rule>,
+}
+
+#[derive(Debug)]
+struct Rule {
+    ingress: bool,
+    /// `from` or `to`; empty means any peer.
+    peers: Vec<Peer>,
+    ports: BTreeSet<u16>,
+}
+
+#[derive(Debug)]
+struct Peer {
+    pods: Option<Map<String, Value>>,
+    namespaces: Option<Map<String, Value>>,
+}
+
+impl Policy {
+    fn read(doc: &Value) -> Policy {
+        let spec = &doc["spec"];
+        let mut rules = Vec::new();
+        for (key, peers_key, ingress) in [("ingress", "from", true), ("egress", "to", false)] {
+            for r in list(spec.get(key)) {
+                let peers = list(r.get(peers_key))
+                    .iter()
+                    .map(|p| {
+                        assert!(
+                            p.get("ipBlock").is_none(),
+                            "ipBlock peers are not read here"
+                        );
+                        Peer {
+                            pods: p.get("podSelector").map(|s| object(s.get("matchLabels"))),
+                            namespaces: p
+                                .get("namespaceSelector")
+                                .map(|s| object(s.get("matchLabels"))),
+                        }
+                    })
+                    .collect();
+                let ports = list(r.get("ports"))
+                    .iter()
+                    .map(|p| str_at(p, "port").parse().unwrap())
+                    .collect();
+                rules.push(Rule {
+                    ingress,
+                    peers,
+                    ports,
+                });
+            }
+        }
+        Policy {
+            name: str_at(doc, "metadata.name").to_owned(),
+            selector: object(at(spec, "podSelector.matchLabels")),
+            types: strings(spec.get("policyTypes")),
+            rules,
+        }
+    }
+}
+
+/// Whether a label selector (`matchLabels`) selects pods with `labels`; empty selects all.
+fn selects(selector: &Map<String, Value>, labels: &Map<String, Value>) -> bool {
+    selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+}
+
+/// `kubectl create configmap|secret generic NAME --from-file=[KEY=]PATH …` commands in a file's
+/// comments: (kind, name) → (key, path) for each file; the key defaults to the file's name.
+fn created_objects(text: &str) -> BTreeMap<(String, String), Vec<(String, String)>> {
+    let mut out: BTreeMap<(String, String), Vec<(String, String)>> = BTreeMap::new();
+    for argv in commented_commands(text) {
+        let Some(i) = argv.iter().position(|a| a == "create") else {
+            continue;
+        };
+        if argv.first().map(String::as_str) != Some("kubectl") {
+            continue;
+        }
+        let rest: Vec<&str> = argv[i + 1..]
+            .iter()
+            .map(String::as_str)
+            .filter(|a| *a != "generic")
+            .collect();
+        let (Some(kind), Some(name)) = (rest.first(), rest.get(1)) else {
+            continue;
+        };
+        let files = rest
+            .iter()
+            .filter_map(|a| a.strip_prefix("--from-file="))
+            .map(|f| match f.split_once('=') {
+                Some((key, path)) => (key.to_owned(), path.to_owned()),
+                None => (file_name(f).to_owned(), f.to_owned()),
+            });
+        out.entry(((*kind).to_owned(), (*name).to_owned()))
+            .or_default()
+            .extend(files);
+    }
+    out
+}
+
+// --- systemd ------------------------------------------------------------------------------
+
+#[derive(Debug)]
+struct Unit {
+    name: String,
+    /// (key, value) in file order, continuation lines joined.
+    entries: Vec<(String, String)>,
+}
+
+impl Unit {
+    fn read(path: &Path) -> Unit {
+        let mut entries = Vec::new();
+        let mut pending = String::new();
+        for line in read(path).lines() {
+            let t = line.trim();
+            if pending.is_empty() && (t.is_empty() || t.starts_with('#') || t.starts_with(';')) {
+                continue;
+            }
+            if let Some(cont) = t.strip_suffix('\\') {
+                pending.push_str(cont);
+                pending.push(' ');
+                continue;
+            }
+            pending.push_str(t);
+            if let Some((k, v)) = pending.split_once('=') {
+                entries.push((k.trim().to_owned(), v.trim().to_owned()));
+            }
+            pending.clear();
+        }
+        Unit {
+            name: path.file_name().unwrap().to_str().unwrap().to_owned(),
+            entries,
+        }
+    }
+
+    fn all(&self, key: &str) -> Vec<&str> {
+        self.entries
+            .iter()
+            .filter(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+
+    /// A space-separated path list, every occurrence of `key` together.
+    fn paths(&self, key: &str) -> Vec<String> {
+        self.all(key)
+            .iter()
+            .flat_map(|v| v.split_whitespace())
+            // `-` makes a missing path non-fatal, `+` ignores the root directory; neither
+            // changes the path.
+            .map(|p| {
+                p.trim_start_matches(['-', '+'])
+                    .trim_end_matches('/')
+                    .to_owned()
+            })
+            .collect()
+    }
+}
+
+/// An Exec line's argv, without systemd's prefixes (`-`, `@`, `+`, `!`, `:`).
+fn exec_argv(line: &str) -> Vec<String> {
+    let line = line.trim_start_matches(['-', '@', '+', '!', ':']);
+    shell_words(line)
+}
+
+// --- documented commands ------------------------------------------------------------------
+
+/// Commands that start a line in the deployment files' comments, or in README code blocks:
+/// `huitong …` and `kubectl …`, continuation lines joined. (origin, argv).
+fn documented_commands() -> Vec<(String, Vec<String>)> {
+    let root = workspace_root().join("deploy");
+    let mut out = Vec::new();
+    let mut files = Vec::new();
+    for dir in ["examples", "kubernetes", "systemd"] {
+        for ext in ["toml", "yaml", "service"] {
+            files.extend(files_in(&root.join(dir), ext));
+        }
+    }
+    files.push(root.join("Dockerfile"));
+    for f in &files {
+        let origin = f.strip_prefix(&root).unwrap().display().to_string();
+        for argv in commented_commands(&read(f)) {
+            out.push((origin.clone(), argv));
+        }
+    }
+    // The README: lines in fenced code blocks.
+    let readme = read(&root.join("README.md"));
+    let mut in_code = false;
+    let mut code = String::new();
+    for line in readme.lines() {
+        if line.trim_start().starts_with("```") {
+            in_code = !in_code;
+            continue;
+        }
+        if in_code {
+            code.push_str("# ");
+            code.push_str(line);
+            code.push('\n');
+        }
+    }
+    for argv in commented_commands(&code) {
+        out.push(("README.md".to_owned(), argv));
+    }
+    out
+}
+
+/// Comment lines (`# …`) that begin with `huitong ` or `kubectl `, continuations joined,
+/// pipelines cut at the first `|`, `&&` or `;`.
+fn commented_commands(text: &str) -> Vec<Vec<String>> {
+    let mut out = Vec::new();
+    let mut pending: Option<String> = None;
+    for line in text.lines() {
+        let Some(c) = line.trim_start().strip_prefix('#') else {
+            pending = None;
+            continue;
+        };
+        let c = c.trim().trim_start_matches("$ ");
+        let start = pending.is_some() || c.starts_with("huitong ") || c.starts_with("kubectl ");
+        if !start {
+            continue;
+        }
+        let mut cmd = pending.take().unwrap_or_default();
+        match c.strip_suffix('\\') {
+            Some(part) => {
+                cmd.push_str(part);
+                cmd.push(' ');
+                pending = Some(cmd);
+            }
+            None => {
+                cmd.push_str(c);
+                let words = shell_words(&cmd);
+                let end = words
+                    .iter()
+                    .position(|w| ["|", "&&", ";"].contains(&w.as_str()))
+                    .unwrap_or(words.len());
+                out.push(words[..end].to_vec());
+            }
+        }
+    }
+    out
+}
+
+/// (dept, role) → `--host`s of each `huitong pki issue` in secrets.example.yaml.
+fn documented_certificates() -> BTreeMap<(String, String), Vec<String>> {
+    let mut out = BTreeMap::new();
+    for (origin, argv) in documented_commands() {
+        if origin.ends_with("secrets.example.yaml")
+            && argv.get(1..3) == Some(&["pki".into(), "issue".into()])
+        {
+            let dept = flag(&argv, "--dept").unwrap().to_owned();
+            let role = flag(&argv, "--role").unwrap().to_owned();
+            let hosts = argv
+                .windows(2)
+                .filter(|w| w[0] == "--host")
+                .map(|w| w[1].clone())
+                .collect();
+            out.insert((dept, role), hosts);
+        }
+    }
+    out
+}
+
+// --- the CLI, from --help ------------------------------------------------------------------
+
+/// The subcommands and flags `huitong` accepts, read from its `--help` on first use.
+#[derive(Debug, Default)]
+struct Cli {
+    helps: BTreeMap<Vec<String>, Help>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Help {
+    commands: BTreeSet<String>,
+    flags: BTreeSet<String>,
+    /// Flags the usage line lists outside brackets.
+    required: Vec<String>,
+}
+
+impl Cli {
+    fn help(&mut self, path: &[String]) -> Help {
+        self.helps
+            .entry(path.to_vec())
+            .or_insert_with(|| {
+                let out = Command::new(huitong_bin())
+                    .args(path)
+                    .arg("--help")
+                    .output()
+                    .unwrap();
+                assert!(out.status.success(), "huitong {path:?} --help failed");
+                parse_help(&String::from_utf8_lossy(&out.stdout))
+            })
+            .clone()
+    }
+
+    /// Checks `args` (after `huitong`): subcommands exist, flags are known; with
+    /// `complete`, the flags the usage line requires are all given.
+    fn check(&mut self, args: &[String], complete: bool, origin: &str, problems: &mut Vec<String>) {
+        let mut path: Vec<String> = Vec::new();
+        let mut rest = args;
+        let mut help = self.help(&path);
+        while !help.commands.is_empty() {
+            let Some(sub) = rest.first() else {
+                problems.push(format!(
+                    "{origin}: `huitong {}` lacks a subcommand",
+                    path.join(" ")
+                ));
+                return;
+            };
+            if !help.commands.contains(sub) {
+                problems.push(format!(
+                    "{origin}: `huitong {}` has no subcommand {sub:?} (it has {:?}); if this \
+                     comment line is prose, reword it so that it does not start with `huitong`",
+                    path.join(" "),
+                    help.commands
+                ));
+                return;
+            }
+            path.push(sub.clone());
+            rest = &rest[1..];
+            help = self.help(&path);
+        }
+        for a in rest.iter().filter(|a| a.starts_with('-') && a.len() > 1) {
+            let name = a.split_once('=').map_or(a.as_str(), |(n, _)| n);
+            if !help.flags.contains(name) {
+                problems.push(format!(
+                    "{origin}: `huitong {}` has no flag {name} (it has {:?})",
+                    path.join(" "),
+                    help.flags
+                ));
+            }
+        }
+        if complete {
+            for r in &help.required {
+                if !rest
+                    .iter()
+                    .any(|a| a == r || a.starts_with(&format!("{r}=")))
+                {
+                    problems.push(format!("{origin}: `huitong {}` needs {r}", path.join(" ")));
+                }
+            }
+        }
+    }
+}
+
+fn parse_help(text: &str) -> Help {
+    let mut help = Help::default();
+    let mut section = "";
+    for line in text.lines() {
+        if let Some(usage) = line.strip_prefix("Usage: ") {
+            let mut depth = 0i32;
+            for w in usage.split_whitespace() {
+                if depth == 0 && w.starts_with("--") {
+                    help.required.push(w.to_owned());
+                }
+                depth += w.matches(['[', '(']).count() as i32;
+                depth -= w.matches([']', ')']).count() as i32;
+            }
+            continue;
+        }
+        if !line.starts_with(' ') {
+            section = line.trim_end_matches(':');
+            continue;
+        }
+        let t = line.trim();
+        match section {
+            "Commands" => {
+                if let Some(name) = t.split_whitespace().next()
+                    && name != "help"
+                {
+                    help.commands.insert(name.to_owned());
+                }
+            }
+            "Options" => {
+                for w in t.split_whitespace() {
+                    let w = w.trim_end_matches(',');
+                    if !w.starts_with('-') {
+                        break;
+                    }
+                    help.flags.insert(w.to_owned());
+                }
+            }
+            _ => {}
+        }
+    }
+    help
+}
+
+fn is_huitong(arg0: &str) -> bool {
+    Path::new(arg0).file_name().and_then(|n| n.to_str()) == Some("huitong")
+}
+
+/// The value after `name` in an argv (`--name value` or `--name=value`).
+fn flag<'a>(argv: &'a [String], name: &str) -> Option<&'a str> {
+    argv.iter().enumerate().find_map(|(i, a)| {
+        if a == name {
+            argv.get(i + 1).map(String::as_str)
+        } else {
+            a.strip_prefix(name).and_then(|r| r.strip_prefix('='))
+        }
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// A YAML subset: what the manifests here use
+// ---------------------------------------------------------------------------------------------
+
+/// Parses `---`-separated documents into JSON values. Scalars stay strings (`7400` is "7400").
+/// Handles block mappings and sequences (also `- key: value` items), one-line flow lists and
+/// `{}`, quoted scalars, `|` block scalars and comments; anything else fails loudly.
+fn yaml_documents(text: &str) -> Vec<Value> {
+    let mut docs = Vec::new();
+    let mut lines: Vec<YamlLine> = Vec::new();
+    let raw: Vec<&str> = text.lines().collect();
+    let mut i = 0;
+    while i < raw.len() {
+        let line = raw[i];
+        let no = i + 1;
+        i += 1;
+        if line.trim_end() == "---" {
+            docs.push(std::mem::take(&mut lines));
+            continue;
+        }
+        let t = line.trim();
+        if t.is_empty() || t.starts_with('#') {
+            continue;
+        }
+        let indent = line.len() - line.trim_start().len();
+        let text = strip_yaml_comment(t);
+        let mut block = None;
+        if text.ends_with(" |") || text.ends_with(" |-") || text == "- |" {
+            // A literal block: every following line indented deeper (or blank), dedented.
+            let mut body: Vec<&str> = Vec::new();
+            while i < raw.len()
+                && (raw[i].trim().is_empty() || raw[i].len() - raw[i].trim_start().len() > indent)
+            {
+                body.push(raw[i]);
+                i += 1;
+            }
+            let cut = body
+                .iter()
+                .filter(|l| !l.trim().is_empty())
+                .map(|l| l.len() - l.trim_start().len())
+                .min()
+                .unwrap_or(0);
+            let mut s: String = body
+                .iter()
+                .map(|l| format!("{}\n", l.get(cut..).unwrap_or("")))
+                .collect();
+            if text.ends_with('-') {
+                s = s.trim_end_matches('\n').to_owned();
+            }
+            block = Some(s);
+        }
+        lines.push(YamlLine {
+            indent,
+            text,
+            block,
+            no,
+        });
+    }
+    docs.push(lines);
+    docs.into_iter()
+        .filter(|d| !d.is_empty())
+        .map(|d| {
+            let mut p = YamlParser { lines: d, i: 0 };
+            let v = p.node();
+            assert!(
+                p.i == p.lines.len(),
+                "YAML line {}: unexpected indentation",
+                p.lines[p.i].no
+            );
+            v
+        })
+        .collect()
+}
+
+#[derive(Debug, Clone)]
+struct YamlLine {
+    indent: usize,
+    text: String,
+    block: Option<String>,
+    /// 1-based line number, for errors.
+    no: usize,
+}
+
+#[derive(Debug)]
+struct YamlParser {
+    lines: Vec<YamlLine>,
+    i: usize,
+}
+
+impl YamlParser {
+    fn node(&mut self) -> Value {
+        let l = &self.lines[self.i];
+        let indent = l.indent;
+        if is_item(&l.text) {
+            self.sequence(indent)
+        } else {
+            self.mapping(indent)
+        }
+    }
+
+    /// The value of a key or item with nothing after it: a nested block, or null.
+    fn nested(&mut self, indent: usize) -> Value {
+        match self.lines.get(self.i) {
+            Some(n) if n.indent > indent || (n.indent == indent && is_item(&n.text)) => self.node(),
+            _ => Value::Null,
+        }
+    }
+
+    fn mapping(&mut self, indent: usize) -> Value {
+        let mut map = Map::new();
+        while let Some(l) = self.lines.get(self.i).cloned() {
+            if l.indent != indent || is_item(&l.text) {
+                break;
+            }
+            self.i += 1;
+            let (key, rest) = split_key(&l.text)
+                .unwrap_or_else(|| panic!("YAML line {}: expected `key: value`", l.no));
+            let value = match (&l.block, rest.is_empty()) {
+                (Some(b), _) => Value::String(b.clone()),
+                (None, true) => self.nested(indent),
+                (None, false) => yaml_scalar(rest, l.no),
+            };
+            assert!(
+                map.insert(key.to_owned(), value).is_none(),
+                "YAML line {}: {key} twice",
+                l.no
+            );
+        }
+        Value::Object(map)
+    }
+
+    fn sequence(&mut self, indent: usize) -> Value {
+        let mut items = Vec::new();
+        while let Some(l) = self.lines.get(self.i).cloned() {
+            if l.indent != indent || !is_item(&l.text) {
+                break;
+            }
+            let rest = l.text[1..].trim_start();
+            if rest.is_empty() {
+                self.i += 1;
+                items.push(self.nested(indent));
+            } else if split_key(rest).is_some() {
+                // `- key: value` starts a mapping whose keys line up with `key`.
+                let offset = l.text.len() - rest.len();
+                self.lines[self.i] = YamlLine {
+                    indent: indent + offset,
+                    text: rest.to_owned(),
+                    ..l
+                };
+                items.push(self.mapping(indent + offset));
+            } else {
+                self.i += 1;
+                items.push(match &l.block {
+                    Some(b) => Value::String(b.clone()),
+                    None => yaml_scalar(rest, l.no),
+                });
+            }
+        }
+        Value::Array(items)
+    }
+}
+
+fn is_item(text: &str) -> bool {
+    text == "-" || text.starts_with("- ")
+}
+
+/// `key: rest` or `key:`; keys here are plain words (no quotes, no spaces).
+fn split_key(text: &str) -> Option<(&str, &str)> {
+    let (key, rest) = match text.split_once(": ") {
+        Some((k, r)) => (k, r.trim()),
+        None => (text.strip_suffix(':')?, ""),
+    };
+    let plain = !key.is_empty()
+        && !key.contains(char::is_whitespace)
+        && !key.starts_with(['"', '\'', '[', '{', '-']);
+    plain.then_some((key, rest))
+}
+
+fn yaml_scalar(text: &str, no: usize) -> Value {
+    if let Some(inner) = text.strip_prefix('[') {
+        let inner = inner
+            .strip_suffix(']')
+            .unwrap_or_else(|| panic!("YAML line {no}: a flow list must end on its line"));
+        return Value::Array(
+            inner
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| yaml_scalar(s, no))
+                .collect(),
+        );
+    }
+    if text == "{}" {
+        return Value::Object(Map::new());
+    }
+    assert!(
+        !text.starts_with('{') && !text.starts_with(['&', '*', '!', '>']),
+        "YAML line {no}: {text:?} is beyond the subset read here"
+    );
+    if let Some(inner) = text.strip_prefix('"') {
+        let inner = inner
+            .strip_suffix('"')
+            .unwrap_or_else(|| panic!("YAML line {no}: open quote"));
+        return s(&inner.replace("\\\"", "\"").replace("\\\\", "\\"));
+    }
+    if let Some(inner) = text.strip_prefix('\'') {
+        let inner = inner
+            .strip_suffix('\'')
+            .unwrap_or_else(|| panic!("YAML line {no}: open quote"));
+        return s(&inner.replace("''", "'"));
+    }
+    s(text)
+}
+
+/// Drops a ` # comment` that is outside quotes.
+fn strip_yaml_comment(t: &str) -> String {
+    let mut quote = None;
+    let mut prev = ' ';
+    for (i, ch) in t.char_indices() {
+        match (quote, ch) {
+            (None, '"' | '\'') => quote = Some(ch),
+            (Some(q), c) if c == q => quote = None,
+            (None, '#') if prev == ' ' => return t[..i].trim_end().to_owned(),
+            _ => {}
+        }
+        prev = ch;
+    }
+    t.to_owned()
+}
+
+// --- JSON navigation ----------------------------------------------------------------------
+
+fn s(text: &str) -> Value {
+    Value::String(text.to_owned())
+}
+
+/// The value at a dotted path.
+fn at<'a>(v: &'a Value, path: &str) -> Option<&'a Value> {
+    path.split('.').try_fold(v, |v, k| v.get(k))
+}
+
+fn str_at<'a>(v: &'a Value, path: &str) -> &'a str {
+    at(v, path).and_then(Value::as_str).unwrap_or_default()
+}
+
+fn list(v: Option<&Value>) -> &[Value] {
+    v.and_then(Value::as_array).map_or(&[], Vec::as_slice)
+}
+
+fn strings(v: Option<&Value>) -> Vec<String> {
+    list(v)
+        .iter()
+        .map(|x| x.as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+fn object(v: Option<&Value>) -> Map<String, Value> {
+    v.and_then(Value::as_object).cloned().unwrap_or_default()
+}
+
+// --- small helpers ------------------------------------------------------------------------
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The files in `dir` ending in `.ext`, sorted.
+fn files_in(dir: &Path, ext: &str) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == ext))
+        .collect();
+    out.sort();
+    out
+}
+
+/// Copies `from` into `to` recursively, passing `.toml` files through `edit`.
+fn copy_tree(from: &Path, to: &Path, edit: &dyn Fn(&str) -> String) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let p = e.unwrap().path();
+        let dest = to.join(p.file_name().unwrap());
+        if p.is_dir() {
+            copy_tree(&p, &dest, edit);
+        } else if p.extension().is_some_and(|x| x == "toml") {
+            std::fs::write(&dest, edit(&read(&p))).unwrap();
+        } else {
+            std::fs::copy(&p, &dest).unwrap();
+        }
+    }
+}
+
+fn file_name(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or(path)
+}
+
+/// `<dir>/<dept>-<role>.pem` → (dept, role).
+fn cert_stem(path: &str) -> (String, String) {
+    let stem = file_name(path).trim_end_matches(".pem");
+    let (dept, role) = stem.rsplit_once('-').unwrap_or((stem, ""));
+    (dept.to_owned(), role.to_owned())
+}
+
+/// Whether `path` is `dir` or inside it.
+fn under(path: &str, dir: &str) -> bool {
+    let dir = dir.trim_end_matches('/');
+    path == dir || path.starts_with(&format!("{dir}/"))
+}
+
+/// `https://host:port`, `host:port` or `[v6]:port` → (host, port).
+fn host_port(addr: &str) -> (&str, u16) {
+    let hp = addr
+        .split_once("://")
+        .map_or(addr, |(_, r)| r)
+        .trim_end_matches('/');
+    let (host, port) = hp
+        .rsplit_once(':')
+        .unwrap_or_else(|| panic!("{addr} has no port"));
+    (
+        host.trim_start_matches('[').trim_end_matches(']'),
+        port.parse().unwrap_or_else(|_| panic!("{addr}: bad port")),
+    )
+}
+
+/// Splits a command line into words: whitespace-separated, with '…' and "…" quoting.
+fn shell_words(line: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut word = String::new();
+    let mut in_word = false;
+    let mut quote = None;
+    for ch in line.chars() {
+        match (quote, ch) {
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), c) => word.push(c),
+            (None, '"' | '\'') => {
+                quote = Some(ch);
+                in_word = true;
+            }
+            (None, c) if c.is_whitespace() => {
+                if in_word {
+                    words.push(std::mem::take(&mut word));
+                    in_word = false;
+                }
+            }
+            (None, c) => {
+                word.push(c);
+                in_word = true;
+            }
+        }
+    }
+    if in_word {
+        words.push(word);
+    }
+    words
+}
+
+/// The pid of the process whose command line has `arg` as one of its arguments.
+fn pid_running_with(arg: &Path) -> u32 {
+    let want = arg.to_str().unwrap();
+    let found: Vec<u32> = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| c.split(|b| *b == 0).any(|a| a == want.as_bytes()))
+        })
+        .collect();
+    assert_eq!(found.len(), 1, "processes running with {want}: {found:?}");
+    found[0]
+}
+
+/// Runs `huitong <args>`, expects success, returns stdout.
+fn run_ok<S: AsRef<std::ffi::OsStr> + std::fmt::Debug>(args: &[S]) -> String {
+    let out = Command::new(huitong_bin())
+        .args(args)
+        .env("HUITONG_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "huitong {args:?} failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
