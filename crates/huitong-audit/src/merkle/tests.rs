@@ -163,8 +163,10 @@ fn hash_from_slice_needs_32_bytes() {
 // ---------------------------------------------------------------------------------------------
 // The shared reference vectors (transparency-dev/merkle testdata).
 
+/// The RFC 9162 vectors (transparency-dev/merkle, Apache-2.0, LICENSE beside them), copied into
+/// the crate so that the test runs wherever the repository is cloned.
 fn vectors_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/testdata/merkle")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/merkle")
 }
 
 fn json_files(dir: &Path, out: &mut Vec<PathBuf>) {
@@ -256,7 +258,7 @@ fn all_reference_vectors() {
     let dir = vectors_dir();
     assert!(
         dir.is_dir(),
-        "the Merkle test vectors are missing: expected them at {} (the shared folder beside the repository)",
+        "the Merkle test vectors are missing: expected them at {} (crates/huitong-audit/testdata/merkle)",
         dir.display()
     );
     let mut failures = Vec::new();
