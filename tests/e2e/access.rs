@@ -585,3 +585,72 @@ async fn grants_and_requests_survive_a_broker_restart() {
     );
     let _ = Value::null();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_consumer_over_its_quota_is_refused_and_others_are_not() {
+    let policy = r#"
+[[quotas]]
+consumer = "civil-affairs"
+resource = "public-security/household-register"
+per_second = 0.5
+burst = 2
+"#;
+    let ex = Exchange::start_with_policy("", policy);
+    let id = person(&ex, 0);
+    let mut civil = ex.consumer("civil-affairs").await;
+    for _ in 0..2 {
+        civil
+            .query(register_query(&id, &["name"], MARRIAGE))
+            .await
+            .unwrap();
+    }
+    let err = civil
+        .query(register_query(&id, &["name"], MARRIAGE))
+        .await
+        .unwrap_err();
+    let ClientError::Status(s) = &err else {
+        panic!("expected a status, got {err}");
+    };
+    assert_eq!(s.code(), Code::ResourceExhausted, "{}", s.message());
+    assert!(
+        s.message()
+            .contains("civil-affairs is over its quota of 0.5 requests per second")
+            && s.message().contains("retry in"),
+        "{}",
+        s.message()
+    );
+    let wait: u64 = s
+        .metadata()
+        .get("retry-after-ms")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .expect("a retry-after-ms hint");
+    assert!((1..=2000).contains(&wait), "{wait}");
+    // Another department, and this one's other resources, are not limited.
+    let mut market = ex.consumer("market-regulation").await;
+    for _ in 0..4 {
+        market
+            .query(register_query(
+                &id,
+                &["name"],
+                "营业执照登记 business licence registration",
+            ))
+            .await
+            .unwrap();
+    }
+    civil
+        .query(
+            Query::search(LICENCES)
+                .filter("status", "active")
+                .fields(["credit_code"])
+                .purpose("check"),
+        )
+        .await
+        .unwrap();
+    // After the hinted wait, a token is back.
+    tokio::time::sleep(Duration::from_millis(wait + 50)).await;
+    civil
+        .query(register_query(&id, &["name"], MARRIAGE))
+        .await
+        .unwrap();
+}

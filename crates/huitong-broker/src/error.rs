@@ -58,6 +58,14 @@ pub enum ExchangeError {
         code: Code,
         reason: String,
     },
+    /// The consumer is over a rate limit of the exchange's policy.
+    #[error("{consumer} is over its quota of {per_second} requests per second for {scope}; retry in {} ms", retry_after.as_millis().max(1))]
+    OverQuota {
+        consumer: DeptId,
+        scope: String,
+        per_second: f64,
+        retry_after: Duration,
+    },
     /// The provider failed in a way the consumer cannot fix.
     #[error("department {dept} could not answer; its operators can look up the request id")]
     ProviderFailed { dept: DeptId },
@@ -73,6 +81,7 @@ impl From<&ExchangeError> for Code {
             }
             ExchangeError::ProviderTimeout { .. } => Code::DeadlineExceeded,
             ExchangeError::NoRecord { .. } => Code::NotFound,
+            ExchangeError::OverQuota { .. } => Code::ResourceExhausted,
             ExchangeError::ProviderRefused { code, .. } => *code,
         }
     }
@@ -112,6 +121,12 @@ impl ExchangeError {
         let mut status = Status::new(Code::from(&self), self.to_string());
         if let Ok(v) = request_id.parse() {
             status.metadata_mut().insert("x-huitong-request-id", v);
+        }
+        if let ExchangeError::OverQuota { retry_after, .. } = &self {
+            // For clients that back off by machine, not by reading the message.
+            if let Ok(v) = retry_after.as_millis().max(1).to_string().parse() {
+                status.metadata_mut().insert("retry-after-ms", v);
+            }
         }
         status
     }

@@ -8,7 +8,8 @@
 //! 1. **validate**: raw strings become checked ids, fields and a purpose ([`validate`]);
 //! 2. **catalogue**: the resource exists, may be shared, and has the fields and key asked for
 //!    ([`check_against_catalogue`]);
-//! 3. **authorise**: the consumer's grants allow these fields for this purpose
+//! 3. **authorise**: the consumer is within its rate limits (checked right after step 1), and
+//!    its grants allow these fields for this purpose
 //!    ([`Policy::decide`]); the decision says which masks apply;
 //! 4. **route**: the provider's adapter answers within the deadline ([`route`]);
 //! 5. **minimise and mask**: only the fields asked for leave the broker, whatever the adapter
@@ -288,6 +289,16 @@ impl ExchangeService {
             }
         }
         let query = validate(&raw)?;
+        // Rate limits come first among the checks that need no adapter: an over-quota consumer
+        // costs the broker as little as possible.
+        self.policy
+            .check_quota(consumer, &query.resource)
+            .map_err(|q| ExchangeError::OverQuota {
+                consumer: consumer.clone(),
+                scope: q.scope,
+                per_second: q.per_second,
+                retry_after: q.retry_after,
+            })?;
         let provider = self.provider_of(&query.resource)?;
         let spec = catalogue.get(&query.resource)?;
         let (fields, used) = check_against_catalogue(spec, &raw)?;

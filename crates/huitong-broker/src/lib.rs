@@ -16,6 +16,7 @@ pub mod log;
 pub mod metrics;
 pub mod policy;
 pub mod providers;
+pub mod quota;
 pub mod server;
 
 pub use config::{BrokerConfig, ConfigError};

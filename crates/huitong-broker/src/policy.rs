@@ -17,6 +17,8 @@ use huitong_core::{
 };
 use huitong_proto::convert;
 use prost::Message;
+
+use crate::quota::{QuotaRule, Quotas};
 use serde::Deserialize;
 
 /// Why the policy state could not be read or written.
@@ -51,6 +53,8 @@ type GrantIndex = HashMap<(DeptId, ResourceId), Vec<Grant>>;
 #[derive(Debug)]
 pub struct Policy {
     db: sled::Db,
+    /// Rate limits from the policy file.
+    quotas: Quotas,
     /// Every grant, by (consumer, resource). Replaced whole on change: the exchange path clones
     /// the `Arc` and never holds the lock while it works.
     grants: RwLock<Arc<GrantIndex>>,
@@ -82,6 +86,10 @@ impl Policy {
                 .or_default()
                 .push(grant);
         }
+        let quotas = Quotas::new(match policy_file {
+            Some(path) => load_quotas(path)?,
+            None => Vec::new(),
+        });
         if let Some(path) = policy_file {
             for grant in load_policy_file(path)? {
                 index
@@ -92,6 +100,7 @@ impl Policy {
         }
         Ok(Policy {
             db,
+            quotas,
             grants: RwLock::new(Arc::new(index)),
             write: Mutex::new(()),
             reply_working_days,
@@ -102,7 +111,10 @@ impl Policy {
     /// mistake changes nothing: the grants in force stay, and the error says what to fix.
     /// Exchanges in flight keep the snapshot they started with.
     pub fn reload_policy_file(&self, path: &Path) -> Result<usize, PolicyError> {
+        // Both parts are read before either is applied: a mistake in one changes nothing.
+        let quotas = load_quotas(path)?;
         let declared = load_policy_file(path)?;
+        self.quotas.replace(quotas);
         let count = declared.len();
         let mut next = (*self.snapshot()).clone();
         for list in next.values_mut() {
@@ -141,6 +153,16 @@ impl Policy {
             Ok(mut g) => *g = next,
             Err(p) => *p.into_inner() = next,
         }
+    }
+
+    /// The exchange path's rate limit: takes a token for `consumer` and `resource`.
+    pub fn check_quota(
+        &self,
+        consumer: &DeptId,
+        resource: &ResourceId,
+    ) -> Result<(), crate::quota::OverQuota> {
+        self.quotas
+            .check(consumer, resource, std::time::Instant::now())
     }
 
     /// The exchange path's authorise step: may `consumer` receive `fields` for `purpose`?
@@ -370,6 +392,53 @@ fn decode_grant(k: &[u8], v: &[u8]) -> Result<Grant, PolicyError> {
 struct PolicyFile {
     #[serde(default)]
     grants: Vec<PolicyGrant>,
+    #[serde(default)]
+    quotas: Vec<PolicyQuota>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PolicyQuota {
+    consumer: String,
+    /// Omitted: the quota covers all of the consumer's exchanges together.
+    resource: Option<String>,
+    per_second: f64,
+    /// Most requests at once after a quiet spell; default one second's worth.
+    burst: Option<f64>,
+}
+
+/// Reads the `[[quotas]]` of a policy file; every mistake names the file, the key and the
+/// problem.
+pub fn load_quotas(path: &Path) -> Result<Vec<QuotaRule>, PolicyError> {
+    let err = |problem: String| PolicyError::PolicyFile {
+        path: path.to_owned(),
+        problem,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot read: {e}")))?;
+    let file: PolicyFile = toml::from_str(&text).map_err(|e| err(e.to_string()))?;
+    let mut out = Vec::with_capacity(file.quotas.len());
+    for (i, q) in file.quotas.iter().enumerate() {
+        let at = |k: &str, e: &dyn std::fmt::Display| err(format!("quotas[{i}].{k}: {e}"));
+        let consumer = DeptId::new(&q.consumer).map_err(|e| at("consumer", &e))?;
+        let resource = match &q.resource {
+            None => None,
+            Some(r) => Some(ResourceId::parse(r).map_err(|e| at("resource", &e))?),
+        };
+        if !(q.per_second.is_finite() && q.per_second > 0.0) {
+            return Err(at("per_second", &"must be a number greater than 0"));
+        }
+        let burst = q.burst.unwrap_or(q.per_second.max(1.0));
+        if !(burst.is_finite() && burst >= 1.0) {
+            return Err(at("burst", &"must be at least 1"));
+        }
+        out.push(QuotaRule {
+            consumer,
+            resource,
+            per_second: q.per_second,
+            burst,
+        });
+    }
+    Ok(out)
 }
 
 #[derive(Debug, Deserialize)]

@@ -65,3 +65,40 @@ fn policy_file_mistakes_name_file_key_and_problem() {
     let e = problem("f.toml", &GOOD.replace("purposes", "purpose"));
     assert!(e.contains("f.toml") && e.contains("purpose"), "{e}");
 }
+
+#[test]
+fn quotas_are_read_and_their_mistakes_named() {
+    let text = format!(
+        "{GOOD}\n[[quotas]]\nconsumer = \"civil-affairs\"\nper_second = 50\n\n[[quotas]]\nconsumer = \"civil-affairs\"\nresource = \"public-security/household-register\"\nper_second = 5\nburst = 10\n"
+    );
+    let q = load_quotas(&write("q.toml", &text)).unwrap();
+    assert_eq!(q.len(), 2);
+    assert_eq!(q[0].burst, 50.0);
+    assert!(q[1].resource.is_some());
+    let e = load_quotas(&write(
+        "q1.toml",
+        &text.replace("per_second = 5\n", "per_second = 0\n"),
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("q1.toml: quotas[1].per_second: must be a number greater than 0"),
+        "{e}"
+    );
+    let e = load_quotas(&write(
+        "q2.toml",
+        &text.replace("burst = 10", "burst = 0.5"),
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("quotas[1].burst"), "{e}");
+    let e = load_quotas(&write(
+        "q3.toml",
+        &text.replace("per_second = 50", "per_secnd = 50"),
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("q3.toml") && e.contains("per_secnd"), "{e}");
+    // Grants still load from a file with quotas.
+    assert_eq!(load_policy_file(&write("q4.toml", &text)).unwrap().len(), 1);
+}
