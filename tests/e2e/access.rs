@@ -24,13 +24,6 @@ fn status<T: std::fmt::Debug>(r: Result<T, ClientError>) -> (Code, String) {
     }
 }
 
-fn person(ex: &Exchange, i: usize) -> String {
-    ex.records("household-register.jsonl")[i]["id_number"]
-        .as_str()
-        .unwrap()
-        .to_owned()
-}
-
 fn register_query(id: &str, fields: &[&str], purpose: &str) -> Query {
     Query::by_key(REGISTER, "id_number", id)
         .fields(fields.iter().copied())
@@ -141,7 +134,7 @@ async fn an_expired_certificate_is_unauthenticated_with_its_date() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_revoked_certificate_is_refused_without_restarting_the_broker() {
     let ex = Exchange::start("");
-    let id = person(&ex, 1);
+    let id = ex.person(1);
     let opts = pki::IssueOptions::new(DeptId::new("civil-affairs").unwrap(), Role::Consumer);
     let mut c = consumer_with(&ex, opts).await;
     c.query(register_query(&id, &["name"], MARRIAGE))
@@ -196,7 +189,7 @@ async fn a_consumer_certificate_cannot_use_the_admin_service() {
     .await
     .unwrap();
     let (code, msg) = status(
-        c.query(register_query(&person(&ex, 0), &["name"], MARRIAGE))
+        c.query(register_query(&ex.person(0), &["name"], MARRIAGE))
             .await,
     );
     assert_eq!(code, Code::PermissionDenied, "{msg}");
@@ -287,7 +280,7 @@ async fn a_conditional_resource_without_a_grant_is_refused() {
     let mut c = ex.consumer("human-resources").await;
     let (code, msg) = status(
         c.query(register_query(
-            &person(&ex, 0),
+            &ex.person(0),
             &["name"],
             "employment screening",
         ))
@@ -337,7 +330,7 @@ async fn open_resources_serve_public_fields_to_anyone_and_personal_fields_only_w
 #[tokio::test(flavor = "multi_thread")]
 async fn a_field_outside_the_grant_and_a_purpose_it_does_not_name_are_refused() {
     let ex = Exchange::start("");
-    let id = person(&ex, 0);
+    let id = ex.person(0);
     let mut c = ex.consumer("civil-affairs").await;
     let (code, msg) = status(
         c.query(register_query(&id, &["name", "ethnicity"], MARRIAGE))
@@ -376,7 +369,7 @@ expires = "2020-01-01"
     let ex = Exchange::start_with_policy("", policy);
     let mut c = ex.consumer("taxation").await;
     let (code, msg) = status(
-        c.query(register_query(&person(&ex, 0), &["name"], "tax audit"))
+        c.query(register_query(&ex.person(0), &["name"], "tax audit"))
             .await,
     );
     assert_eq!(code, Code::PermissionDenied);
@@ -416,7 +409,7 @@ async fn masks_from_the_grant_are_applied_in_the_broker() {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_access_request_is_filed_approved_with_masks_used_and_revoked() {
     let ex = Exchange::start("");
-    let id = person(&ex, 2);
+    let id = ex.person(2);
     let mut taxation = ex.admin("taxation").await;
     let filed = taxation
         .file_request(
@@ -534,7 +527,7 @@ async fn access_requests_that_cannot_be_granted_are_refused_when_filed() {
 #[tokio::test(flavor = "multi_thread")]
 async fn grants_and_requests_survive_a_broker_restart() {
     let mut ex = Exchange::start("");
-    let id = person(&ex, 3);
+    let id = ex.person(3);
     let filed = ex
         .admin("taxation")
         .await
@@ -596,7 +589,7 @@ per_second = 0.5
 burst = 2
 "#;
     let ex = Exchange::start_with_policy("", policy);
-    let id = person(&ex, 0);
+    let id = ex.person(0);
     let mut civil = ex.consumer("civil-affairs").await;
     for _ in 0..2 {
         civil

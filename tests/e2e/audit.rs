@@ -11,22 +11,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use huitong_client::{Audit, ListEntriesRequest, Query};
-use huitong_tests::{Exchange, MARRIAGE, Role, TempDir, huitong_bin};
+use huitong_tests::{Exchange, MARRIAGE, Role, TempDir, huitong_bin, marriage_check};
 
 const REGISTER: &str = "public-security/household-register";
-
-fn person(ex: &Exchange, i: usize) -> String {
-    ex.records("household-register.jsonl")[i]["id_number"]
-        .as_str()
-        .unwrap()
-        .to_owned()
-}
-
-fn marriage_check(id: &str) -> Query {
-    Query::by_key(REGISTER, "id_number", id)
-        .fields(["name", "marital_status"])
-        .purpose(MARRIAGE)
-}
 
 async fn auditor(ex: &Exchange) -> Audit {
     Audit::connect(
@@ -81,7 +68,7 @@ async fn every_answer_carries_a_receipt_that_proves_inclusion() {
     let mut c = ex.consumer("civil-affairs").await;
     let mut receipts = Vec::new();
     for i in 0..5 {
-        let answer = c.query(marriage_check(&person(&ex, i))).await.unwrap();
+        let answer = c.query(marriage_check(&ex.person(i))).await.unwrap();
         receipts.push(answer.receipt.expect("an answer without a receipt"));
     }
     let indexes: HashSet<u64> = receipts.iter().map(|r| r.index).collect();
@@ -105,7 +92,7 @@ async fn every_answer_carries_a_receipt_that_proves_inclusion() {
 #[tokio::test(flavor = "multi_thread")]
 async fn refused_exchanges_are_recorded_too() {
     let ex = Exchange::start("");
-    let id = person(&ex, 0);
+    let id = ex.person(0);
     let mut hr = ex.consumer("human-resources").await;
     let err = hr
         .query(
@@ -165,7 +152,7 @@ async fn only_auditors_read_entries_and_subject_reports() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_subject_report_finds_every_access_to_that_person_and_nothing_else() {
     let ex = Exchange::start("");
-    let (a, b) = (person(&ex, 10), person(&ex, 11));
+    let (a, b) = (ex.person(10), ex.person(11));
     let mut civil = ex.consumer("civil-affairs").await;
     let mut market = ex.consumer("market-regulation").await;
     let mut hr = ex.consumer("human-resources").await;
@@ -232,7 +219,7 @@ async fn a_subject_report_finds_every_access_to_that_person_and_nothing_else() {
 #[tokio::test(flavor = "multi_thread")]
 async fn no_plain_identifier_reaches_the_data_directory_or_the_logs() {
     let ex = Exchange::start("");
-    let ids: Vec<String> = (20..25).map(|i| person(&ex, i)).collect();
+    let ids: Vec<String> = (20..25).map(|i| ex.person(i)).collect();
     let mut civil = ex.consumer("civil-affairs").await;
     for id in &ids {
         civil.query(marriage_check(id)).await.unwrap();
@@ -285,12 +272,12 @@ async fn entries_filter_and_export_as_json_and_csv() {
     let ex = Exchange::start("");
     let mut civil = ex.consumer("civil-affairs").await;
     for i in 0..3 {
-        civil.query(marriage_check(&person(&ex, i))).await.unwrap();
+        civil.query(marriage_check(&ex.person(i))).await.unwrap();
     }
     let _ = ex
         .consumer("human-resources")
         .await
-        .query(marriage_check(&person(&ex, 4)))
+        .query(marriage_check(&ex.person(4)))
         .await;
     let (ok, out, err) = audit_cli(&ex, &["entries", "--consumer", "civil-affairs", "--json"]);
     assert!(ok, "{err}");
@@ -342,7 +329,7 @@ async fn an_exported_bundle_verifies_offline_and_tampering_names_the_first_bad_e
     let ex = Exchange::start("");
     let mut civil = ex.consumer("civil-affairs").await;
     for i in 0..8 {
-        civil.query(marriage_check(&person(&ex, i))).await.unwrap();
+        civil.query(marriage_check(&ex.person(i))).await.unwrap();
     }
     let key = log_key(&ex).await;
     let out = TempDir::new("export");
@@ -387,7 +374,7 @@ async fn an_exported_bundle_verifies_offline_and_tampering_names_the_first_bad_e
     assert!(!ok && text.contains("signature"), "{text}");
 
     // A later export proves the log only grew since the first.
-    civil.query(marriage_check(&person(&ex, 9))).await.unwrap();
+    civil.query(marriage_check(&ex.person(9))).await.unwrap();
     let later = out.path().join("later");
     let previous = bundle.join("checkpoint.note");
     let (ok, _, err) = audit_cli(
@@ -415,7 +402,7 @@ async fn watch_follows_a_growing_log_and_alarms_on_a_rewritten_one() {
     let state = TempDir::new("watch");
     let state_file = state.path().join("last.note");
     let mut civil = ex.consumer("civil-affairs").await;
-    civil.query(marriage_check(&person(&ex, 0))).await.unwrap();
+    civil.query(marriage_check(&ex.person(0))).await.unwrap();
     let (ok, out, err) = audit_cli(
         &ex,
         &[
@@ -429,7 +416,7 @@ async fn watch_follows_a_growing_log_and_alarms_on_a_rewritten_one() {
         ],
     );
     assert!(ok, "{err}\n{out}");
-    civil.query(marriage_check(&person(&ex, 1))).await.unwrap();
+    civil.query(marriage_check(&ex.person(1))).await.unwrap();
     let (ok, out, err) = audit_cli(
         &ex,
         &[
@@ -457,7 +444,7 @@ async fn watch_follows_a_growing_log_and_alarms_on_a_rewritten_one() {
     ex.restart_broker();
     let mut hr = ex.consumer("human-resources").await;
     for i in 0..3 {
-        let _ = hr.query(marriage_check(&person(&ex, i))).await;
+        let _ = hr.query(marriage_check(&ex.person(i))).await;
     }
     let (ok, out, _) = audit_cli(
         &ex,
@@ -479,7 +466,7 @@ async fn watch_follows_a_growing_log_and_alarms_on_a_rewritten_one() {
 async fn old_subject_keys_are_destroyed_under_retention_and_the_log_still_verifies() {
     let ex = Exchange::start("subject_key_retention_months = 12");
     let mut civil = ex.consumer("civil-affairs").await;
-    civil.query(marriage_check(&person(&ex, 0))).await.unwrap();
+    civil.query(marriage_check(&ex.person(0))).await.unwrap();
     // A key from long ago, as if the log had run for years.
     let keys = ex.dir.path().join("broker-test.toml-data/log/subject-keys");
     assert!(keys.is_dir(), "no subject keys at {}", keys.display());
@@ -501,7 +488,7 @@ async fn old_subject_keys_are_destroyed_under_retention_and_the_log_still_verifi
     );
     let report = auditor(&ex)
         .await
-        .subject_report(REGISTER, &[("id_number", &person(&ex, 0))])
+        .subject_report(REGISTER, &[("id_number", &ex.person(0))])
         .await
         .unwrap();
     assert_eq!(report.unlinkable_periods, ["2020-01"]);
@@ -514,7 +501,7 @@ async fn old_subject_keys_are_destroyed_under_retention_and_the_log_still_verifi
 #[tokio::test(flavor = "multi_thread")]
 async fn receipts_survive_sigkill_under_concurrent_load() {
     let mut ex = Exchange::start("checkpoint_interval_seconds = 1");
-    let ids: Arc<Vec<String>> = Arc::new((0..50).map(|i| person(&ex, i)).collect());
+    let ids: Arc<Vec<String>> = Arc::new((0..50).map(|i| ex.person(i)).collect());
     let mut received = Vec::new();
     let mut key = None;
     let rounds: u64 = std::env::var("HUITONG_CRASH_ROUNDS")

@@ -7,22 +7,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use huitong_client::Query;
-use huitong_tests::{Exchange, MARRIAGE, Proc, TempDir, free_port, http_get, huitong_bin};
+use huitong_tests::{Exchange, Proc, TempDir, free_port, http_get, huitong_bin, marriage_check};
 
 const REGISTER: &str = "public-security/household-register";
-
-fn person(ex: &Exchange, i: usize) -> String {
-    ex.records("household-register.jsonl")[i]["id_number"]
-        .as_str()
-        .unwrap()
-        .to_owned()
-}
-
-fn marriage_check(id: &str) -> Query {
-    Query::by_key(REGISTER, "id_number", id)
-        .fields(["name", "marital_status"])
-        .purpose(MARRIAGE)
-}
 
 /// The value of the sample whose name and labels contain all of `parts`.
 fn sample(metrics: &str, parts: &[&str]) -> Option<f64> {
@@ -76,11 +63,11 @@ async fn metrics_count_what_happened() {
 
     let mut civil = ex.consumer("civil-affairs").await;
     for i in 0..3 {
-        civil.query(marriage_check(&person(&ex, i))).await.unwrap();
+        civil.query(marriage_check(&ex.person(i))).await.unwrap();
     }
     let mut hr = ex.consumer("human-resources").await;
     for i in 0..2 {
-        assert!(hr.query(marriage_check(&person(&ex, i))).await.is_err());
+        assert!(hr.query(marriage_check(&ex.person(i))).await.is_err());
     }
     tokio::time::sleep(Duration::from_millis(1500)).await;
 
@@ -158,7 +145,7 @@ async fn a_consumers_trace_id_appears_in_broker_and_adapter_logs() {
     let mut civil = ex.consumer("civil-affairs").await;
     civil
         .query(
-            marriage_check(&person(&ex, 1)).traceparent(&format!("00-{trace}-00f067aa0ba902b7-01")),
+            marriage_check(&ex.person(1)).traceparent(&format!("00-{trace}-00f067aa0ba902b7-01")),
         )
         .await
         .unwrap();
@@ -182,7 +169,7 @@ async fn a_consumers_trace_id_appears_in_broker_and_adapter_logs() {
 #[tokio::test(flavor = "multi_thread")]
 async fn sighup_reloads_the_policy_and_a_broken_file_changes_nothing() {
     let ex = Exchange::start("");
-    let id = person(&ex, 2);
+    let id = ex.person(2);
     let policy = ex.dir.path().join("policy.toml");
     let good = std::fs::read_to_string(&policy).unwrap();
     let hup = |ex: &Exchange| {
@@ -254,7 +241,7 @@ async fn a_restored_data_directory_verifies_its_log() {
     let mut ex = Exchange::start("");
     let mut civil = ex.consumer("civil-affairs").await;
     for i in 0..4 {
-        civil.query(marriage_check(&person(&ex, i))).await.unwrap();
+        civil.query(marriage_check(&ex.person(i))).await.unwrap();
     }
     let key = huitong_client::Audit::connect(
         &ex.broker.endpoint(),
@@ -319,7 +306,7 @@ async fn a_restored_data_directory_verifies_its_log() {
     );
     // And it keeps serving with its grants.
     let mut civil = ex.consumer("civil-affairs").await;
-    civil.query(marriage_check(&person(&ex, 5))).await.unwrap();
+    civil.query(marriage_check(&ex.person(5))).await.unwrap();
 }
 
 /// A stand-in OTLP collector: keeps (trace id, span name, service) of every span it is sent.
@@ -382,7 +369,7 @@ async fn spans_are_exported_over_otlp_in_the_consumers_trace() {
     let mut civil = ex.consumer("civil-affairs").await;
     civil
         .query(
-            marriage_check(&person(&ex, 3)).traceparent(&format!("00-{trace}-b7ad6b7169203331-01")),
+            marriage_check(&ex.person(3)).traceparent(&format!("00-{trace}-b7ad6b7169203331-01")),
         )
         .await
         .unwrap();

@@ -259,6 +259,14 @@ impl Exchange {
         self.broker = Proc::start(&args);
     }
 
+    /// The ID number of the `i`-th resident in the demo's household register.
+    pub fn person(&self, i: usize) -> String {
+        self.records("household-register.jsonl")[i]["id_number"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
     pub fn broker_pid(&self) -> u32 {
         self.broker.pid()
     }
@@ -384,4 +392,11 @@ pub fn http_get(addr: &str, path: &str) -> String {
     let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
     assert!(head.starts_with("HTTP/1.1 200"), "GET {path}: {head}");
     body.to_owned()
+}
+
+/// Civil affairs' usual lookup: name and marital status under the demo policy's marriage grant.
+pub fn marriage_check(id: &str) -> huitong_client::Query {
+    huitong_client::Query::by_key("public-security/household-register", "id_number", id)
+        .fields(["name", "marital_status"])
+        .purpose(MARRIAGE)
 }
