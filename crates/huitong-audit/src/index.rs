@@ -120,11 +120,35 @@ enum Condition<'a> {
     Time { since: i64, until: Option<i64> },
 }
 
+/// Opens a sled database, waiting briefly for a lock that a just-dropped handle still holds.
+///
+/// sled releases its file lock from background threads after the last handle is dropped, so a
+/// process that closes and reopens a database (a restart in place, a rebuild, a test) can find
+/// it still locked for a moment. A lock held longer than [`SLED_LOCK_WAIT`] belongs to someone
+/// else, usually a second process on the same data directory, and is reported as sled's error.
+pub fn open_sled(path: &Path) -> sled::Result<sled::Db> {
+    let give_up = std::time::Instant::now() + SLED_LOCK_WAIT;
+    loop {
+        match sled::open(path) {
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock")
+                    && std::time::Instant::now() < give_up =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return other,
+        }
+    }
+}
+
+/// How long [`open_sled`] waits for a lock to be released.
+pub const SLED_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
 impl Index {
     /// Opens (creating if needed) `dir/index.sled`. Blocking.
     pub fn open(dir: &Path) -> Result<Index, Error> {
         let path = dir.join(INDEX_DIR);
-        let db = sled::open(&path).map_err(Error::index("open"))?;
+        let db = open_sled(&path).map_err(Error::index("open"))?;
         let tree = |name: &str| db.open_tree(name).map_err(Error::index("open a tree"));
         Ok(Index {
             consumer: tree("consumer")?,

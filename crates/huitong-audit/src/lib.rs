@@ -12,6 +12,6 @@ pub mod store;
 pub mod subject;
 
 pub use error::Error;
-pub use index::{EntryFilter, Index};
+pub use index::{EntryFilter, Index, open_sled};
 pub use store::{Log, LogOptions, LogStats, Receipt, SignedCheckpoint};
 pub use subject::{SubjectKeys, normalise_key};
