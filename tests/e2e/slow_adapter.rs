@@ -39,6 +39,7 @@ fn spec() -> ResourceSpec {
         legal_basis: String::new(),
         update_cycle: "daily".into(),
         max_cache_age_seconds: 0,
+        stale_if_error_seconds: 0,
     })
     .unwrap()
 }

@@ -16,6 +16,7 @@
 //! legal_basis = "户口登记条例"         # required unless open
 //! update_cycle = "daily"             # optional
 //! max_cache_age_seconds = 300        # optional, 0 (never cache) by default
+//! stale_if_error_seconds = 3600      # optional, 0 (never serve stale) by default
 //! key_fields = ["id_number"]
 //! source = { kind = "jsonl", path = "household-register.jsonl" }  # relative to this file
 //!
@@ -103,6 +104,8 @@ pub struct ResourceConfig {
     pub update_cycle: String,
     #[serde(default, skip_serializing_if = "is_zero")]
     pub max_cache_age_seconds: u32,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub stale_if_error_seconds: u32,
     #[serde(default)]
     pub key_fields: Vec<String>,
     pub source: SourceConfig,
@@ -182,6 +185,7 @@ impl ResourceConfig {
             legal_basis: spec.legal_basis.clone(),
             update_cycle: spec.update_cycle.clone(),
             max_cache_age_seconds: spec.max_cache_age_seconds,
+            stale_if_error_seconds: spec.stale_if_error_seconds,
             key_fields: spec.key_fields().iter().map(ToString::to_string).collect(),
             source,
             fields: spec.fields().iter().map(FieldConfig::from_spec).collect(),
@@ -483,6 +487,7 @@ fn resource_spec(dept: &DeptId, r: &ResourceConfig, at: &str) -> Result<Resource
         legal_basis: r.legal_basis.clone(),
         update_cycle: r.update_cycle.clone(),
         max_cache_age_seconds: r.max_cache_age_seconds,
+        stale_if_error_seconds: r.stale_if_error_seconds,
     })
     .map_err(|e| (at.to_owned(), e.to_string()))
 }

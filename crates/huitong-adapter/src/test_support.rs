@@ -71,6 +71,7 @@ pub(crate) fn spec(
         legal_basis: "户口登记条例".into(),
         update_cycle: "daily".into(),
         max_cache_age_seconds: 0,
+        stale_if_error_seconds: 0,
     })
     .unwrap()
 }

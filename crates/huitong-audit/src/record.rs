@@ -77,6 +77,7 @@ pub fn to_json(index: u64, leaf_hash: &[u8], r: &ExchangeRecord) -> serde_json::
         "status_code": r.status_code,
         "refusal": r.refusal,
         "cache_hit": r.cache_hit,
+        "stale": r.stale,
         "latency_micros": r.latency_micros,
         "record_count": r.record_count,
         "grant_id": r.grant_id,

@@ -65,6 +65,22 @@ pub struct RawBrokerSection {
     /// Where to serve Prometheus metrics over plain HTTP (`/metrics`); unset serves none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metrics_listen: Option<String>,
+    /// Bytes of records the cache may hold; 0 turns caching off.
+    pub cache_max_bytes: u64,
+    /// Calls in progress at once to one adapter.
+    pub adapter_max_concurrency: usize,
+    /// Exchanges waiting for one adapter beyond those in progress; more are refused at once.
+    pub adapter_max_queue: usize,
+    /// Consecutive failures of an adapter that open its circuit breaker.
+    pub breaker_failures: u32,
+    /// How long an open breaker refuses before it lets a probe through (doubling up to 30 s).
+    pub breaker_open_ms: u64,
+    /// Retries of failed adapter calls, as a percentage of first attempts.
+    pub retry_budget_percent: u32,
+    /// Exchanges in the broker at once; beyond this it sheds load with UNAVAILABLE.
+    pub max_in_flight: usize,
+    /// On shutdown, how long in-flight exchanges get to finish before they are cancelled.
+    pub shutdown_grace_seconds: u64,
 }
 
 impl Default for RawBrokerSection {
@@ -83,6 +99,14 @@ impl Default for RawBrokerSection {
             checkpoint_interval_seconds: 60,
             subject_key_retention_months: 0,
             metrics_listen: None,
+            cache_max_bytes: 256 * 1024 * 1024,
+            adapter_max_concurrency: 64,
+            adapter_max_queue: 256,
+            breaker_failures: 5,
+            breaker_open_ms: 2_000,
+            retry_budget_percent: 20,
+            max_in_flight: 4_096,
+            shutdown_grace_seconds: 10,
         }
     }
 }
@@ -111,6 +135,10 @@ pub struct BrokerConfig {
     pub checkpoint_interval: Duration,
     pub subject_key_retention_months: u32,
     pub metrics_listen: Option<SocketAddr>,
+    pub cache_max_bytes: u64,
+    pub adapter_limits: crate::resilience::Limits,
+    pub max_in_flight: usize,
+    pub shutdown_grace: Duration,
     pub tls: huitong_tls::TlsFiles,
     pub adapters: Vec<AdapterEndpoint>,
 }
@@ -172,6 +200,10 @@ impl BrokerConfig {
             ("connect_timeout_ms", b.connect_timeout_ms),
             ("catalogue_refresh_seconds", b.catalogue_refresh_seconds),
             ("checkpoint_interval_seconds", b.checkpoint_interval_seconds),
+            ("adapter_max_concurrency", b.adapter_max_concurrency as u64),
+            ("breaker_failures", u64::from(b.breaker_failures)),
+            ("breaker_open_ms", b.breaker_open_ms),
+            ("max_in_flight", b.max_in_flight as u64),
         ] {
             if v == 0 {
                 return Err((key(k), "must be greater than 0".into()));
@@ -190,6 +222,12 @@ impl BrokerConfig {
             return Err((
                 key("reply_deadline_working_days"),
                 format!("{} is outside 1..=60", b.reply_deadline_working_days),
+            ));
+        }
+        if b.retry_budget_percent > 100 {
+            return Err((
+                key("retry_budget_percent"),
+                format!("{} is outside 0..=100", b.retry_budget_percent),
             ));
         }
         if b.data_dir.trim().is_empty() {
@@ -245,6 +283,18 @@ impl BrokerConfig {
             checkpoint_interval: Duration::from_secs(b.checkpoint_interval_seconds),
             subject_key_retention_months: b.subject_key_retention_months,
             metrics_listen,
+            cache_max_bytes: b.cache_max_bytes,
+            adapter_limits: crate::resilience::Limits {
+                concurrency: b.adapter_max_concurrency,
+                queue: b.adapter_max_queue,
+                breaker_failures: b.breaker_failures,
+                breaker_open: Duration::from_millis(b.breaker_open_ms),
+                breaker_max_open: Duration::from_secs(30)
+                    .max(Duration::from_millis(b.breaker_open_ms)),
+                retry_ratio: f64::from(b.retry_budget_percent) / 100.0,
+            },
+            max_in_flight: b.max_in_flight,
+            shutdown_grace: Duration::from_secs(b.shutdown_grace_seconds),
             tls,
             adapters,
         })

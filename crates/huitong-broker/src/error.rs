@@ -35,8 +35,9 @@ pub enum Error {
     Serve(#[from] tonic::transport::Error),
 }
 
-/// Why one exchange was not answered with records.
-#[derive(Debug, thiserror::Error)]
+/// Why one exchange was not answered with records. Clone, because one adapter failure is the
+/// answer to every exchange that waited on the same coalesced fetch.
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum ExchangeError {
     /// The request broke a rule of the catalogue or of the protocol.
@@ -66,6 +67,17 @@ pub enum ExchangeError {
         per_second: f64,
         retry_after: Duration,
     },
+    /// The provider's adapter failed repeatedly; the broker stopped calling it for a while.
+    #[error("department {dept} is unavailable: its adapter failed repeatedly, so the broker is not calling it for {} ms; try again then", retry_after.as_millis().max(1))]
+    BreakerOpen { dept: DeptId, retry_after: Duration },
+    /// Too many exchanges already wait for the provider's adapter.
+    #[error(
+        "department {dept} is overloaded: too many exchanges are waiting for its adapter; try again shortly"
+    )]
+    ProviderSaturated { dept: DeptId },
+    /// The broker is at its limit of exchanges in progress.
+    #[error("the broker is at capacity; try again in {} ms", retry_after.as_millis().max(1))]
+    Overloaded { retry_after: Duration },
     /// The provider failed in a way the consumer cannot fix.
     #[error("department {dept} could not answer; its operators can look up the request id")]
     ProviderFailed { dept: DeptId },
@@ -76,9 +88,11 @@ impl From<&ExchangeError> for Code {
     fn from(e: &ExchangeError) -> Code {
         match e {
             ExchangeError::Request(e) => core_code(e),
-            ExchangeError::ProviderUnavailable { .. } | ExchangeError::ProviderFailed { .. } => {
-                Code::Unavailable
-            }
+            ExchangeError::ProviderUnavailable { .. }
+            | ExchangeError::ProviderFailed { .. }
+            | ExchangeError::BreakerOpen { .. }
+            | ExchangeError::ProviderSaturated { .. }
+            | ExchangeError::Overloaded { .. } => Code::Unavailable,
             ExchangeError::ProviderTimeout { .. } => Code::DeadlineExceeded,
             ExchangeError::NoRecord { .. } => Code::NotFound,
             ExchangeError::OverQuota { .. } => Code::ResourceExhausted,
@@ -122,7 +136,10 @@ impl ExchangeError {
         if let Ok(v) = request_id.parse() {
             status.metadata_mut().insert("x-huitong-request-id", v);
         }
-        if let ExchangeError::OverQuota { retry_after, .. } = &self {
+        if let ExchangeError::OverQuota { retry_after, .. }
+        | ExchangeError::BreakerOpen { retry_after, .. }
+        | ExchangeError::Overloaded { retry_after } = &self
+        {
             // For clients that back off by machine, not by reading the message.
             if let Ok(v) = retry_after.as_millis().max(1).to_string().parse() {
                 status.metadata_mut().insert("retry-after-ms", v);

@@ -11,18 +11,23 @@
 //! 3. **authorise**: the consumer is within its rate limits (checked right after step 1), and
 //!    its grants allow these fields for this purpose
 //!    ([`Policy::decide`]); the decision says which masks apply;
-//! 4. **route**: the provider's adapter answers within the deadline ([`route`]);
+//! 4. **route**: a key lookup of a cacheable resource is answered from the cache when the copy
+//!    is young enough ([`ExchangeService::through_cache`]); otherwise the provider's adapter
+//!    answers within the deadline, through its guard: a bound on concurrent calls, a circuit
+//!    breaker, retries of connection failures within a budget ([`route`]);
 //! 5. **minimise and mask**: only the fields asked for leave the broker, whatever the adapter
 //!    sent, masked as the grant requires ([`minimise`], [`mask`]);
 //! 6. **answer**: records with provenance, the grant used and the request id;
 //! 7. **audit**: the exchange, answered or refused, is appended to the exchange log and the
 //!    answer leaves only once that record is durable; it carries the record's receipt.
 //!
-//! A refusal at any step ends the exchange with the status from [`crate::error`].
+//! A refusal at any step ends the exchange with the status from [`crate::error`]. Before step 1,
+//! an exchange beyond the broker's `max_in_flight` is shed with UNAVAILABLE, unrecorded: it was
+//! refused for the broker's sake, before anything about it was decided or read.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use huitong_core::masking::apply_text;
 use huitong_core::policy::Decision;
@@ -39,12 +44,14 @@ use huitong_tls::guard::verified_peer;
 use tonic::{Request, Response, Status};
 use tracing::{Instrument, info, info_span};
 
+use crate::cache::{CacheKey, RecordCache};
 use crate::deadline::Deadline;
 use crate::error::ExchangeError;
 use crate::log::ExchangeLog;
 use crate::metrics::{Metrics, Stage};
 use crate::policy::Policy;
 use crate::providers::{Provider, Providers};
+use crate::resilience::{Refusal, backoff};
 
 /// What the exchange log records about one exchange, filled in as the steps run.
 struct Trail {
@@ -98,6 +105,11 @@ impl Trail {
         }
     }
 
+    fn served(&mut self, routed: &Routed) {
+        self.record.cache_hit = routed.from_cache;
+        self.record.stale = routed.stale;
+    }
+
     fn released(&mut self, fields: &[FieldName], records: &[Record]) {
         self.record.fields = fields.iter().map(|f| f.to_string()).collect();
         self.record.record_count = records.len() as u32;
@@ -140,29 +152,43 @@ pub struct ExchangeService {
     policy: Arc<Policy>,
     log: Arc<ExchangeLog>,
     metrics: Arc<Metrics>,
-    adapter_timeout: std::time::Duration,
+    cache: Option<Arc<RecordCache<ExchangeError>>>,
+    in_flight: Arc<tokio::sync::Semaphore>,
+    adapter_timeout: Duration,
     paging: Paging,
 }
 
+/// What an [`ExchangeService`] is built from.
+#[derive(Debug)]
+pub struct ExchangeParts {
+    pub providers: Arc<Providers>,
+    pub policy: Arc<Policy>,
+    pub log: Arc<ExchangeLog>,
+    pub metrics: Arc<Metrics>,
+    /// `None` when caching is off.
+    pub cache: Option<Arc<RecordCache<ExchangeError>>>,
+    pub max_in_flight: usize,
+    pub adapter_timeout: Duration,
+    pub paging: Paging,
+}
+
 impl ExchangeService {
-    pub fn new(
-        providers: Arc<Providers>,
-        policy: Arc<Policy>,
-        log: Arc<ExchangeLog>,
-        metrics: Arc<Metrics>,
-        adapter_timeout: std::time::Duration,
-        paging: Paging,
-    ) -> Self {
+    pub fn new(p: ExchangeParts) -> Self {
         Self {
-            providers,
-            policy,
-            log,
-            metrics,
-            adapter_timeout,
-            paging,
+            providers: p.providers,
+            policy: p.policy,
+            log: p.log,
+            metrics: p.metrics,
+            cache: p.cache,
+            in_flight: Arc::new(tokio::sync::Semaphore::new(p.max_in_flight.max(1))),
+            adapter_timeout: p.adapter_timeout,
+            paging: p.paging,
         }
     }
 }
+
+/// How long a shed consumer is told to wait: long enough for a burst to pass.
+const SHED_RETRY_AFTER: Duration = Duration::from_millis(200);
 
 #[tonic::async_trait]
 impl Exchange for ExchangeService {
@@ -202,6 +228,15 @@ impl Exchange for ExchangeService {
     ) -> Result<Response<QueryResponse>, Status> {
         let started = Instant::now();
         let request_id = next_request_id();
+        // Load shedding: each exchange holds a slot until it has answered, so the broker's
+        // memory is bounded by max_in_flight times the largest message.
+        let Ok(_slot) = self.in_flight.try_acquire() else {
+            self.metrics.shed();
+            return Err(ExchangeError::Overloaded {
+                retry_after: SHED_RETRY_AFTER,
+            }
+            .into_status(&request_id));
+        };
         let consumer = verified_peer(&request)?.dept.clone();
         let deadline = Deadline::from_request(request.metadata(), self.adapter_timeout);
         // The consumer's trace continues through the broker to the adapter; without one, the
@@ -318,18 +353,31 @@ impl ExchangeService {
         } else {
             Selector::Key(raw.key)
         };
+        let max_age = match (&self.cache, &selector) {
+            (Some(_), Selector::Key(_)) => self.policy.max_cache_age(spec),
+            _ => Duration::ZERO,
+        };
         let routing = Instant::now();
-        let routed = route(
-            provider,
-            &query.resource,
-            selector,
-            &fields,
-            deadline,
-            trace,
-        )
-        .await;
+        let routed = match (&self.cache, selector) {
+            (Some(cache), Selector::Key(key)) if !max_age.is_zero() => {
+                self.through_cache(cache, provider, spec, key, max_age, deadline, trace)
+                    .await
+            }
+            (_, selector) => {
+                route(
+                    provider,
+                    &query.resource,
+                    &selector,
+                    &fields,
+                    deadline,
+                    trace,
+                )
+                .await
+            }
+        };
         self.metrics.stage(Stage::Adapter, routing.elapsed());
         let routed = routed?;
+        trail.served(&routed);
         let mut records = routed.records;
         minimise(&mut records, &fields);
         let masked_fields = mask(&mut records, &decision, &fields);
@@ -340,7 +388,9 @@ impl ExchangeService {
                 provider: query.resource.provider().to_string(),
                 resource: query.resource.to_string(),
                 fetched_at: Some(Timestamp::from(routed.fetched_at)),
-                from_cache: false,
+                from_cache: routed.from_cache,
+                age_millis: u64::try_from(routed.age.as_millis()).unwrap_or(u64::MAX),
+                stale: routed.stale,
             }),
             next_page_token: routed.next_page_token,
             request_id: request_id.to_owned(),
@@ -348,6 +398,80 @@ impl ExchangeService {
             masked_fields,
             receipt: None,
         })
+    }
+
+    /// Step 4 for a key lookup of a cacheable resource: a copy no older than `max_age` is
+    /// served from the cache; otherwise the provider is asked (one call for all the exchanges
+    /// that miss on the key at once) for the whole record, which is cached and then minimised
+    /// per consumer like any answer. If the provider cannot answer and the resource allows it,
+    /// a copy within its stale-if-error window is served, flagged stale.
+    #[allow(clippy::too_many_arguments)]
+    async fn through_cache(
+        &self,
+        cache: &RecordCache<ExchangeError>,
+        provider: &Provider,
+        spec: &ResourceSpec,
+        key: std::collections::HashMap<String, Value>,
+        max_age: Duration,
+        deadline: Deadline,
+        trace: &TraceContext,
+    ) -> Result<Routed, ExchangeError> {
+        let ck = CacheKey::new(spec, &key);
+        let held = cache.get(&ck).await;
+        if let Some(c) = &held
+            && c.age() <= max_age
+        {
+            self.metrics.cache_lookup(spec.id(), "hit");
+            return Ok(Routed::cached(c, false));
+        }
+        self.metrics.cache_lookup(spec.id(), "miss");
+        let stale_window = Duration::from_secs(u64::from(spec.stale_if_error_seconds));
+        let all: Vec<FieldName> = spec.fields().iter().map(|f| f.name.clone()).collect();
+        let fetch = || async {
+            let selector = Selector::Key(key);
+            match route(provider, spec.id(), &selector, &all, deadline, trace).await {
+                Ok(routed) => Ok(routed
+                    .records
+                    .into_iter()
+                    .next()
+                    .map(|r| (r, routed.fetched_at))),
+                Err(ExchangeError::NoRecord { .. }) => Ok(None),
+                Err(e) => Err(e),
+            }
+        };
+        // Waiting on another exchange's fetch must not outlast this exchange's own deadline.
+        let fetched = tokio::time::timeout(
+            deadline.remaining(),
+            cache.fetch(&ck, max_age + stale_window, fetch),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            Err(ExchangeError::ProviderTimeout {
+                dept: provider.dept.clone(),
+                after: deadline.remaining(),
+            })
+        });
+        match fetched {
+            Ok(Some(c)) => Ok(Routed {
+                records: vec![c.record.clone()],
+                next_page_token: String::new(),
+                fetched_at: c.fetched_at,
+                from_cache: false,
+                age: Duration::ZERO,
+                stale: false,
+            }),
+            Ok(None) => Err(ExchangeError::NoRecord {
+                resource: spec.id().clone(),
+            }),
+            Err(e) => match held {
+                Some(c) if could_not_answer(&e) && c.age() <= max_age + stale_window => {
+                    self.metrics.cache_lookup(spec.id(), "stale");
+                    tracing::info!(error = %e, age_ms = c.age().as_millis() as u64, "provider could not answer; serving a stale copy");
+                    Ok(Routed::cached(&c, true))
+                }
+                _ => Err(e),
+            },
+        }
     }
 
     /// The provider's adapter; a resource of a configured department whose catalogue has not
@@ -435,13 +559,113 @@ struct Routed {
     records: Vec<Record>,
     next_page_token: String,
     fetched_at: SystemTime,
+    from_cache: bool,
+    age: Duration,
+    stale: bool,
 }
 
-/// Step 4: the provider's adapter answers within the deadline.
+impl Routed {
+    fn fetched(records: Vec<Record>, next_page_token: String) -> Self {
+        Self {
+            records,
+            next_page_token,
+            fetched_at: SystemTime::now(),
+            from_cache: false,
+            age: Duration::ZERO,
+            stale: false,
+        }
+    }
+
+    fn cached(c: &crate::cache::Cached, stale: bool) -> Self {
+        Self {
+            records: vec![c.record.clone()],
+            next_page_token: String::new(),
+            fetched_at: c.fetched_at,
+            from_cache: true,
+            age: c.age(),
+            stale,
+        }
+    }
+}
+
+/// Failures of the provider to answer at all, where a stale copy may stand in; a refusal or a
+/// "no such record" is an answer.
+fn could_not_answer(e: &ExchangeError) -> bool {
+    matches!(
+        e,
+        ExchangeError::ProviderUnavailable { .. }
+            | ExchangeError::ProviderTimeout { .. }
+            | ExchangeError::ProviderFailed { .. }
+            | ExchangeError::BreakerOpen { .. }
+            | ExchangeError::ProviderSaturated { .. }
+    )
+}
+
+/// Connection failures are retried at most this many times, budget and deadline permitting.
+const MAX_RETRIES: u32 = 2;
+const RETRY_BACKOFF: Duration = Duration::from_millis(10);
+
+/// Step 4: the provider's adapter answers within the deadline, through its guard. Every
+/// adapter call is a read, so a call that failed to reach the adapter may be tried again:
+/// after a jittered pause, while the deadline allows and the retry budget lasts.
 async fn route(
     provider: &Provider,
     resource: &ResourceId,
-    selector: Selector,
+    selector: &Selector,
+    fields: &[FieldName],
+    deadline: Deadline,
+    trace: &TraceContext,
+) -> Result<Routed, ExchangeError> {
+    let budget = deadline.remaining();
+    let dept = || provider.dept.clone();
+    let admitted = provider
+        .guard
+        .admit(budget)
+        .await
+        .map_err(|refusal| match refusal {
+            Refusal::BreakerOpen(retry_after) => ExchangeError::BreakerOpen {
+                dept: dept(),
+                retry_after,
+            },
+            Refusal::Saturated => ExchangeError::ProviderSaturated { dept: dept() },
+            Refusal::Deadline => ExchangeError::ProviderTimeout {
+                dept: dept(),
+                after: budget,
+            },
+        })?;
+    provider.guard.attempted();
+    let mut retries = 0;
+    let result = loop {
+        let result = call_adapter(provider, resource, selector, fields, deadline, trace).await;
+        match &result {
+            Err(ExchangeError::ProviderUnavailable { .. }) if retries < MAX_RETRIES => {
+                let pause = backoff(retries, RETRY_BACKOFF);
+                if deadline.remaining() <= pause + RETRY_BACKOFF || !provider.guard.may_retry() {
+                    break result;
+                }
+                tokio::time::sleep(pause).await;
+                retries += 1;
+            }
+            _ => break result,
+        }
+    };
+    let failed = matches!(
+        result,
+        Err(ExchangeError::ProviderUnavailable { .. } | ExchangeError::ProviderTimeout { .. })
+    );
+    admitted.finish(failed);
+    provider.mark(!matches!(
+        result,
+        Err(ExchangeError::ProviderUnavailable { .. })
+    ));
+    result
+}
+
+/// One call to the adapter.
+async fn call_adapter(
+    provider: &Provider,
+    resource: &ResourceId,
+    selector: &Selector,
     fields: &[FieldName],
     deadline: Deadline,
     trace: &TraceContext,
@@ -460,15 +684,13 @@ async fn route(
             Selector::Key(key) => {
                 let mut req = Request::new(FetchRequest {
                     resource: name,
-                    key,
+                    key: key.clone(),
                     fields,
                 });
                 req.set_timeout(budget);
                 hop.inject(req.metadata_mut());
-                client.fetch(req).await.map(|r| Routed {
-                    records: r.into_inner().record.into_iter().collect(),
-                    next_page_token: String::new(),
-                    fetched_at: SystemTime::now(),
+                client.fetch(req).await.map(|r| {
+                    Routed::fetched(r.into_inner().record.into_iter().collect(), String::new())
                 })
             }
             Selector::Filters {
@@ -478,30 +700,23 @@ async fn route(
             } => {
                 let mut req = Request::new(SearchRequest {
                     resource: name,
-                    filters,
+                    filters: filters.clone(),
                     fields,
-                    page_size,
-                    page_token,
+                    page_size: *page_size,
+                    page_token: page_token.clone(),
                 });
                 req.set_timeout(budget);
                 hop.inject(req.metadata_mut());
                 client.search(req).await.map(|r| {
                     let r = r.into_inner();
-                    Routed {
-                        records: r.records,
-                        next_page_token: r.next_page_token,
-                        fetched_at: SystemTime::now(),
-                    }
+                    Routed::fetched(r.records, r.next_page_token)
                 })
             }
         }
     };
     match tokio::time::timeout(budget, call).await {
         Err(_) => Err(timed_out()),
-        Ok(Ok(routed)) => {
-            provider.mark(true);
-            Ok(routed)
-        }
+        Ok(Ok(routed)) => Ok(routed),
         // The adapter's server ends a call past our grpc-timeout with CANCELLED or
         // DEADLINE_EXCEEDED; either way the budget is what ran out.
         Ok(Err(status))
@@ -510,14 +725,12 @@ async fn route(
             Err(timed_out())
         }
         Ok(Err(status)) => {
-            let e = ExchangeError::from_adapter(&provider.dept, resource, &status);
-            if matches!(e, ExchangeError::ProviderUnavailable { .. }) {
-                provider.mark(false);
-            } else {
-                provider.mark(true);
-            }
             tracing::debug!(code = ?status.code(), message = status.message(), "adapter answered with an error");
-            Err(e)
+            Err(ExchangeError::from_adapter(
+                &provider.dept,
+                resource,
+                &status,
+            ))
         }
     }
 }

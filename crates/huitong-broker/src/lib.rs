@@ -8,6 +8,8 @@
 
 pub mod admin;
 pub mod audit;
+pub mod cache;
+pub mod changes;
 pub mod config;
 pub mod deadline;
 pub mod error;
@@ -17,6 +19,7 @@ pub mod metrics;
 pub mod policy;
 pub mod providers;
 pub mod quota;
+pub mod resilience;
 pub mod server;
 
 pub use config::{BrokerConfig, ConfigError};

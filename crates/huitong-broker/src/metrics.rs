@@ -28,6 +28,11 @@ pub struct Metrics {
     adapter_reachable: Family<Labels, Gauge>,
     log_entries: Gauge,
     log_syncs: Gauge,
+    cache_lookups: Family<Labels, Counter>,
+    cache_entries: Gauge,
+    cache_bytes: Gauge,
+    breaker_state: Family<Labels, Gauge>,
+    shed: Counter,
 }
 
 /// The stages of the exchange path that are timed separately.
@@ -95,8 +100,43 @@ impl Metrics {
             "fdatasync calls by the exchange log since start (one per group commit)",
             log_syncs.clone(),
         );
+        let cache_lookups = Family::<Labels, Counter>::default();
+        registry.register(
+            "cache_lookups",
+            "Key lookups of cacheable resources by result: hit, miss, or stale (served past its age because the provider could not answer)",
+            cache_lookups.clone(),
+        );
+        let cache_entries = Gauge::default();
+        registry.register(
+            "cache_entries",
+            "Records held in the cache",
+            cache_entries.clone(),
+        );
+        let cache_bytes = Gauge::default();
+        registry.register(
+            "cache_bytes",
+            "Bytes charged to the records held in the cache",
+            cache_bytes.clone(),
+        );
+        let breaker_state = Family::<Labels, Gauge>::default();
+        registry.register(
+            "adapter_breaker_state",
+            "Circuit breaker per department: 0 closed, 1 half-open (probing), 2 open",
+            breaker_state.clone(),
+        );
+        let shed = Counter::default();
+        registry.register(
+            "exchanges_shed",
+            "Exchanges refused with UNAVAILABLE because the broker was at max_in_flight",
+            shed.clone(),
+        );
         Metrics {
             registry: Arc::new(registry),
+            cache_lookups,
+            cache_entries,
+            cache_bytes,
+            breaker_state,
+            shed,
             exchanges,
             exchange_seconds,
             stage_seconds,
@@ -144,6 +184,32 @@ impl Metrics {
         self.adapter_reachable
             .get_or_create(&vec![("dept", dept.to_owned())])
             .set(i64::from(reachable));
+    }
+
+    pub fn cache_lookup(&self, resource: &huitong_core::ResourceId, result: &'static str) {
+        self.cache_lookups
+            .get_or_create(&vec![
+                ("resource", resource.to_string()),
+                ("result", result.to_owned()),
+            ])
+            .inc();
+    }
+
+    pub fn cache_usage(&self, entries: u64, bytes: u64) {
+        self.cache_entries
+            .set(i64::try_from(entries).unwrap_or(i64::MAX));
+        self.cache_bytes
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+    }
+
+    pub fn breaker_state(&self, dept: &str, state: crate::resilience::BreakerState) {
+        self.breaker_state
+            .get_or_create(&vec![("dept", dept.to_owned())])
+            .set(state.as_gauge());
+    }
+
+    pub fn shed(&self) {
+        self.shed.inc();
     }
 
     pub fn log(&self, entries: u64, syncs: u64) {

@@ -48,6 +48,7 @@ pub enum PolicyError {
 }
 
 type GrantIndex = HashMap<(DeptId, ResourceId), Vec<Grant>>;
+type CacheLimits = HashMap<ResourceId, u32>;
 
 /// The broker's grants and access requests.
 #[derive(Debug)]
@@ -55,6 +56,8 @@ pub struct Policy {
     db: sled::Db,
     /// Rate limits from the policy file.
     quotas: Quotas,
+    /// Cache age limits from the policy file, lower than the providers' where they differ.
+    cache_limits: RwLock<Arc<CacheLimits>>,
     /// Every grant, by (consumer, resource). Replaced whole on change: the exchange path clones
     /// the `Arc` and never holds the lock while it works.
     grants: RwLock<Arc<GrantIndex>>,
@@ -73,9 +76,11 @@ impl Policy {
         policy_file: Option<&Path>,
         reply_working_days: u32,
     ) -> Result<Policy, PolicyError> {
-        let db = sled::open(data_dir.join("policy.sled")).map_err(|source| PolicyError::Open {
-            path: data_dir.to_owned(),
-            source,
+        let db = huitong_audit::open_sled(&data_dir.join("policy.sled")).map_err(|source| {
+            PolicyError::Open {
+                path: data_dir.to_owned(),
+                source,
+            }
         })?;
         let mut index = GrantIndex::new();
         for item in db.scan_prefix(GRANT) {
@@ -98,9 +103,14 @@ impl Policy {
                     .push(grant);
             }
         }
+        let cache_limits = match policy_file {
+            Some(path) => load_cache_limits(path)?,
+            None => CacheLimits::new(),
+        };
         Ok(Policy {
             db,
             quotas,
+            cache_limits: RwLock::new(Arc::new(cache_limits)),
             grants: RwLock::new(Arc::new(index)),
             write: Mutex::new(()),
             reply_working_days,
@@ -113,8 +123,13 @@ impl Policy {
     pub fn reload_policy_file(&self, path: &Path) -> Result<usize, PolicyError> {
         // Both parts are read before either is applied: a mistake in one changes nothing.
         let quotas = load_quotas(path)?;
+        let cache_limits = Arc::new(load_cache_limits(path)?);
         let declared = load_policy_file(path)?;
         self.quotas.replace(quotas);
+        match self.cache_limits.write() {
+            Ok(mut c) => *c = cache_limits,
+            Err(p) => *p.into_inner() = cache_limits,
+        }
         let count = declared.len();
         let mut next = (*self.snapshot()).clone();
         for list in next.values_mut() {
@@ -163,6 +178,20 @@ impl Policy {
     ) -> Result<(), crate::quota::OverQuota> {
         self.quotas
             .check(consumer, resource, std::time::Instant::now())
+    }
+
+    /// How long a cached copy of `spec`'s records may be served: the provider's limit, lowered
+    /// (never raised) by the policy file. Zero means never cache.
+    pub fn max_cache_age(&self, spec: &ResourceSpec) -> std::time::Duration {
+        let limits = match self.cache_limits.read() {
+            Ok(c) => Arc::clone(&c),
+            Err(p) => Arc::clone(&p.into_inner()),
+        };
+        let provider = spec.max_cache_age_seconds;
+        let seconds = limits
+            .get(spec.id())
+            .map_or(provider, |l| (*l).min(provider));
+        std::time::Duration::from_secs(u64::from(seconds))
     }
 
     /// The exchange path's authorise step: may `consumer` receive `fields` for `purpose`?
@@ -394,6 +423,40 @@ struct PolicyFile {
     grants: Vec<PolicyGrant>,
     #[serde(default)]
     quotas: Vec<PolicyQuota>,
+    #[serde(default)]
+    cache: Vec<PolicyCache>,
+}
+
+/// `[[cache]]`: the exchange's own limit on how long a resource's records may be cached.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PolicyCache {
+    resource: String,
+    /// Lowers the provider's `max_cache_age_seconds`; 0 turns caching off for the resource.
+    max_age_seconds: u32,
+}
+
+/// Reads the `[[cache]]` limits of a policy file; every mistake names the file, the key and
+/// the problem.
+pub fn load_cache_limits(path: &Path) -> Result<HashMap<ResourceId, u32>, PolicyError> {
+    let err = |problem: String| PolicyError::PolicyFile {
+        path: path.to_owned(),
+        problem,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot read: {e}")))?;
+    let file: PolicyFile = toml::from_str(&text).map_err(|e| err(e.to_string()))?;
+    let mut out = HashMap::with_capacity(file.cache.len());
+    for (i, c) in file.cache.iter().enumerate() {
+        let resource =
+            ResourceId::parse(&c.resource).map_err(|e| err(format!("cache[{i}].resource: {e}")))?;
+        if out.insert(resource, c.max_age_seconds).is_some() {
+            return Err(err(format!(
+                "cache[{i}].resource: {} is limited twice",
+                c.resource
+            )));
+        }
+    }
+    Ok(out)
 }
 
 #[derive(Debug, Deserialize)]

@@ -1,5 +1,6 @@
-//! The departments' adapters as the broker sees them: one reusable HTTP/2 channel each, whether
-//! each answered lately, and the catalogue built from their descriptions.
+//! The departments' adapters as the broker sees them: one reusable HTTP/2 channel each, a guard
+//! (concurrency bound, circuit breaker, retry budget) each, whether each is reachable (from its
+//! health stream and from the calls made), and the catalogue built from their descriptions.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,16 +13,22 @@ use huitong_proto::v1::DescribeRequest;
 use huitong_proto::v1::adapter_client::AdapterClient;
 use huitong_tls::{ClientTls, Expect, PeerId, Role};
 use tonic::transport::Channel;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
 use tracing::{info, warn};
 
 use crate::config::BrokerConfig;
 use crate::error::Error;
+use crate::resilience::{AdapterGuard, backoff};
 
 /// One department's adapter.
 #[derive(Debug)]
 pub struct Provider {
     pub dept: DeptId,
     client: AdapterClient<Channel>,
+    channel: Channel,
+    pub guard: AdapterGuard,
     reachable: AtomicBool,
     /// Whether a description was ever loaded; until then its resources are unknown.
     described: AtomicBool,
@@ -83,7 +90,7 @@ impl Providers {
                 .keep_alive_while_idle(true);
             let channel =
                 endpoint.connect_with_connector_lazy(tls.connector(Expect::Exactly(expect)));
-            let client = AdapterClient::new(channel)
+            let client = AdapterClient::new(channel.clone())
                 .max_decoding_message_size(config.max_message_bytes)
                 .max_encoding_message_size(config.max_message_bytes);
             by_dept.insert(
@@ -91,6 +98,8 @@ impl Providers {
                 Arc::new(Provider {
                     dept: a.dept.clone(),
                     client,
+                    channel,
+                    guard: AdapterGuard::new(config.adapter_limits),
                     reachable: AtomicBool::new(false),
                     described: AtomicBool::new(false),
                 }),
@@ -166,6 +175,55 @@ impl Providers {
             })
             .await;
             self.refresh().await;
+        }
+    }
+}
+
+impl Provider {
+    /// Follows the adapter's `grpc.health.v1` status for as long as the broker runs. A broken
+    /// stream means the adapter went away: the breaker opens at once, so consumers get
+    /// UNAVAILABLE now rather than after their calls fail; "serving" again closes it, so
+    /// recovery needs no restart and no wait for the next probe.
+    pub async fn watch_health(self: Arc<Self>) {
+        let mut attempt = 0u32;
+        loop {
+            let mut client = HealthClient::new(self.channel.clone());
+            match client
+                .watch(HealthCheckRequest {
+                    service: String::new(),
+                })
+                .await
+            {
+                Ok(stream) => {
+                    let mut stream = stream.into_inner();
+                    while let Ok(Some(answer)) = stream.message().await {
+                        attempt = 0;
+                        if answer.status == ServingStatus::Serving as i32 {
+                            self.mark(true);
+                            self.guard.reset();
+                        } else {
+                            self.mark(false);
+                            self.guard.trip();
+                        }
+                    }
+                    self.mark(false);
+                    self.guard.trip();
+                }
+                Err(status) if status.code() == tonic::Code::Unimplemented => {
+                    info!(dept = %self.dept, "adapter serves no health checks; its state is learnt from calls alone");
+                    return;
+                }
+                Err(_) => {
+                    self.mark(false);
+                    self.guard.trip();
+                }
+            }
+            // Reconnect quickly at first, then back off to a couple of seconds.
+            tokio::time::sleep(
+                Duration::from_millis(50) + backoff(attempt.min(6), Duration::from_millis(40)),
+            )
+            .await;
+            attempt = attempt.saturating_add(1);
         }
     }
 }

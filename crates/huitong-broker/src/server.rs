@@ -16,9 +16,10 @@ use tracing::info;
 
 use crate::admin::AdminService;
 use crate::audit::AuditService;
+use crate::cache::RecordCache;
 use crate::config::BrokerConfig;
 use crate::error::Error;
-use crate::exchange::{ExchangeService, Paging};
+use crate::exchange::{ExchangeParts, ExchangeService, Paging};
 use crate::log::ExchangeLog;
 use crate::metrics::Metrics;
 use crate::policy::Policy;
@@ -156,6 +157,9 @@ async fn serve_ready(
             },
         ));
     }
+    let cache =
+        (config.cache_max_bytes > 0).then(|| Arc::new(RecordCache::new(config.cache_max_bytes)));
+    let cache_for_gauges = cache.clone();
     // Gauges are read from their owners once a second rather than on every change.
     let gauges = {
         let (metrics, providers, log) = (
@@ -167,6 +171,11 @@ async fn serve_ready(
             loop {
                 for p in providers.iter() {
                     metrics.adapter_reachable(p.dept.as_str(), p.is_reachable());
+                    metrics.breaker_state(p.dept.as_str(), p.guard.breaker_state());
+                }
+                if let Some(cache) = &cache_for_gauges {
+                    let (entries, bytes) = cache.usage();
+                    metrics.cache_usage(entries, bytes);
                 }
                 let stats = log.log().stats();
                 metrics.log(log.log().size(), stats.syncs);
@@ -182,20 +191,32 @@ async fn serve_ready(
     // catalogue; departments that are down are retried in the background.
     providers.refresh().await;
     let refresher = tokio::spawn(Arc::clone(&providers).refresh_forever(config.catalogue_refresh));
+    let mut watchers: Vec<tokio::task::JoinHandle<()>> = providers
+        .iter()
+        .map(|p| tokio::spawn(Arc::clone(p).watch_health()))
+        .collect();
+    if let Some(cache) = &cache {
+        watchers.push(tokio::spawn(crate::changes::follow_all(
+            Arc::clone(&providers),
+            Arc::clone(cache),
+        )));
+    }
 
     let admin = AdminService::new(Arc::clone(&policy), Arc::clone(&providers));
     let audit = AuditService::new(Arc::clone(&log));
-    let exchange = ExchangeService::new(
-        Arc::clone(&providers),
-        Arc::clone(&policy),
-        Arc::clone(&log),
-        Arc::clone(&metrics),
-        config.adapter_timeout,
-        Paging {
+    let exchange = ExchangeService::new(ExchangeParts {
+        providers: Arc::clone(&providers),
+        policy: Arc::clone(&policy),
+        log: Arc::clone(&log),
+        metrics: Arc::clone(&metrics),
+        cache,
+        max_in_flight: config.max_in_flight,
+        adapter_timeout: config.adapter_timeout,
+        paging: Paging {
             default_size: config.default_page_size,
             max_size: config.max_page_size,
         },
-    );
+    });
     let max = config.max_message_bytes;
     let (health, health_service) = tonic_health::server::health_reporter();
     health
@@ -215,8 +236,10 @@ async fn serve_ready(
         .map_err(|e| Error::Reflection(e.to_string()))?;
 
     info!(addr = ?listener.local_addr().ok(), resources = providers.catalogue().len(), "broker serving");
+    let (stopping, mut stopped) = tokio::sync::watch::channel(false);
     let shutdown = async move {
         shutdown.await;
+        let _ = stopping.send(true);
         // Tell load balancers first, so that no new work is sent while in-flight work drains.
         health
             .set_service_status("", ServingStatus::NotServing)
@@ -225,7 +248,7 @@ async fn serve_ready(
             .set_service_status("huitong.v1.Exchange", ServingStatus::NotServing)
             .await;
     };
-    let result = tonic::transport::Server::builder()
+    let server = tonic::transport::Server::builder()
         .layer(MessageLimitLayer::new(max))
         .add_service(health_service)
         .add_service(reflection_v1)
@@ -254,8 +277,24 @@ async fn serve_ready(
                 &[Role::Consumer, Role::Admin, Role::Auditor],
             ),
         ))
-        .serve_with_incoming_shutdown(tls.incoming(listener), shutdown)
-        .await;
+        .serve_with_incoming_shutdown(tls.incoming(listener), shutdown);
+    // Graceful, within a bound: once asked to stop, the server stops accepting and in-flight
+    // exchanges get `shutdown_grace` to finish; whatever is still running then is cancelled.
+    // A cancelled exchange releases nothing, since its answer leaves only after its log record.
+    let grace = config.shutdown_grace;
+    let result = tokio::select! {
+        r = server => r,
+        () = async move {
+            let _ = stopped.wait_for(|s| *s).await;
+            tokio::time::sleep(grace).await;
+        } => {
+            tracing::warn!(grace_ms = grace.as_millis() as u64, "exchanges still in flight after the shutdown grace period were cancelled");
+            Ok(())
+        }
+    };
+    for w in watchers {
+        w.abort();
+    }
     refresher.abort();
     upkeep.abort();
     gauges.abort();

@@ -145,6 +145,9 @@ pub struct ResourceSpec {
     pub update_cycle: String,
     /// Longest time a cached copy may be served, in seconds; 0 means never cache.
     pub max_cache_age_seconds: u32,
+    /// How long past `max_cache_age_seconds` a cached copy may still be served, flagged stale,
+    /// when the provider cannot answer; 0 means never.
+    pub stale_if_error_seconds: u32,
 }
 
 /// The parts of a [`ResourceSpec`] before its consistency checks.
@@ -159,6 +162,7 @@ pub struct ResourceSpecParts {
     pub legal_basis: String,
     pub update_cycle: String,
     pub max_cache_age_seconds: u32,
+    pub stale_if_error_seconds: u32,
 }
 
 impl ResourceSpec {
@@ -197,6 +201,7 @@ impl ResourceSpec {
             legal_basis: p.legal_basis,
             update_cycle: p.update_cycle,
             max_cache_age_seconds: p.max_cache_age_seconds,
+            stale_if_error_seconds: p.stale_if_error_seconds,
         })
     }
 

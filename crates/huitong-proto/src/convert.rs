@@ -132,6 +132,7 @@ pub fn resource_spec(
         legal_basis: d.legal_basis.clone(),
         update_cycle: d.update_cycle.clone(),
         max_cache_age_seconds: d.max_cache_age_seconds,
+        stale_if_error_seconds: d.stale_if_error_seconds,
     })
 }
 
@@ -156,6 +157,7 @@ pub fn resource_description(s: &ResourceSpec) -> v1::ResourceDescription {
         legal_basis: s.legal_basis.clone(),
         update_cycle: s.update_cycle.clone(),
         max_cache_age_seconds: s.max_cache_age_seconds,
+        stale_if_error_seconds: s.stale_if_error_seconds,
     }
 }
 

@@ -25,6 +25,7 @@ fn register() -> ResourceSpec {
         legal_basis: String::new(),
         update_cycle: "real-time".into(),
         max_cache_age_seconds: 60,
+        stale_if_error_seconds: 0,
     })
     .unwrap()
 }
@@ -98,6 +99,7 @@ fn inconsistent_descriptions_are_refused() {
         legal_basis: String::new(),
         update_cycle: String::new(),
         max_cache_age_seconds: 0,
+        stale_if_error_seconds: 0,
     };
     assert!(ResourceSpec::new(p.clone()).is_err());
     p.key_fields.clear();

@@ -42,6 +42,7 @@ fn spec(id: &str, class: SharingClass, fields: &[(&str, FieldType, Sensitivity)]
         legal_basis: "《居民身份证法》".into(),
         update_cycle: "real-time".into(),
         max_cache_age_seconds: 0,
+        stale_if_error_seconds: 0,
     })
     .unwrap()
 }

@@ -104,6 +104,7 @@ struct Resource {
     legal_basis: &'static str,
     update_cycle: &'static str,
     max_cache_age_seconds: u32,
+    stale_if_error_seconds: u32,
     key: &'static [&'static str],
     fields: &'static [(&'static str, FieldType, Sensitivity, &'static str)],
 }
@@ -121,6 +122,7 @@ const RESOURCES: [Resource; 4] = [
         legal_basis: "《中华人民共和国户口登记条例》; 《政务信息资源共享管理暂行办法》第九条",
         update_cycle: "real-time",
         max_cache_age_seconds: 300,
+        stale_if_error_seconds: 3600,
         key: &["id_number"],
         fields: &[
             (
@@ -165,6 +167,7 @@ const RESOURCES: [Resource; 4] = [
         legal_basis: "《中华人民共和国个人信息保护法》第二十八条 (sensitive personal information)",
         update_cycle: "daily",
         max_cache_age_seconds: 0,
+        stale_if_error_seconds: 0,
         key: &["case_no"],
         fields: &[
             ("case_no", Str, Internal, "案号 case number"),
@@ -193,6 +196,7 @@ const RESOURCES: [Resource; 4] = [
         legal_basis: "《婚姻登记条例》",
         update_cycle: "daily",
         max_cache_age_seconds: 600,
+        stale_if_error_seconds: 3600,
         key: &["registration_no"],
         fields: &[
             (
@@ -224,6 +228,7 @@ const RESOURCES: [Resource; 4] = [
         legal_basis: "《市场主体登记管理条例》; 《企业信息公示暂行条例》",
         update_cycle: "daily",
         max_cache_age_seconds: 3600,
+        stale_if_error_seconds: 3600,
         key: &["credit_code"],
         fields: &[
             (
@@ -278,6 +283,7 @@ fn spec(r: &Resource) -> anyhow::Result<ResourceSpec> {
         legal_basis: r.legal_basis.into(),
         update_cycle: r.update_cycle.into(),
         max_cache_age_seconds: r.max_cache_age_seconds,
+        stale_if_error_seconds: r.stale_if_error_seconds,
     })?)
 }
 
