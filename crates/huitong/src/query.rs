@@ -144,6 +144,8 @@ pub fn answer_json(pages: &[QueryResponse]) -> serde_json::Value {
             "resource": p.resource,
             "fetched_at": p.fetched_at.as_ref().map(format_timestamp),
             "from_cache": p.from_cache,
+            "age_millis": p.age_millis,
+            "stale": p.stale,
         })
     });
     json!({

@@ -127,8 +127,14 @@ impl Walk {
                     .provenance
                     .as_ref()
                     .map_or("", |p| p.provider.as_str());
+                // One cached record serves every consumer, minimised and masked for each.
+                let cached = match &answer.provenance {
+                    Some(p) if p.stale => format!(" (stale cached copy, {} ms old)", p.age_millis),
+                    Some(p) if p.from_cache => format!(" (cached copy, {} ms old)", p.age_millis),
+                    _ => String::new(),
+                };
                 println!(
-                    "      ← {} record{} from {from} in {ms:.1} ms (request {}, log entry {})",
+                    "      ← {} record{} from {from}{cached} in {ms:.1} ms (request {}, log entry {})",
                     answer.records.len(),
                     if answer.records.len() == 1 { "" } else { "s" },
                     answer.request_id,
