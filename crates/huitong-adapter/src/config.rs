@@ -27,6 +27,67 @@
 //! description = "公民身份号码 citizen ID number"   # optional
 //! ```
 //!
+//! # Sources
+//!
+//! Each resource's `source` table names its `kind` and the options of that kind. Paths are
+//! relative to the configuration file's directory. `jsonl` is served by this crate
+//! ([`AdapterConfig::into_source`]); `huitong adapter` serves every kind through the
+//! `huitong-sources` crate, which also reloads `jsonl` and `csv` files when they change and
+//! reports the changes to watchers.
+//!
+//! ```toml
+//! # JSON Lines: one JSON object per line, field names as keys.
+//! source = { kind = "jsonl", path = "household-register.jsonl" }
+//!
+//! # CSV with a header row. Optional: delimiter (one ASCII character, "," by default) and
+//! # columns, the header of a field whose column is not named after it. An empty unquoted
+//! # cell is null; "" is the empty string.
+//! source = { kind = "csv", path = "licences.csv", delimiter = ";", columns = { name = "企业名称" } }
+//!
+//! # SQL: PostgreSQL, MySQL/MariaDB or SQLite.
+//! [resources.source]
+//! kind = "sql"
+//! url_env = "HR_DATABASE_URL"       # exactly one of: url_env, url_file (a file holding the
+//!                                   # URL), url (no password in it), e.g.
+//!                                   # "postgres://huitong@db.internal/hr", "sqlite:hr.db"
+//! password_file = "secrets/hr-db"   # optional, or password_env; for a URL without one
+//! table = "hr.household_register"   # a table or view (`schema.name` allowed), or instead:
+//! # query = "SELECT p.sfzh AS id_number, p.xm AS name FROM person p WHERE p.region = :region"
+//! # params = { region = "110000" }  # values for the query's :name placeholders
+//! columns = { id_number = "sfzh" }  # optional: column of a field not named after it
+//! max_connections = 5               # optional pool size, 1 to 100
+//! connect_timeout_ms = 5000         # optional: to connect, or wait for a free connection
+//! query_timeout_ms = 5000           # optional: longest one query may run
+//! changes = { column = "change_seq", poll_interval_ms = 1000, notify_channel = "hr_changes" }
+//!                                   # optional: see below
+//!
+//! # HTTP: an existing REST API answering JSON.
+//! [resources.source]
+//! kind = "http"
+//! fetch = "https://api.example.gov.cn/persons/{id_number}"  # one {placeholder} per key field
+//! search = ["https://api.example.gov.cn/persons?district={district}"]  # optional
+//! record = "data"                   # optional JSON path to the record in a fetch answer
+//! records = "data.items"            # optional JSON path to the array in a search answer
+//! paths = { name = "person.fullName" }  # optional: JSON path of a field within a record
+//! auth_file = "secrets/api-token"   # optional, or auth_env: the credential header's value
+//! auth_header = "Authorization"     # optional, Authorization by default
+//! ca_file = "pki/api-ca.pem"        # optional CA besides the public roots, for https
+//! timeout_ms = 5000                 # optional
+//! ```
+//!
+//! SQL identifiers (table, columns, change column, channel) come only from this file and must
+//! be ASCII letters, digits and `_`; they are quoted in every statement, and key and filter
+//! values are always bound parameters. Rows are read in key order, so paging is stable. With
+//! `changes`, watchers are sent rows whose `column` grew since their cursor, found by polling
+//! every `poll_interval_ms` and, on PostgreSQL with `notify_channel`, as soon as a `NOTIFY` on
+//! that channel arrives (its payload is not read). The column must be set on every insert and
+//! update; deletions are not seen.
+//!
+//! An HTTP fetch answering 404 means no such record. A search uses the first `search` URL
+//! whose placeholders are all among the filters, then keeps only records equal to every
+//! filter; a search with no such URL is refused, naming the filter sets accepted. Placeholder
+//! values are percent-encoded, and may stand only in the path and query.
+//!
 //! [`ConfigFile`] is the file as written, with plain strings; [`AdapterConfig`] is the checked
 //! result. Enumerations are read as strings and checked here rather than by serde, so that an
 //! error names the key path and the accepted values.
@@ -43,6 +104,9 @@ use serde::{Deserialize, Serialize};
 use crate::error::{ConfigError, Error};
 use crate::jsonl::JsonlSource;
 use crate::server::ServeOptions;
+
+pub mod sources;
+pub use sources::{CsvConfig, HttpConfig, QueryParam, SqlChangesConfig, SqlConfig};
 
 /// Listen address when the file gives none.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7401";
@@ -124,6 +188,24 @@ fn is_zero(n: &u32) -> bool {
 pub enum SourceConfig {
     /// A JSON Lines file, relative to the configuration file's directory; see [`JsonlSource`].
     Jsonl { path: PathBuf },
+    /// A CSV file with a header row.
+    Csv(CsvConfig),
+    /// A table, view or query of a SQL database.
+    Sql(SqlConfig),
+    /// A REST API answering JSON.
+    Http(HttpConfig),
+}
+
+impl SourceConfig {
+    /// The `kind` as written in the file.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SourceConfig::Jsonl { .. } => "jsonl",
+            SourceConfig::Csv(_) => "csv",
+            SourceConfig::Sql(_) => "sql",
+            SourceConfig::Http(_) => "http",
+        }
+    }
 }
 
 impl Default for SourceConfig {
@@ -376,13 +458,34 @@ impl AdapterConfig {
         self.resources.iter().map(|(spec, _)| spec)
     }
 
+    /// The resources with their sources, in file order (`resources[i]` in error key paths).
+    pub fn sources(&self) -> impl Iterator<Item = (&ResourceSpec, &SourceConfig)> {
+        self.resources.iter().map(|(spec, source)| (spec, source))
+    }
+
+    /// The directory relative paths in the file are taken from.
+    pub fn dir(&self) -> &Path {
+        self.file.parent().unwrap_or(Path::new(""))
+    }
+
     /// Loads every resource's records, data paths taken relative to the configuration file's
-    /// directory.
+    /// directory. Only `jsonl` sources are served this way; the `huitong-sources` crate loads
+    /// every kind.
     pub fn into_source(&self) -> Result<JsonlSource, Error> {
-        let dir = self.file.parent().unwrap_or(Path::new(""));
-        JsonlSource::load(self.resources.iter().map(|(spec, source)| match source {
-            SourceConfig::Jsonl { path } => (spec.clone(), dir.join(path)),
-        }))
+        let dir = self.dir();
+        let mut files = Vec::with_capacity(self.resources.len());
+        for (spec, source) in &self.resources {
+            match source {
+                SourceConfig::Jsonl { path } => files.push((spec.clone(), dir.join(path))),
+                other => {
+                    return Err(Error::SourceKind {
+                        resource: spec.id().clone(),
+                        kind: other.kind(),
+                    });
+                }
+            }
+        }
+        JsonlSource::load(files)
     }
 }
 
@@ -466,6 +569,7 @@ fn resource_spec(dept: &DeptId, r: &ResourceConfig, at: &str) -> Result<Resource
         key_fields.push(name);
     }
 
+    let source_at = format!("{at}.source");
     match &r.source {
         SourceConfig::Jsonl { path } if path.as_os_str().is_empty() => {
             return Err((
@@ -474,6 +578,9 @@ fn resource_spec(dept: &DeptId, r: &ResourceConfig, at: &str) -> Result<Resource
             ));
         }
         SourceConfig::Jsonl { .. } => {}
+        SourceConfig::Csv(c) => sources::check_csv(c, &fields, &source_at)?,
+        SourceConfig::Sql(c) => sources::check_sql(c, &fields, &source_at)?,
+        SourceConfig::Http(c) => sources::check_http(c, &fields, &key_fields, &source_at)?,
     }
 
     // The checks above cover what ResourceSpec::new checks; this keeps the two in step.

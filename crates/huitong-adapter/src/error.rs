@@ -26,6 +26,15 @@ pub enum Error {
     /// The source described two resources with the same name.
     #[error("the source describes {0} twice; resource names must be unique")]
     DuplicateResource(ResourceId),
+    /// The configuration names a kind of source this function does not load.
+    #[error(
+        "{resource} is read by a {kind} source, which only `huitong adapter` (the \
+         huitong-sources crate) loads; this function serves jsonl sources only"
+    )]
+    SourceKind {
+        resource: ResourceId,
+        kind: &'static str,
+    },
     /// The source described no resources at all.
     #[error("the source of department {0} describes no resources; there is nothing to serve")]
     NoResources(DeptId),
@@ -89,7 +98,9 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    pub(crate) fn new(file: &Path, key: Option<String>, problem: impl Into<String>) -> Self {
+    /// A problem with `key` (a path like `resources[0].source.url_env`) of `file`; for
+    /// sources that check their configuration when they load.
+    pub fn new(file: &Path, key: Option<String>, problem: impl Into<String>) -> Self {
         Self {
             file: file.to_owned(),
             key,

@@ -6,7 +6,14 @@
 //! server checks every request against the resource descriptions before the source sees it,
 //! trims answers to the requested fields, and serves gRPC health and reflection alongside. Or
 //! without code: describe the resources in an [`AdapterConfig`] file and serve the built-in
-//! [`JsonlSource`] it loads.
+//! [`JsonlSource`] it loads (the `huitong-sources` crate loads the other kinds of source the
+//! file can name: SQL databases, HTTP APIs, CSV files).
+//!
+//! Changes: the server answers `WatchChanges` with [`Source::watch`]. A source that learns of
+//! its own changes keeps a [`ChangeFeed`] and calls [`ChangeFeed::publish`] once per change;
+//! the feed retains recent changes for watchers that resume from a cursor, delivers new ones
+//! live, and tells a watcher that fell too far behind to resynchronise. [`MemTable`] holds a
+//! resource's records in memory and lists what changed between two versions of it.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -26,6 +33,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod changes;
 pub mod config;
 pub mod error;
 pub mod jsonl;
@@ -33,12 +41,15 @@ pub mod metrics;
 pub mod server;
 pub mod source;
 mod status;
+pub mod table;
 #[cfg(test)]
 mod test_support;
 
+pub use changes::ChangeFeed;
 pub use config::{AdapterConfig, ConfigFile, FieldConfig, ResourceConfig, SourceConfig, TlsConfig};
 pub use error::{ConfigError, Error};
 pub use huitong_proto::v1::{Record, Value};
 pub use jsonl::JsonlSource;
-pub use server::{AdapterService, ServeOptions, serve};
-pub use source::{Page, PageRequest, Source, SourceError};
+pub use server::{AdapterService, ServeOptions, WatchCloser, serve};
+pub use source::{Change, ChangeStream, Page, PageRequest, Source, SourceError};
+pub use table::MemTable;

@@ -3,7 +3,9 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use huitong_core::{DeptId, FieldName, FieldType, ResourceId, ResourceName, ResourceSpec};
 use huitong_proto::convert;
@@ -16,19 +18,22 @@ use huitong_proto::v1::{
 };
 use huitong_tls::{Role, ServerTls, guard};
 use tokio::net::TcpListener;
+use tokio_stream::Stream;
 use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Response, Status};
 use tracing::{Instrument, field};
 
 use crate::error::Error;
 use crate::metrics::AdapterMetrics;
-use crate::source::{PageRequest, Source};
+use crate::source::{Change, ChangeStream, PageRequest, Source};
 use crate::status;
 
 /// Smallest `max_message_bytes` accepted: below this a single ordinary record may not fit.
 pub const MIN_MESSAGE_BYTES: usize = 16 * 1024;
 /// Largest `max_message_bytes` accepted. Pages bigger than this belong in several requests.
 pub const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
+/// Longest change cursor accepted; sources issue far shorter ones.
+pub const MAX_CURSOR_BYTES: usize = 4096;
 
 /// Limits of the adapter server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,6 +115,29 @@ pub struct AdapterService<S> {
     resources: HashMap<ResourceName, ResourceSpec>,
     describe: DescribeResponse,
     options: ServeOptions,
+    closer: WatchCloser,
+}
+
+/// Ends every open `WatchChanges` stream of an [`AdapterService`] with UNAVAILABLE.
+///
+/// A change stream does not end on its own, and a graceful shutdown waits for open calls to
+/// finish, so whoever serves the service must close the streams when shutdown begins; [`serve`]
+/// does. Streams opened after [`close`](WatchCloser::close) end at once.
+#[derive(Debug, Clone)]
+pub struct WatchCloser(Arc<tokio::sync::watch::Sender<bool>>);
+
+impl WatchCloser {
+    pub fn close(&self) {
+        self.0.send_replace(true);
+    }
+
+    /// Completes once [`close`](WatchCloser::close) was called (or the service is gone).
+    fn closed(&self) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        let mut rx = self.0.subscribe();
+        Box::pin(async move {
+            let _ = rx.wait_for(|closed| *closed).await;
+        })
+    }
 }
 
 impl<S> std::fmt::Debug for AdapterService<S> {
@@ -127,6 +155,11 @@ impl<S: Source> AdapterService<S> {
     /// The service's metrics, to serve with [`huitong_proto::metrics::serve`].
     pub fn metrics(&self) -> Arc<AdapterMetrics> {
         Arc::clone(&self.metrics)
+    }
+
+    /// What ends the service's open change streams; see [`WatchCloser`].
+    pub fn watch_closer(&self) -> WatchCloser {
+        self.closer.clone()
     }
 
     /// Checks the source's resources (each of `dept`, names distinct, at least one) and the
@@ -168,6 +201,7 @@ impl<S: Source> AdapterService<S> {
             resources,
             describe,
             options: *options,
+            closer: WatchCloser(Arc::new(tokio::sync::watch::channel(false).0)),
         })
     }
 
@@ -246,6 +280,113 @@ impl<S: Source> AdapterService<S> {
             next_page_token: page.next_token.unwrap_or_default(),
         })
     }
+
+    async fn watch_checked(&self, req: WatchChangesRequest) -> Result<ChangeEvents, Status> {
+        let spec = self.resource(&req.resource)?;
+        if req.cursor.len() > MAX_CURSOR_BYTES {
+            return Err(Status::invalid_argument(format!(
+                "the cursor is longer than any this adapter issues ({MAX_CURSOR_BYTES} bytes); \
+                 pass back the cursor of an event, or none"
+            )));
+        }
+        let cursor = Some(req.cursor.as_str()).filter(|c| !c.is_empty());
+        let changes = self
+            .source
+            .watch(spec.id().name(), cursor)
+            .await
+            .map_err(|e| source_failed(&e, spec.id()))?;
+        Ok(ChangeEvents {
+            changes,
+            spec: spec.clone(),
+            dept: self.dept.clone(),
+            closed: self.closer.closed(),
+            done: false,
+        })
+    }
+}
+
+/// A source's changes as `ChangeEvent`s, until the source fails or the adapter shuts down.
+struct ChangeEvents {
+    changes: ChangeStream,
+    spec: ResourceSpec,
+    dept: DeptId,
+    closed: Pin<Box<dyn Future<Output = ()> + Send>>,
+    done: bool,
+}
+
+impl ChangeEvents {
+    /// The event for one change: the key checked against the resource's key fields, since
+    /// the broker files the change under it, and the record trimmed to the declared fields.
+    fn event(&self, change: Change) -> Result<ChangeEvent, Status> {
+        let id = self.spec.id();
+        self.spec
+            .check_key(
+                change
+                    .key
+                    .iter()
+                    .map(|(n, v)| (n.as_str(), v.value_kind(), v.is_empty_text())),
+            )
+            .map_err(|e| {
+                tracing::error!(resource = %id, error = %e, "the source reported a change with a malformed key");
+                Status::internal(format!(
+                    "the adapter reported a malformed change of {id}; its operators have the \
+                     details in its log; watch again from the cursor of the last event"
+                ))
+            })?;
+        let record = change.record.map(|mut r| {
+            r.fields.retain(|name, _| self.spec.field(name).is_some());
+            r
+        });
+        Ok(ChangeEvent {
+            resource: id.to_string(),
+            key: change.key.into_iter().collect(),
+            record,
+            cursor: change.cursor,
+        })
+    }
+}
+
+impl Stream for ChangeEvents {
+    type Item = Result<ChangeEvent, Status>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        if this.done {
+            return Poll::Ready(None);
+        }
+        if this.closed.as_mut().poll(cx).is_ready() {
+            this.done = true;
+            tracing::info!(resource = %this.spec.id(), "change stream closed: shutting down");
+            return Poll::Ready(Some(Err(Status::unavailable(format!(
+                "department {}'s adapter is shutting down; watch again later from the cursor \
+                 of the last event received",
+                this.dept
+            )))));
+        }
+        let item = match this.changes.as_mut().poll_next(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(item) => item,
+        };
+        let out = match item {
+            Some(Ok(change)) => this.event(change),
+            Some(Err(e)) => Err(source_failed(&e, this.spec.id())),
+            // Sources keep their streams open; one that ends has stopped watching.
+            None => Err(Status::unavailable(format!(
+                "the change stream of {} ended; watch again from the cursor of the last event",
+                this.spec.id()
+            ))),
+        };
+        if let Err(status) = &out {
+            this.done = true;
+            tracing::info!(
+                resource = %this.spec.id(),
+                code = ?status.code(),
+                reason = status.message(),
+                "change stream ended"
+            );
+        }
+        Poll::Ready(Some(out))
+    }
 }
 
 /// The key in key-field order, each value coerced to its field's type.
@@ -323,7 +464,13 @@ fn trimmed(mut record: Record, fields: &[FieldName]) -> Record {
 /// Logs a source's failure with its detail and answers with a status that omits it.
 fn source_failed(e: &crate::SourceError, resource: &ResourceId) -> Status {
     match e {
-        crate::SourceError::BadPageToken => {}
+        crate::SourceError::BadPageToken
+        | crate::SourceError::BadCursor
+        | crate::SourceError::UnsupportedSearch(_)
+        | crate::SourceError::ChangesUnsupported => {}
+        crate::SourceError::CursorExpired(_) => {
+            tracing::info!(%resource, error = %e, "a watcher must resynchronise");
+        }
         crate::SourceError::Unavailable(_) => {
             tracing::warn!(%resource, error = %e, "the source is unavailable");
         }
@@ -461,22 +608,30 @@ impl<S: Source> Adapter for AdapterService<S> {
             .await
     }
 
-    type WatchChangesStream = tokio_stream::Empty<Result<ChangeEvent, Status>>;
+    type WatchChangesStream = Pin<Box<dyn Stream<Item = Result<ChangeEvent, Status>> + Send>>;
 
     async fn watch_changes(
         &self,
         request: Request<WatchChangesRequest>,
     ) -> Result<Response<Self::WatchChangesStream>, Status> {
+        let trace = trace_id(&request);
         let span = tracing::info_span!(
             "watch_changes",
+            trace_id = %trace,
             resource = %resource_field(&request.get_ref().resource),
+            resumed = !request.get_ref().cursor.is_empty(),
             outcome = field::Empty,
         );
+        link(&span, &request);
+        let req = request.into_inner();
+        let started = std::time::Instant::now();
+        let resource = resource_field(&req.resource);
         async {
-            finish(Err(Status::unimplemented(format!(
-                "department {}'s adapter does not publish changes yet",
-                self.dept
-            ))))
+            let result = self
+                .watch_checked(req)
+                .await
+                .map(|events| -> Self::WatchChangesStream { Box::pin(events) });
+            self.finish("watch_changes", &resource, started, result)
         }
         .instrument(span)
         .await
@@ -500,6 +655,7 @@ pub async fn serve<S: Source>(
 ) -> Result<(), Error> {
     let tls = Arc::new(tls);
     let service = AdapterService::new(dept, source, &options)?;
+    let closer = service.watch_closer();
     let (stop_metrics, metrics_stopped) = tokio::sync::watch::channel(false);
     if let Some(addr) = options.metrics_listen {
         let listener = transport::bind(addr).map_err(|e| {
@@ -540,6 +696,7 @@ pub async fn serve<S: Source>(
         async move {
             shutdown.await;
             let _ = stop_metrics.send(true);
+            closer.close();
             tracing::info!(%dept, "adapter shutting down");
             for name in ["", adapter_server::SERVICE_NAME] {
                 health
@@ -574,3 +731,5 @@ pub async fn serve<S: Source>(
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod watch_tests;

@@ -1,7 +1,10 @@
 //! The trait a department implements to connect its records to Huitong.
 
+use std::pin::Pin;
+
 use huitong_core::{FieldName, ResourceName, ResourceSpec};
 use huitong_proto::v1::{Record, Value};
+use tokio_stream::Stream;
 
 /// A department's records, as the adapter server sees them.
 ///
@@ -40,7 +43,44 @@ pub trait Source: Send + Sync + 'static {
         fields: &[FieldName],
         page: PageRequest,
     ) -> Result<Page, SourceError>;
+
+    /// Changes to a resource's records after `cursor` (`None`: from the oldest change still
+    /// retained), then new changes as they happen. The stream should not end while the source
+    /// runs; an `Err` item ends it with that error.
+    ///
+    /// The default answers [`SourceError::ChangesUnsupported`]. A source that keeps its
+    /// records in memory can hold a [`ChangeFeed`](crate::ChangeFeed), call
+    /// [`publish`](crate::ChangeFeed::publish) on every change and answer here with
+    /// [`ChangeFeed::watch`](crate::ChangeFeed::watch); a source with a natural cursor (a
+    /// sequence or updated-at column) can implement this itself. Either way:
+    ///
+    /// - a cursor this source did not issue is [`SourceError::BadCursor`];
+    /// - a cursor older than the retained changes is [`SourceError::CursorExpired`], before or
+    ///   after some changes were streamed (a watcher that fell too far behind), never a silent
+    ///   gap.
+    async fn watch(
+        &self,
+        resource: &ResourceName,
+        cursor: Option<&str>,
+    ) -> Result<ChangeStream, SourceError> {
+        let _ = (resource, cursor);
+        Err(SourceError::ChangesUnsupported)
+    }
 }
+
+/// One change to a record, as a source reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Change {
+    /// The changed record's key: one value per key field.
+    pub key: Vec<(String, Value)>,
+    /// The record as it is now; `None` when it was deleted.
+    pub record: Option<Record>,
+    /// Passed back to [`Source::watch`] to resume after this change.
+    pub cursor: String,
+}
+
+/// The changes [`Source::watch`] streams.
+pub type ChangeStream = Pin<Box<dyn Stream<Item = Result<Change, SourceError>> + Send>>;
 
 /// Which page of a search to return.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,6 +112,22 @@ pub enum SourceError {
     /// The page token is not one this source issued. Answered with INVALID_ARGUMENT.
     #[error("the page_token is not one this adapter issued; start again without one")]
     BadPageToken,
+    /// A search the source cannot answer for the filters given (e.g. an HTTP API without a
+    /// query for them); the message names the fields, never values, and goes to the caller.
+    /// Answered with INVALID_ARGUMENT.
+    #[error("{0}")]
+    UnsupportedSearch(String),
+    /// The source does not report changes. Answered with UNIMPLEMENTED.
+    #[error("this source does not report changes")]
+    ChangesUnsupported,
+    /// The change cursor is not one this source issued. Answered with INVALID_ARGUMENT.
+    #[error("the cursor is not one this adapter issued; watch again without one")]
+    BadCursor,
+    /// The changes after the cursor are no longer retained, or the watcher fell further behind
+    /// than the adapter buffers. The caller must read the resource afresh and watch again
+    /// without a cursor. Answered with OUT_OF_RANGE.
+    #[error("the changes after this cursor are no longer retained: {0}")]
+    CursorExpired(String),
     /// Anything else: a bug, or data the source cannot read. Answered with INTERNAL.
     #[error("internal error: {0}")]
     Internal(String),

@@ -31,7 +31,18 @@ pub(crate) fn from_source(e: &SourceError, what: &str) -> Status {
         SourceError::Unavailable(_) => Status::unavailable(format!(
             "the records of {what} are unavailable at the moment; try again later"
         )),
-        SourceError::BadPageToken => Status::invalid_argument(e.to_string()),
+        SourceError::BadPageToken | SourceError::BadCursor | SourceError::UnsupportedSearch(_) => {
+            Status::invalid_argument(e.to_string())
+        }
+        SourceError::ChangesUnsupported => Status::unimplemented(format!(
+            "the source of {what} does not report changes, so they cannot be watched; \
+             read it with Fetch or Search instead"
+        )),
+        SourceError::CursorExpired(_) => Status::out_of_range(format!(
+            "the changes of {what} after this cursor are no longer retained (the adapter \
+             restarted, or this watcher fell too far behind); resynchronise: read {what} \
+             afresh, then watch again with an empty cursor"
+        )),
         SourceError::Internal(_) => Status::internal(format!(
             "the adapter failed to read {what}; its operators have the details in its log"
         )),

@@ -264,8 +264,8 @@ fn toml_errors_name_the_file_and_keep_the_position() {
             "unknown field `colour`",
         ),
         (
-            good_with("kind = \"jsonl\"", "kind = \"sql\""),
-            "unknown variant `sql`, expected `jsonl`",
+            good_with("kind = \"jsonl\"", "kind = \"oracle\""),
+            "unknown variant `oracle`, expected one of `jsonl`, `csv`, `sql`, `http`",
         ),
         (
             good_with(

@@ -470,7 +470,8 @@ async fn watch_changes_is_unimplemented_with_a_reason() {
     assert_eq!(status.code(), Code::Unimplemented);
     assert_eq!(
         status.message(),
-        "department public-security's adapter does not publish changes yet"
+        "the source of public-security/household-register does not report changes, so they \
+         cannot be watched; read it with Fetch or Search instead"
     );
     s.stop().await;
 }
