@@ -1735,6 +1735,9 @@ struct Help {
     flags: BTreeSet<String>,
     /// Flags the usage line lists outside brackets.
     required: Vec<String>,
+    /// The command also runs without a subcommand (`huitong adapter --config …` beside
+    /// `huitong adapter check …`): its first usage line names no command.
+    subcommand_optional: bool,
 }
 
 impl Cli {
@@ -1767,6 +1770,9 @@ impl Cli {
                 ));
                 return;
             };
+            if help.subcommand_optional && sub.starts_with('-') {
+                break;
+            }
             if !help.commands.contains(sub) {
                 problems.push(format!(
                     "{origin}: `huitong {}` has no subcommand {sub:?} (it has {:?}); if this \
@@ -1808,6 +1814,7 @@ fn parse_help(text: &str) -> Help {
     let mut section = "";
     for line in text.lines() {
         if let Some(usage) = line.strip_prefix("Usage: ") {
+            help.subcommand_optional = !usage.contains("COMMAND");
             let mut depth = 0i32;
             for w in usage.split_whitespace() {
                 if depth == 0 && w.starts_with("--") {
