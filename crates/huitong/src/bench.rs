@@ -1,5 +1,10 @@
 //! `huitong bench`: measurements reported as ratios to a baseline measured in the same run.
 //!
+//! `huitong bench load` drives an adapter or a broker (or a proxy or static server in their
+//! place) over gRPC and reports throughput and latency percentiles; `huitong bench connections`
+//! measures what many open connections cost a server; `bench/run.sh` runs both against each
+//! setup side by side (see docs/performance.md).
+//!
 //! `huitong bench log` measures the exchange log on this machine's disk: durable appends per
 //! second with 1, 16 and 256 concurrent writers against the baseline of one write and one
 //! `fdatasync` per record; inclusion-proof time at growing log sizes; and offline verification
@@ -15,6 +20,9 @@ use huitong_audit::store::{Log, LogOptions};
 use huitong_audit::{bundle, merkle};
 use huitong_proto::v1::ExchangeRecord;
 use prost::Message;
+
+mod connections;
+mod load;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -36,6 +44,11 @@ enum Command {
         #[arg(long, value_delimiter = ',', default_value = "10000,1000000")]
         proof_sizes: Vec<u64>,
     },
+    /// Load generator: Adapter.Fetch or Exchange.Query at a fixed rate or fixed concurrency;
+    /// throughput, latency percentiles, every answer's status. Exits 1 if any answer was an error.
+    Load(Box<load::Args>),
+    /// Many open connections to a server, and its memory while they are open.
+    Connections(connections::Args),
 }
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -52,6 +65,8 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             let _ = std::fs::remove_dir_all(&dir);
             result?;
         }
+        Command::Load(args) => return load::run(*args).await,
+        Command::Connections(args) => return connections::run(args).await,
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -72,6 +87,7 @@ fn sample_record(i: u64) -> Vec<u8> {
         outcome: "answered".into(),
         status_code: 0,
         cache_hit: false,
+        stale: false,
         latency_micros: 1800,
         answer_digest: vec![0xab; 32],
         subject: vec![(i % 251) as u8; 32],
