@@ -7,199 +7,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use huitong_adapter::{Page, PageRequest, Record, ServeOptions, Source, SourceError, Value};
-use huitong_client::{Client, ClientError, Query, QueryResponse};
-use huitong_core::{
-    DeptId, FieldName, FieldSpec, FieldType, ResourceId, ResourceName, ResourceSpec,
-    ResourceSpecParts, Sensitivity, SharingClass,
-};
-use huitong_tests::{
-    Exchange, Proc, Role, TempDir, TlsFiles, free_port, http_get, write_broker_config,
-};
-use huitong_tls::{ServerTls, pki};
+use huitong_client::{ClientError, Query, QueryResponse};
+use huitong_tests::parcels::{Parcels, Setup};
+use huitong_tests::{Exchange, Proc, free_port, http_get};
 use tonic::Code;
-
-/// One department's register of parcels, under the test's control.
-struct Parcels {
-    spec: ResourceSpec,
-    delay_ms: AtomicU64,
-    failing: AtomicBool,
-    owner: Mutex<String>,
-    calls: AtomicUsize,
-    running: AtomicUsize,
-    most_running: AtomicUsize,
-}
-
-impl Parcels {
-    fn new(dept: &str, max_cache_age_seconds: u32, stale_if_error_seconds: u32) -> Arc<Self> {
-        let field = |name: &str| FieldSpec {
-            name: FieldName::new(name).unwrap(),
-            ty: FieldType::String,
-            sensitivity: Sensitivity::Public,
-            description: String::new(),
-        };
-        Arc::new(Parcels {
-            spec: ResourceSpec::new(ResourceSpecParts {
-                id: ResourceId::parse(&format!("{dept}/parcels")).unwrap(),
-                title: "Land parcels".into(),
-                description: String::new(),
-                fields: vec![field("parcel_no"), field("owner")],
-                key_fields: vec![FieldName::new("parcel_no").unwrap()],
-                sharing_class: SharingClass::Open,
-                legal_basis: String::new(),
-                update_cycle: "daily".into(),
-                max_cache_age_seconds,
-                stale_if_error_seconds,
-            })
-            .unwrap(),
-            delay_ms: AtomicU64::new(0),
-            failing: AtomicBool::new(false),
-            owner: Mutex::new("张三".into()),
-            calls: AtomicUsize::new(0),
-            running: AtomicUsize::new(0),
-            most_running: AtomicUsize::new(0),
-        })
-    }
-
-    fn calls(&self) -> usize {
-        self.calls.load(Ordering::SeqCst)
-    }
-
-    fn set_delay(&self, d: Duration) {
-        self.delay_ms.store(d.as_millis() as u64, Ordering::SeqCst);
-    }
-}
-
-struct Shared(Arc<Parcels>);
-
-#[tonic::async_trait]
-impl Source for Shared {
-    fn resources(&self) -> Vec<ResourceSpec> {
-        vec![self.0.spec.clone()]
-    }
-
-    async fn fetch(
-        &self,
-        _resource: &ResourceName,
-        key: &[(FieldName, Value)],
-        _fields: &[FieldName],
-    ) -> Result<Option<Record>, SourceError> {
-        let p = &self.0;
-        p.calls.fetch_add(1, Ordering::SeqCst);
-        let now = p.running.fetch_add(1, Ordering::SeqCst) + 1;
-        p.most_running.fetch_max(now, Ordering::SeqCst);
-        tokio::time::sleep(Duration::from_millis(p.delay_ms.load(Ordering::SeqCst))).await;
-        p.running.fetch_sub(1, Ordering::SeqCst);
-        if p.failing.load(Ordering::SeqCst) {
-            return Err(SourceError::Unavailable(
-                "the land registry database is down".into(),
-            ));
-        }
-        let mut r = Record::default();
-        r.fields.insert("parcel_no".into(), key[0].1.clone());
-        r.fields.insert(
-            "owner".into(),
-            Value::string(p.owner.lock().unwrap().clone()),
-        );
-        Ok(Some(r))
-    }
-
-    async fn search(
-        &self,
-        _resource: &ResourceName,
-        _filters: &[(FieldName, Value)],
-        _fields: &[FieldName],
-        _page: PageRequest,
-    ) -> Result<Page, SourceError> {
-        Ok(Page::default())
-    }
-}
-
-struct Setup {
-    dir: TempDir,
-    broker: Proc,
-}
-
-impl Setup {
-    /// Serves each department's parcels in-process and starts a real broker in front of them.
-    /// `policy` (if not empty) becomes the broker's policy file.
-    async fn start(depts: &[&Arc<Parcels>], broker_extra: &str, policy: &str) -> Setup {
-        let dir = TempDir::new("resilience");
-        let pki_dir = dir.path().join("pki");
-        pki::init(&pki_dir, "test.huitong.example").unwrap();
-        pki::issue(
-            &pki_dir,
-            &pki::IssueOptions::new(DeptId::new("exchange-office").unwrap(), Role::Broker),
-        )
-        .unwrap();
-        pki::issue(
-            &pki_dir,
-            &pki::IssueOptions::new(DeptId::new("housing").unwrap(), Role::Consumer),
-        )
-        .unwrap();
-        let mut endpoints = Vec::new();
-        for p in depts {
-            let dept = p.spec.id().provider().clone();
-            pki::issue(
-                &pki_dir,
-                &pki::IssueOptions::new(dept.clone(), Role::Adapter),
-            )
-            .unwrap();
-            let tls =
-                ServerTls::load(&TlsFiles::from_pki_dir(&pki_dir, &dept, Role::Adapter)).unwrap();
-            let listener = huitong_proto::transport::bind("127.0.0.1:0".parse().unwrap()).unwrap();
-            endpoints.push((
-                dept.to_string(),
-                format!("https://{}", listener.local_addr().unwrap()),
-            ));
-            tokio::spawn(huitong_adapter::serve(
-                dept,
-                Shared(Arc::clone(p)),
-                listener,
-                ServeOptions::default(),
-                tls,
-                std::future::pending(),
-            ));
-        }
-        if !policy.is_empty() {
-            std::fs::write(dir.path().join("policy.toml"), policy).unwrap();
-        }
-        let cfg = write_broker_config(dir.path(), "broker.toml", &endpoints, broker_extra);
-        let broker = Proc::start(&["broker", "--config", cfg.to_str().unwrap()]);
-        let setup = Setup { dir, broker };
-        // The catalogue is loaded before the broker announces itself, but wait for every
-        // department to be listed reachable so that tests start from a steady state.
-        let mut c = setup.consumer().await;
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let entries = c.catalogue(None).await.unwrap();
-            if entries.len() == depts.len() && entries.iter().all(|e| e.provider_reachable) {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "departments never all reachable: {entries:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        setup
-    }
-
-    async fn consumer(&self) -> Client {
-        let files = TlsFiles::from_pki_dir(
-            &self.dir.path().join("pki"),
-            &DeptId::new("housing").unwrap(),
-            Role::Consumer,
-        );
-        Client::connect(&self.broker.endpoint(), &files)
-            .await
-            .unwrap()
-    }
-}
 
 fn parcel(dept: &str, no: &str) -> Query {
     Query::by_key(&format!("{dept}/parcels"), "parcel_no", no)
@@ -228,7 +43,7 @@ fn status(r: Result<QueryResponse, ClientError>) -> tonic::Status {
 async fn one_cached_record_serves_later_queries_and_says_how_old_it_is() {
     let land = Parcels::new("land-resources", 60, 0);
     let s = Setup::start(&[&land], "", "").await;
-    let mut c = s.consumer().await;
+    let mut c = s.consumer("housing").await;
     let first = c.query(parcel("land-resources", "P-1")).await.unwrap();
     assert_eq!(provenance(&first), (false, 0, false));
     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -255,6 +70,74 @@ async fn one_cached_record_serves_later_queries_and_says_how_old_it_is() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn after_an_invalidation_no_consumer_gets_the_old_value() {
+    let land = Parcels::new("land-resources", 3600, 3600);
+    let s = Setup::start(&[&land], "", "").await;
+    let c = s.consumer("housing").await;
+    let mut probe = c.clone();
+    assert_eq!(
+        owner(&probe.query(parcel("land-resources", "P-1")).await.unwrap()),
+        "张三"
+    );
+    // Consumers keep asking while the owner changes three times.
+    let stop = Arc::new(AtomicBool::new(false));
+    type Seen = (Instant, String);
+    let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
+    let workers: Vec<_> = (0..6)
+        .map(|_| {
+            let (mut c, stop, seen) = (c.clone(), Arc::clone(&stop), Arc::clone(&seen));
+            tokio::spawn(async move {
+                while !stop.load(Ordering::SeqCst) {
+                    let started = Instant::now();
+                    let a = c.query(parcel("land-resources", "P-1")).await.unwrap();
+                    seen.lock().unwrap().push((started, owner(&a)));
+                }
+            })
+        })
+        .collect();
+    let mut first_seen = Vec::new();
+    for (n, to) in ["李四", "王五", "赵六"].iter().enumerate() {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let changed = Instant::now();
+        land.change_owner("P-1", to);
+        loop {
+            let a = probe.query(parcel("land-resources", "P-1")).await.unwrap();
+            if owner(&a) == *to {
+                first_seen.push((n, Instant::now()));
+                break;
+            }
+            assert!(
+                changed.elapsed() < Duration::from_secs(3),
+                "the change to {to} never reached the broker's cache"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::SeqCst);
+    for w in workers {
+        w.await.unwrap();
+    }
+    // Once a value has been seen, nobody who asks later is given an older one.
+    let order = ["张三", "李四", "王五", "赵六"];
+    let seen = seen.lock().unwrap();
+    for (n, at) in &first_seen {
+        for (started, got) in seen.iter().filter(|(started, _)| started > at) {
+            let version = order.iter().position(|o| o == got).unwrap();
+            assert!(
+                version > *n,
+                "a query started {:?} after {} was first seen got {got}",
+                started.duration_since(*at),
+                order[n + 1]
+            );
+        }
+    }
+    assert!(seen.len() > 30, "too few queries: {}", seen.len());
+    // Most of them were served from the cache: one call per version, give or take a race.
+    assert!(land.calls() < 12, "{} adapter calls", land.calls());
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn with_caching_off_every_query_reaches_the_adapter() {
     // Off by the provider's declaration, and off by the exchange's policy for a resource the
     // provider lets be cached.
@@ -262,7 +145,7 @@ async fn with_caching_off_every_query_reaches_the_adapter() {
     let lowered = Parcels::new("housing-fund", 3600, 0);
     let policy = "[[cache]]\nresource = \"housing-fund/parcels\"\nmax_age_seconds = 0\n";
     let s = Setup::start(&[&uncached, &lowered], "", policy).await;
-    let mut c = s.consumer().await;
+    let mut c = s.consumer("housing").await;
     for _ in 0..5 {
         for dept in ["land-resources", "housing-fund"] {
             let a = c.query(parcel(dept, "P-1")).await.unwrap();
@@ -278,7 +161,7 @@ async fn concurrent_misses_for_one_key_make_one_adapter_call() {
     let land = Parcels::new("land-resources", 60, 0);
     land.set_delay(Duration::from_millis(300));
     let s = Setup::start(&[&land], "", "").await;
-    let c = s.consumer().await;
+    let c = s.consumer("housing").await;
     let tasks: Vec<_> = (0..20)
         .map(|_| {
             let mut c = c.clone();
@@ -296,7 +179,7 @@ async fn a_stale_copy_is_served_only_where_allowed_and_flagged() {
     let lenient = Parcels::new("land-resources", 1, 60);
     let strict = Parcels::new("housing-fund", 1, 0);
     let s = Setup::start(&[&lenient, &strict], "", "").await;
-    let mut c = s.consumer().await;
+    let mut c = s.consumer("housing").await;
     for dept in ["land-resources", "housing-fund"] {
         c.query(parcel(dept, "P-1")).await.unwrap();
     }
@@ -331,7 +214,7 @@ async fn a_slow_adapter_cannot_take_the_broker_from_the_others() {
         "",
     )
     .await;
-    let c = s.consumer().await;
+    let c = s.consumer("housing").await;
     let flood: Vec<_> = (0..60)
         .map(|i| {
             let mut c = c.clone();
@@ -379,7 +262,7 @@ async fn beyond_max_in_flight_the_broker_sheds_load() {
     let slow = Parcels::new("land-resources", 0, 0);
     slow.set_delay(Duration::from_millis(800));
     let s = Setup::start(&[&slow], "max_in_flight = 3", "").await;
-    let c = s.consumer().await;
+    let c = s.consumer("housing").await;
     let tasks: Vec<_> = (0..10)
         .map(|i| {
             let mut c = c.clone();
@@ -407,10 +290,10 @@ async fn shutdown_finishes_what_is_in_flight_within_its_grace() {
     let land = Parcels::new("land-resources", 0, 0);
     land.set_delay(Duration::from_millis(1000));
     let s = Setup::start(&[&land], "shutdown_grace_seconds = 5", "").await;
-    let mut c = s.consumer().await;
+    let mut c = s.consumer("housing").await;
     let in_flight = tokio::spawn(async move { c.query(parcel("land-resources", "P-1")).await });
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let Setup { dir, broker } = s;
+    let Setup { dir, broker, .. } = s;
     let stopping = tokio::task::spawn_blocking(move || broker.terminate());
     assert_eq!(owner(&in_flight.await.unwrap().unwrap()), "张三");
     assert!(stopping.await.unwrap().success());
@@ -427,13 +310,13 @@ async fn shutdown_cancels_what_outlasts_the_grace_and_still_exits_cleanly() {
         "",
     )
     .await;
-    let mut c = s.consumer().await;
+    let mut c = s.consumer("housing").await;
     let in_flight = tokio::spawn(async move {
         c.query(parcel("land-resources", "P-1").timeout(Duration::from_secs(60)))
             .await
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let Setup { dir, broker } = s;
+    let Setup { dir, broker, .. } = s;
     let started = Instant::now();
     let status = tokio::task::spawn_blocking(move || broker.terminate())
         .await

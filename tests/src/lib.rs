@@ -8,6 +8,8 @@
     missing_debug_implementations
 )]
 
+pub mod parcels;
+
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -83,14 +85,20 @@ pub struct Proc {
 impl Proc {
     /// Starts `huitong <args>` and waits for its `listening on ADDR` line.
     pub fn start(args: &[&str]) -> Proc {
-        let mut child = Command::new(huitong_bin())
-            .args(args)
-            .env("HUITONG_LOG", "info")
+        let mut cmd = Command::new(huitong_bin());
+        cmd.args(args).env("HUITONG_LOG", "info");
+        Proc::start_command(cmd, &format!("huitong {args:?}"))
+    }
+
+    /// Starts any server (e.g. an adapter written in another language) that prints a
+    /// `listening on ADDR` line, and waits for that line; `what` names it in failures.
+    pub fn start_command(mut cmd: Command, what: &str) -> Proc {
+        let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .expect("starting huitong");
+            .unwrap_or_else(|e| panic!("starting {what}: {e}"));
         let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
         {
             let mut pipe = child.stderr.take().unwrap();
@@ -126,7 +134,7 @@ impl Proc {
                 let _ = child.kill();
                 let out = child.wait_with_output().unwrap();
                 panic!(
-                    "huitong {args:?} did not start listening: {:?}\n{}",
+                    "{what} did not start listening: {:?}\n{}",
                     out.status,
                     stderr.lock().unwrap()
                 );

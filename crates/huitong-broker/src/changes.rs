@@ -1,37 +1,49 @@
-//! Following the providers' change streams (`Adapter.WatchChanges`) so that a change reported
-//! by a department drops the cached copy at once, not when its age runs out.
+//! Following the providers' change streams (`Adapter.WatchChanges`): every change a department
+//! reports is stored in the event log for subscribers, and drops the cached copy of the changed
+//! record at once, not when its age runs out.
 //!
-//! One stream per cached resource, resumed from the last cursor after a break, so a change made
-//! while the stream was down is still seen. Where the broker cannot know what it missed (no
-//! cursor yet, or one the adapter no longer retains), it drops the resource's whole cache.
+//! One stream per resource, resumed after a break (and after a broker restart) from the cursor
+//! stored with the last event kept, so a change made while the stream was down is still seen.
+//! Where the broker cannot know what it missed (a cursor the adapter no longer retains), it
+//! drops the resource's whole cache and starts again from what the adapter retains.
 
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use huitong_core::ResourceSpec;
-use huitong_proto::v1::WatchChangesRequest;
+use huitong_core::ResourceId;
+use huitong_proto::v1::{ChangeEvent, WatchChangesRequest};
 use tonic::Code;
 use tracing::{debug, info, warn};
 
 use crate::cache::{CacheKey, RecordCache};
 use crate::error::ExchangeError;
+use crate::events::EventLog;
 use crate::providers::{Provider, Providers};
 use crate::resilience::backoff;
 
-/// How often the catalogue is looked at for resources that became cacheable.
-const RESCAN: Duration = Duration::from_secs(5);
+/// How often the catalogue is looked at for new resources.
+const RESCAN: Duration = Duration::from_secs(2);
 /// How long to wait before asking again an adapter that offers no change stream for a
 /// resource (it may be upgraded meanwhile).
 const UNOFFERED_RETRY: Duration = Duration::from_secs(60);
+/// Most changes stored in one batch (one flush).
+const BATCH: usize = 512;
 
-/// Keeps one change-stream follower running per cacheable resource of every provider.
-pub async fn follow_all(providers: Arc<Providers>, cache: Arc<RecordCache<ExchangeError>>) {
-    let mut following: HashSet<huitong_core::ResourceId> = HashSet::new();
+/// Where changes go.
+#[derive(Debug, Clone)]
+pub struct Sinks {
+    pub events: Arc<EventLog>,
+    pub cache: Option<Arc<RecordCache<ExchangeError>>>,
+}
+
+/// Keeps one change-stream follower running per catalogued resource.
+pub async fn follow_all(providers: Arc<Providers>, sinks: Sinks) {
+    let mut following: HashSet<ResourceId> = HashSet::new();
     loop {
         let catalogue = providers.catalogue();
         for spec in catalogue.iter() {
-            if spec.max_cache_age_seconds == 0 || following.contains(spec.id()) {
+            if following.contains(spec.id()) {
                 continue;
             }
             let Some(provider) = providers.get(spec.id().provider()) else {
@@ -42,7 +54,7 @@ pub async fn follow_all(providers: Arc<Providers>, cache: Arc<RecordCache<Exchan
                 Arc::clone(provider),
                 Arc::clone(&providers),
                 spec.id().clone(),
-                Arc::clone(&cache),
+                sinks.clone(),
             ));
         }
         tokio::time::sleep(RESCAN).await;
@@ -53,12 +65,18 @@ pub async fn follow_all(providers: Arc<Providers>, cache: Arc<RecordCache<Exchan
 async fn follow(
     provider: Arc<Provider>,
     providers: Arc<Providers>,
-    resource: huitong_core::ResourceId,
-    cache: Arc<RecordCache<ExchangeError>>,
+    resource: ResourceId,
+    sinks: Sinks,
 ) {
-    let mut cursor = String::new();
     let mut attempt = 0u32;
     loop {
+        let cursor = match sinks.events.cursor(&resource) {
+            Ok(c) => c,
+            Err(e) => {
+                warn!(%resource, error = %e, "cannot read the change cursor");
+                String::new()
+            }
+        };
         let mut client = provider.client();
         let request = WatchChangesRequest {
             resource: resource.name().to_string(),
@@ -67,28 +85,52 @@ async fn follow(
         match client.watch_changes(request).await {
             Ok(stream) => {
                 // Without a cursor there is no telling what changed before the stream began.
-                if cursor.is_empty() {
+                if cursor.is_empty()
+                    && let Some(cache) = &sinks.cache
+                {
                     cache.invalidate_resource(&resource);
                 }
                 debug!(%resource, "following changes");
                 let mut stream = stream.into_inner();
                 loop {
-                    match stream.message().await {
-                        Ok(Some(event)) => {
-                            attempt = 0;
-                            let spec = providers.catalogue().get(&resource).ok().cloned();
-                            match spec {
-                                Some(spec) => invalidate(&cache, &spec, &event.key).await,
-                                None => cache.invalidate_resource(&resource),
-                            }
-                            if !event.cursor.is_empty() {
-                                cursor = event.cursor;
-                            }
-                        }
+                    let first = match stream.message().await {
+                        Ok(Some(event)) => event,
                         Ok(None) => break,
                         Err(status) => {
                             if status.code() == Code::OutOfRange {
-                                resynchronise(&cache, &resource, &mut cursor, &status);
+                                resynchronise(&sinks, &resource, &status);
+                            }
+                            break;
+                        }
+                    };
+                    attempt = 0;
+                    // Whatever else has already arrived goes into the same batch: one flush
+                    // for a burst of changes.
+                    let mut batch = vec![first];
+                    let mut ended = None;
+                    while batch.len() < BATCH {
+                        match tokio::time::timeout(Duration::ZERO, stream.message()).await {
+                            Ok(Ok(Some(event))) => batch.push(event),
+                            Ok(Ok(None)) => {
+                                ended = Some(None);
+                                break;
+                            }
+                            Ok(Err(status)) => {
+                                ended = Some(Some(status));
+                                break;
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    if !store(&sinks, &providers, &resource, batch).await {
+                        break;
+                    }
+                    match ended {
+                        None => {}
+                        Some(None) => break,
+                        Some(Some(status)) => {
+                            if status.code() == Code::OutOfRange {
+                                resynchronise(&sinks, &resource, &status);
                             }
                             break;
                         }
@@ -96,12 +138,12 @@ async fn follow(
                 }
             }
             Err(status) if status.code() == Code::Unimplemented => {
-                info!(%resource, "the adapter offers no change stream; cached copies expire by age only");
+                info!(%resource, "the adapter offers no change stream; subscribers get no events and cached copies expire by age only");
                 tokio::time::sleep(UNOFFERED_RETRY).await;
                 continue;
             }
             Err(status) if status.code() == Code::OutOfRange => {
-                resynchronise(&cache, &resource, &mut cursor, &status);
+                resynchronise(&sinks, &resource, &status);
             }
             Err(status) => {
                 debug!(%resource, code = ?status.code(), "change stream unavailable");
@@ -115,23 +157,46 @@ async fn follow(
     }
 }
 
-/// The adapter no longer holds the changes after our cursor: drop everything of the resource
-/// and start again from what it retains.
-fn resynchronise(
-    cache: &RecordCache<ExchangeError>,
-    resource: &huitong_core::ResourceId,
-    cursor: &mut String,
-    status: &tonic::Status,
-) {
-    warn!(%resource, message = status.message(), "missed changes; the resource's cache is dropped");
-    cache.invalidate_resource(resource);
-    cursor.clear();
+/// Stores a batch in the event log, then drops the changed records from the cache. The cache
+/// goes second so that a subscriber told of a change and querying at once finds it.
+async fn store(
+    sinks: &Sinks,
+    providers: &Providers,
+    resource: &ResourceId,
+    batch: Vec<ChangeEvent>,
+) -> bool {
+    let cursor = batch
+        .iter()
+        .rev()
+        .find(|e| !e.cursor.is_empty())
+        .map(|e| e.cursor.clone())
+        .unwrap_or_default();
+    let keys: Vec<_> = batch.iter().map(|e| e.key.clone()).collect();
+    if let Err(e) = sinks.events.append(resource, batch, &cursor).await {
+        warn!(%resource, error = %e, "cannot store changes; the stream is resumed from the last stored one");
+        return false;
+    }
+    if let Some(cache) = &sinks.cache {
+        match providers.catalogue().get(resource).ok() {
+            Some(spec) => {
+                for key in &keys {
+                    cache.invalidate(&CacheKey::new(spec, key)).await;
+                }
+            }
+            None => cache.invalidate_resource(resource),
+        }
+    }
+    true
 }
 
-async fn invalidate(
-    cache: &RecordCache<ExchangeError>,
-    spec: &ResourceSpec,
-    key: &std::collections::HashMap<String, huitong_proto::v1::Value>,
-) {
-    cache.invalidate(&CacheKey::new(spec, key)).await;
+/// The adapter no longer holds the changes after our cursor: drop everything of the resource
+/// from the cache and start again from what it retains.
+fn resynchronise(sinks: &Sinks, resource: &ResourceId, status: &tonic::Status) {
+    warn!(%resource, message = status.message(), "missed changes; the resource's cache is dropped and its stream restarted");
+    if let Some(cache) = &sinks.cache {
+        cache.invalidate_resource(resource);
+    }
+    if let Err(e) = sinks.events.forget_cursor(resource) {
+        warn!(%resource, error = %e, "cannot reset the change cursor");
+    }
 }

@@ -81,6 +81,10 @@ pub struct RawBrokerSection {
     pub max_in_flight: usize,
     /// On shutdown, how long in-flight exchanges get to finish before they are cancelled.
     pub shutdown_grace_seconds: u64,
+    /// Events older than this are dropped from the event log.
+    pub event_retention_hours: u64,
+    /// At most this many events are kept per resource; older ones are dropped first.
+    pub event_retention_max_events: u64,
 }
 
 impl Default for RawBrokerSection {
@@ -107,6 +111,8 @@ impl Default for RawBrokerSection {
             retry_budget_percent: 20,
             max_in_flight: 4_096,
             shutdown_grace_seconds: 10,
+            event_retention_hours: 24 * 7,
+            event_retention_max_events: 1_000_000,
         }
     }
 }
@@ -139,6 +145,7 @@ pub struct BrokerConfig {
     pub adapter_limits: crate::resilience::Limits,
     pub max_in_flight: usize,
     pub shutdown_grace: Duration,
+    pub event_retention: crate::events::Retention,
     pub tls: huitong_tls::TlsFiles,
     pub adapters: Vec<AdapterEndpoint>,
 }
@@ -204,6 +211,8 @@ impl BrokerConfig {
             ("breaker_failures", u64::from(b.breaker_failures)),
             ("breaker_open_ms", b.breaker_open_ms),
             ("max_in_flight", b.max_in_flight as u64),
+            ("event_retention_hours", b.event_retention_hours),
+            ("event_retention_max_events", b.event_retention_max_events),
         ] {
             if v == 0 {
                 return Err((key(k), "must be greater than 0".into()));
@@ -295,6 +304,10 @@ impl BrokerConfig {
             },
             max_in_flight: b.max_in_flight,
             shutdown_grace: Duration::from_secs(b.shutdown_grace_seconds),
+            event_retention: crate::events::Retention {
+                max_age: Duration::from_secs(b.event_retention_hours.saturating_mul(3600)),
+                max_events: b.event_retention_max_events,
+            },
             tls,
             adapters,
         })

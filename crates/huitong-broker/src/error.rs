@@ -22,6 +22,8 @@ pub enum Error {
     Policy(#[from] crate::policy::PolicyError),
     #[error("the exchange log: {0}")]
     Log(#[from] crate::log::LogError),
+    #[error(transparent)]
+    Events(#[from] crate::events::EventError),
     #[error("cannot listen for {what} on {addr}: {source}")]
     Listen {
         what: &'static str,
@@ -78,6 +80,26 @@ pub enum ExchangeError {
     /// The broker is at its limit of exchanges in progress.
     #[error("the broker is at capacity; try again in {} ms", retry_after.as_millis().max(1))]
     Overloaded { retry_after: Duration },
+    /// The events after a subscriber's position are no longer retained.
+    #[error(
+        "the events of {resource} after {after} are no longer retained (the oldest is {oldest}); resynchronise: query the records you need, then subscribe again without after, or with after = 0 for the oldest retained"
+    )]
+    EventsExpired {
+        resource: ResourceId,
+        after: u64,
+        oldest: u64,
+    },
+    /// Acknowledging a subscription that was never opened.
+    #[error(
+        "there is no subscription {name:?} of yours to {resource}; open it with Subscribe first"
+    )]
+    NoSubscription { resource: ResourceId, name: String },
+    /// The event log could not be read or written.
+    #[error("the broker's event log is unavailable; try again later")]
+    EventLog,
+    /// The exchange log could not record a delivery, so it was not sent.
+    #[error("the exchange log could not record this delivery, so nothing was released; try again")]
+    LogUnavailable,
     /// The provider failed in a way the consumer cannot fix.
     #[error("department {dept} could not answer; its operators can look up the request id")]
     ProviderFailed { dept: DeptId },
@@ -92,10 +114,14 @@ impl From<&ExchangeError> for Code {
             | ExchangeError::ProviderFailed { .. }
             | ExchangeError::BreakerOpen { .. }
             | ExchangeError::ProviderSaturated { .. }
-            | ExchangeError::Overloaded { .. } => Code::Unavailable,
+            | ExchangeError::Overloaded { .. }
+            | ExchangeError::EventLog
+            | ExchangeError::LogUnavailable => Code::Unavailable,
             ExchangeError::ProviderTimeout { .. } => Code::DeadlineExceeded,
             ExchangeError::NoRecord { .. } => Code::NotFound,
             ExchangeError::OverQuota { .. } => Code::ResourceExhausted,
+            ExchangeError::EventsExpired { .. } => Code::OutOfRange,
+            ExchangeError::NoSubscription { .. } => Code::NotFound,
             ExchangeError::ProviderRefused { code, .. } => *code,
         }
     }

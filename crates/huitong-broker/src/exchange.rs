@@ -36,8 +36,9 @@ use huitong_proto::trace::TraceContext;
 use huitong_proto::v1::exchange_server::Exchange;
 use huitong_proto::v1::value::Kind;
 use huitong_proto::v1::{
-    CatalogueEntry, ExchangeRecord, FetchRequest, Filter, ListCatalogueRequest,
-    ListCatalogueResponse, Provenance, QueryRequest, QueryResponse, Record, SearchRequest, Value,
+    AcknowledgeRequest, AcknowledgeResponse, CatalogueEntry, ExchangeRecord, FetchRequest, Filter,
+    ListCatalogueRequest, ListCatalogueResponse, Provenance, QueryRequest, QueryResponse, Record,
+    SearchRequest, SubscribeRequest, Value,
 };
 use huitong_proto::{Timestamp, convert};
 use huitong_tls::guard::verified_peer;
@@ -47,6 +48,7 @@ use tracing::{Instrument, info, info_span};
 use crate::cache::{CacheKey, RecordCache};
 use crate::deadline::Deadline;
 use crate::error::ExchangeError;
+use crate::events::EventLog;
 use crate::log::ExchangeLog;
 use crate::metrics::{Metrics, Stage};
 use crate::policy::Policy;
@@ -80,28 +82,9 @@ impl Trail {
 
     /// The subject of a key lookup, once the key is known to be well formed.
     fn subject(&mut self, log: &ExchangeLog, key: &std::collections::HashMap<String, Value>) {
-        if key.is_empty() {
-            return;
-        }
-        let text: Vec<(String, String)> = key
-            .iter()
-            .map(|(k, v)| {
-                let t = match v.to_json() {
-                    serde_json::Value::String(s) => s,
-                    other => other.to_string(),
-                };
-                (k.clone(), t)
-            })
-            .collect();
-        let parts: Vec<(&str, &str)> = text.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        match log.subject(&parts, self.record.time_micros) {
-            Ok((mac, period)) => {
-                self.record.subject = mac;
-                self.record.subject_period = period;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "no subject key; the exchange is recorded without a subject")
-            }
+        if let Some((mac, period)) = subject_of(log, key, self.record.time_micros) {
+            self.record.subject = mac;
+            self.record.subject_period = period;
         }
     }
 
@@ -138,6 +121,37 @@ impl Trail {
     }
 }
 
+/// Whose record a key names: the HMAC of the normalised key under the period's subject key,
+/// and the period. `None` (logged) if the subject key is unavailable: the exchange is then
+/// recorded without a subject rather than not at all.
+pub(crate) fn subject_of(
+    log: &ExchangeLog,
+    key: &std::collections::HashMap<String, Value>,
+    time_micros: i64,
+) -> Option<(Vec<u8>, String)> {
+    if key.is_empty() {
+        return None;
+    }
+    let text: Vec<(String, String)> = key
+        .iter()
+        .map(|(k, v)| {
+            let t = match v.to_json() {
+                serde_json::Value::String(s) => s,
+                other => other.to_string(),
+            };
+            (k.clone(), t)
+        })
+        .collect();
+    let parts: Vec<(&str, &str)> = text.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    match log.subject(&parts, time_micros) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!(error = %e, "no subject key; the exchange is recorded without a subject");
+            None
+        }
+    }
+}
+
 /// Page limits for filter queries.
 #[derive(Debug, Clone, Copy)]
 pub struct Paging {
@@ -148,11 +162,12 @@ pub struct Paging {
 /// The `Exchange` gRPC service.
 #[derive(Debug, Clone)]
 pub struct ExchangeService {
-    providers: Arc<Providers>,
-    policy: Arc<Policy>,
-    log: Arc<ExchangeLog>,
-    metrics: Arc<Metrics>,
+    pub(crate) providers: Arc<Providers>,
+    pub(crate) policy: Arc<Policy>,
+    pub(crate) log: Arc<ExchangeLog>,
+    pub(crate) metrics: Arc<Metrics>,
     cache: Option<Arc<RecordCache<ExchangeError>>>,
+    pub(crate) events: Arc<EventLog>,
     in_flight: Arc<tokio::sync::Semaphore>,
     adapter_timeout: Duration,
     paging: Paging,
@@ -167,6 +182,7 @@ pub struct ExchangeParts {
     pub metrics: Arc<Metrics>,
     /// `None` when caching is off.
     pub cache: Option<Arc<RecordCache<ExchangeError>>>,
+    pub events: Arc<EventLog>,
     pub max_in_flight: usize,
     pub adapter_timeout: Duration,
     pub paging: Paging,
@@ -180,6 +196,7 @@ impl ExchangeService {
             log: p.log,
             metrics: p.metrics,
             cache: p.cache,
+            events: p.events,
             in_flight: Arc::new(tokio::sync::Semaphore::new(p.max_in_flight.max(1))),
             adapter_timeout: p.adapter_timeout,
             paging: p.paging,
@@ -192,6 +209,22 @@ const SHED_RETRY_AFTER: Duration = Duration::from_millis(200);
 
 #[tonic::async_trait]
 impl Exchange for ExchangeService {
+    type SubscribeStream = crate::subscribe::EventStream;
+
+    async fn subscribe(
+        &self,
+        request: Request<SubscribeRequest>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
+        crate::subscribe::subscribe(self, request).await
+    }
+
+    async fn acknowledge(
+        &self,
+        request: Request<AcknowledgeRequest>,
+    ) -> Result<Response<AcknowledgeResponse>, Status> {
+        crate::subscribe::acknowledge(self, request).await
+    }
+
     async fn list_catalogue(
         &self,
         request: Request<ListCatalogueRequest>,
@@ -736,7 +769,7 @@ async fn call_adapter(
 }
 
 /// Step 5: only the requested fields leave the broker.
-fn minimise(records: &mut [Record], fields: &[FieldName]) {
+pub(crate) fn minimise(records: &mut [Record], fields: &[FieldName]) {
     for r in records {
         r.fields
             .retain(|name, _| fields.iter().any(|f| f.as_str() == name));
@@ -745,7 +778,11 @@ fn minimise(records: &mut [Record], fields: &[FieldName]) {
 
 /// Step 5, second half: masks from the grant. A text mask on a value that is not text, and the
 /// `redact` mask, release null. Returns the names of the released fields that were masked.
-fn mask(records: &mut [Record], decision: &Decision, released: &[FieldName]) -> Vec<String> {
+pub(crate) fn mask(
+    records: &mut [Record],
+    decision: &Decision,
+    released: &[FieldName],
+) -> Vec<String> {
     for r in records.iter_mut() {
         for (field, m) in &decision.masks {
             if let Some(v) = r.fields.get_mut(field.as_str()) {
@@ -767,7 +804,7 @@ fn mask(records: &mut [Record], decision: &Decision, released: &[FieldName]) -> 
 }
 
 /// Unique across restarts: the process start time, then a counter.
-fn next_request_id() -> String {
+pub(crate) fn next_request_id() -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     static EPOCH: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
     let epoch = *EPOCH.get_or_init(|| {

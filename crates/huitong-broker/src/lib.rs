@@ -13,6 +13,7 @@ pub mod changes;
 pub mod config;
 pub mod deadline;
 pub mod error;
+pub mod events;
 pub mod exchange;
 pub mod log;
 pub mod metrics;
@@ -21,6 +22,7 @@ pub mod providers;
 pub mod quota;
 pub mod resilience;
 pub mod server;
+pub mod subscribe;
 
 pub use config::{BrokerConfig, ConfigError};
 pub use error::{Error, ExchangeError};

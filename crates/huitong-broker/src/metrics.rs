@@ -33,6 +33,8 @@ pub struct Metrics {
     cache_bytes: Gauge,
     breaker_state: Family<Labels, Gauge>,
     shed: Counter,
+    events_delivered: Family<Labels, Counter>,
+    delivery_seconds: Histogram,
 }
 
 /// The stages of the exchange path that are timed separately.
@@ -130,8 +132,22 @@ impl Metrics {
             "Exchanges refused with UNAVAILABLE because the broker was at max_in_flight",
             shed.clone(),
         );
+        let events_delivered = Family::<Labels, Counter>::default();
+        registry.register(
+            "events_delivered",
+            "Events delivered to subscribers, by resource",
+            events_delivered.clone(),
+        );
+        let delivery_seconds = histogram();
+        registry.register(
+            "event_release_duration_seconds",
+            "Time to authorise, mask and record a batch of events for one subscriber",
+            delivery_seconds.clone(),
+        );
         Metrics {
             registry: Arc::new(registry),
+            events_delivered,
+            delivery_seconds,
             cache_lookups,
             cache_entries,
             cache_bytes,
@@ -206,6 +222,13 @@ impl Metrics {
         self.breaker_state
             .get_or_create(&vec![("dept", dept.to_owned())])
             .set(state.as_gauge());
+    }
+
+    pub fn delivered(&self, resource: &huitong_core::ResourceId, events: u64, took: Duration) {
+        self.events_delivered
+            .get_or_create(&vec![("resource", resource.to_string())])
+            .inc_by(events);
+        self.delivery_seconds.observe(took.as_secs_f64());
     }
 
     pub fn shed(&self) {

@@ -76,12 +76,12 @@ impl Policy {
         policy_file: Option<&Path>,
         reply_working_days: u32,
     ) -> Result<Policy, PolicyError> {
-        let db = huitong_audit::open_sled(&data_dir.join("policy.sled")).map_err(|source| {
-            PolicyError::Open {
+        let db = huitong_audit::open_sled(&data_dir.join("policy.sled"), 4 * 1024 * 1024).map_err(
+            |source| PolicyError::Open {
                 path: data_dir.to_owned(),
                 source,
-            }
-        })?;
+            },
+        )?;
         let mut index = GrantIndex::new();
         for item in db.scan_prefix(GRANT) {
             let (k, v) = item?;

@@ -19,6 +19,7 @@ use crate::audit::AuditService;
 use crate::cache::RecordCache;
 use crate::config::BrokerConfig;
 use crate::error::Error;
+use crate::events::EventLog;
 use crate::exchange::{ExchangeParts, ExchangeService, Paging};
 use crate::log::ExchangeLog;
 use crate::metrics::Metrics;
@@ -33,6 +34,7 @@ pub struct Broker {
     policy: Arc<Policy>,
     providers: Arc<Providers>,
     log: Arc<ExchangeLog>,
+    events: Arc<EventLog>,
     metrics: Arc<Metrics>,
     /// Bound before the gRPC address is announced, so a taken metrics port stops the start.
     metrics_listener: Option<std::net::TcpListener>,
@@ -54,6 +56,7 @@ impl Broker {
         let providers = Arc::new(Providers::new(&config)?);
         let origin = format!("{}/huitong/exchange-log", tls.id().trust_domain);
         let log = Arc::new(ExchangeLog::open(&config.data_dir, &origin)?);
+        let events = Arc::new(EventLog::open(&config.data_dir, config.event_retention)?);
         let metrics_listener = match config.metrics_listen {
             None => None,
             Some(addr) => {
@@ -76,6 +79,7 @@ impl Broker {
             policy,
             providers,
             log,
+            events,
             metrics: Arc::new(Metrics::new()),
             metrics_listener,
         })
@@ -137,6 +141,7 @@ async fn serve_ready(
         policy,
         providers,
         log,
+        events,
         metrics,
         metrics_listener,
     } = broker;
@@ -195,12 +200,17 @@ async fn serve_ready(
         .iter()
         .map(|p| tokio::spawn(Arc::clone(p).watch_health()))
         .collect();
-    if let Some(cache) = &cache {
-        watchers.push(tokio::spawn(crate::changes::follow_all(
-            Arc::clone(&providers),
-            Arc::clone(cache),
-        )));
-    }
+    watchers.push(tokio::spawn(crate::changes::follow_all(
+        Arc::clone(&providers),
+        crate::changes::Sinks {
+            events: Arc::clone(&events),
+            cache: cache.clone(),
+        },
+    )));
+    watchers.push(tokio::spawn(crate::events::upkeep(
+        Arc::clone(&events),
+        std::time::Duration::from_secs(30),
+    )));
 
     let admin = AdminService::new(Arc::clone(&policy), Arc::clone(&providers));
     let audit = AuditService::new(Arc::clone(&log));
@@ -210,6 +220,7 @@ async fn serve_ready(
         log: Arc::clone(&log),
         metrics: Arc::clone(&metrics),
         cache,
+        events: Arc::clone(&events),
         max_in_flight: config.max_in_flight,
         adapter_timeout: config.adapter_timeout,
         paging: Paging {

@@ -36,15 +36,15 @@ use huitong_proto::v1::exchange_client::ExchangeClient;
 use huitong_proto::v1::{
     AccessRequest, ApproveAccessRequestRequest, CatalogueEntry, DenyAccessRequestRequest,
     FileAccessRequestRequest, Filter, Grant, ListAccessRequestsRequest, ListCatalogueRequest,
-    ListGrantsRequest, QueryRequest, RevokeGrantRequest,
+    ListGrantsRequest, QueryRequest, RevokeGrantRequest, SubscribeRequest,
 };
 use huitong_tls::{ClientTls, Expect, Role};
 use tonic::transport::Channel;
 
 pub use huitong_proto::v1::{
-    AccessRequestState, Checkpoint, ConsistencyProof, ExchangeRecord, InclusionProof,
+    AccessRequestState, Checkpoint, ConsistencyProof, Event, ExchangeRecord, InclusionProof,
     ListEntriesRequest, ListEntriesResponse, LogEntry, QueryResponse, Receipt, Record,
-    SubjectReportResponse, Value,
+    SubjectReportResponse, SubscribeResponse, Value,
 };
 pub use huitong_tls::TlsFiles;
 
@@ -271,6 +271,22 @@ impl Client {
         convert::resource_spec(&dept, &desc).map_err(|e| bad(e.to_string()))
     }
 
+    /// Opens a subscription; the first connection is made here, so a refusal (no grant, an
+    /// unknown resource) is reported at once.
+    pub async fn subscribe(&mut self, subscribe: Subscribe) -> Result<Subscription, ClientError> {
+        let stream = self.inner.subscribe(subscribe.request.clone()).await?;
+        let mut request = subscribe.request;
+        request.after = None;
+        Ok(Subscription {
+            inner: self.inner.clone(),
+            acker: Acker::start(self.inner.clone(), &request),
+            request,
+            stream: Some(stream.into_inner()),
+            yielded: 0,
+            reconnects: 0,
+        })
+    }
+
     /// Runs a query.
     pub async fn query(&mut self, query: Query) -> Result<QueryResponse, ClientError> {
         let mut req = tonic::Request::new(query.request);
@@ -282,6 +298,248 @@ impl Client {
         }
         Ok(self.inner.query(req).await?.into_inner())
     }
+}
+
+/// What to subscribe to: a resource's events, the fields to release with each and why.
+#[derive(Debug, Clone, Default)]
+pub struct Subscribe {
+    request: SubscribeRequest,
+}
+
+impl Subscribe {
+    pub fn new(resource: &str) -> Self {
+        Self {
+            request: SubscribeRequest {
+                resource: resource.to_owned(),
+                ..Default::default()
+            },
+        }
+    }
+
+    /// Names the subscription (default `default`); its position is kept per name.
+    pub fn name(mut self, name: &str) -> Self {
+        self.request.subscription = name.to_owned();
+        self
+    }
+
+    pub fn fields<I, S>(mut self, fields: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.request.fields = fields.into_iter().map(Into::into).collect();
+        self
+    }
+
+    pub fn purpose(mut self, purpose: &str) -> Self {
+        self.request.purpose = purpose.to_owned();
+        self
+    }
+
+    /// Starts after this sequence number (0: the oldest retained event) instead of after the
+    /// subscription's acknowledged position. Applies to the first connection only; reconnects
+    /// always resume after what was acknowledged.
+    pub fn after(mut self, sequence: u64) -> Self {
+        self.request.after = Some(sequence);
+        self
+    }
+}
+
+/// An open subscription: [`Subscription::next`] yields events in order, each once, and
+/// acknowledges them; a broken connection or a restarted broker is reconnected to behind the
+/// scenes, resuming after the last acknowledged event.
+///
+/// An event is acknowledged once the following one is asked for, i.e. once the caller has
+/// finished with it. Acknowledgements are sent by a background task, coalesced, and never
+/// waited for while reading: a reader that stopped to wait for an acknowledgement would leave
+/// its stream's data unread, and on a connection shared by many subscriptions that data can hold
+/// the very flow-control window the acknowledgement's answer needs. After a crash of the
+/// caller, events it had not finished are delivered again; [`Subscription::close`] sends the
+/// last acknowledgement and waits for it.
+#[derive(Debug)]
+pub struct Subscription {
+    inner: ExchangeClient<Channel>,
+    request: SubscribeRequest,
+    stream: Option<tonic::Streaming<SubscribeResponse>>,
+    /// The highest sequence number yielded; later copies of it and of earlier ones are dropped.
+    yielded: u64,
+    acker: Acker,
+    /// Connection attempts since the last event, for backing off.
+    reconnects: u32,
+}
+
+/// The background task that sends acknowledgements: the latest wanted position in, the
+/// broker's acknowledged position out.
+#[derive(Debug)]
+struct Acker {
+    want: tokio::sync::watch::Sender<u64>,
+    acknowledged: tokio::sync::watch::Receiver<u64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Acker {
+    fn start(mut client: ExchangeClient<Channel>, request: &SubscribeRequest) -> Self {
+        let (want, mut wanted) = tokio::sync::watch::channel(0u64);
+        let (acked, acknowledged) = tokio::sync::watch::channel(0u64);
+        let (resource, subscription) = (request.resource.clone(), request.subscription.clone());
+        let task = tokio::spawn(async move {
+            let mut failures = 0u32;
+            while wanted.changed().await.is_ok() {
+                let sequence = *wanted.borrow_and_update();
+                if sequence <= *acked.borrow() {
+                    continue;
+                }
+                let request = huitong_proto::v1::AcknowledgeRequest {
+                    resource: resource.clone(),
+                    subscription: subscription.clone(),
+                    sequence,
+                };
+                match client.acknowledge(request).await {
+                    Ok(r) => {
+                        failures = 0;
+                        acked.send_replace(r.into_inner().acknowledged);
+                    }
+                    // Not acknowledged now means delivered again later: at least once, never
+                    // lost. Retry after a pause, unless a later position replaces it.
+                    Err(status) => {
+                        tracing::debug!(code = ?status.code(), "acknowledgement not taken");
+                        failures = failures.saturating_add(1);
+                        tokio::time::sleep(Duration::from_millis(
+                            100 * u64::from(failures.min(20)),
+                        ))
+                        .await;
+                        wanted.mark_changed();
+                    }
+                }
+            }
+        });
+        Self {
+            want,
+            acknowledged,
+            task,
+        }
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.acker.task.abort();
+    }
+}
+
+/// Events yielded between acknowledgements at most, while events keep arriving.
+const ACK_EVERY: u64 = 64;
+
+impl Subscription {
+    /// The next event. Errors are the broker's refusals (no grant, a grant expired or revoked,
+    /// fields outside the grant, events no longer retained: OUT_OF_RANGE, resynchronise); a
+    /// connection that breaks is reconnected instead.
+    pub async fn next(&mut self) -> Result<SubscribeResponse, ClientError> {
+        // The caller is done with what it was given before.
+        let done = self.yielded;
+        if done >= *self.acker.want.borrow() + ACK_EVERY {
+            self.acker.want.send_replace(done);
+        }
+        loop {
+            let stream = match &mut self.stream {
+                Some(s) => s,
+                None => {
+                    self.connect().await?;
+                    continue;
+                }
+            };
+            // Before waiting on the network, everything finished is acknowledged.
+            let message = match tokio::time::timeout(Duration::ZERO, stream.message()).await {
+                Ok(m) => m,
+                Err(_) => {
+                    if done > *self.acker.want.borrow() {
+                        self.acker.want.send_replace(done);
+                    }
+                    stream.message().await
+                }
+            };
+            match message {
+                Ok(Some(response)) => {
+                    self.reconnects = 0;
+                    let seq = response.event.as_ref().map_or(0, |e| e.sequence);
+                    if seq <= self.yielded {
+                        continue;
+                    }
+                    self.yielded = seq;
+                    return Ok(response);
+                }
+                Ok(None) => self.stream = None,
+                Err(status) if reconnectable(status.code()) => self.stream = None,
+                Err(status) => return Err(status.into()),
+            }
+        }
+    }
+
+    /// Acknowledges every event up to `sequence` now and waits for the broker's answer, which
+    /// says what was wrong if it refused (a sequence number beyond the latest event).
+    pub async fn acknowledge(&mut self, sequence: u64) -> Result<u64, ClientError> {
+        let request = huitong_proto::v1::AcknowledgeRequest {
+            resource: self.request.resource.clone(),
+            subscription: self.request.subscription.clone(),
+            sequence,
+        };
+        let acknowledged = self
+            .inner
+            .acknowledge(request)
+            .await?
+            .into_inner()
+            .acknowledged;
+        Ok(acknowledged)
+    }
+
+    /// Acknowledges everything yielded and waits until the broker has taken it (at most
+    /// `timeout`; what is not taken is delivered again next time).
+    pub async fn close(self) -> Result<(), ClientError> {
+        self.close_within(Duration::from_secs(5)).await
+    }
+
+    /// [`Subscription::close`] with a bound on the wait.
+    pub async fn close_within(mut self, timeout: Duration) -> Result<(), ClientError> {
+        let done = self.yielded;
+        self.stream = None;
+        self.acker.want.send_replace(done);
+        let mut acknowledged = self.acker.acknowledged.clone();
+        match tokio::time::timeout(timeout, acknowledged.wait_for(|a| *a >= done)).await {
+            Ok(_) => Ok(()),
+            Err(_) => Err(tonic::Status::deadline_exceeded(format!(
+                "the broker did not take the acknowledgement of event {done} within {} ms; it will be delivered again",
+                timeout.as_millis()
+            ))
+            .into()),
+        }
+    }
+
+    async fn connect(&mut self) -> Result<(), ClientError> {
+        if self.reconnects > 0 {
+            let pause = Duration::from_millis(100 * u64::from(self.reconnects.min(20)));
+            tokio::time::sleep(pause.min(Duration::from_secs(2))).await;
+        }
+        self.reconnects = self.reconnects.saturating_add(1);
+        match self.inner.subscribe(self.request.clone()).await {
+            Ok(stream) => {
+                self.stream = Some(stream.into_inner());
+                // From now on, resume after what was acknowledged.
+                self.request.after = None;
+                Ok(())
+            }
+            Err(status) if reconnectable(status.code()) => Ok(()),
+            Err(status) => Err(status.into()),
+        }
+    }
+}
+
+/// Codes that mean the connection or the broker went away, not that the request is wrong.
+fn reconnectable(code: tonic::Code) -> bool {
+    use tonic::Code::*;
+    matches!(
+        code,
+        Unavailable | Unknown | Cancelled | Internal | Aborted | DeadlineExceeded
+    )
 }
 
 /// A connection to a broker's `Admin` service, for a department's administrator (a certificate

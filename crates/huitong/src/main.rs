@@ -14,6 +14,7 @@ mod audit;
 mod bench;
 mod broker;
 mod config;
+mod conformance;
 mod demo;
 mod health;
 mod identity;
@@ -44,7 +45,7 @@ enum Command {
     Demo(demo::Args),
     /// Run the broker.
     Broker(broker::Args),
-    /// Run a department's adapter from a config file.
+    /// Run a department's adapter from a config file, or check one (`adapter check`).
     Adapter(adapter::Args),
     /// Query records through a broker; prints JSON.
     Query(query::QueryArgs),
@@ -54,7 +55,7 @@ enum Command {
     Admin(admin::Args),
     /// Read, filter and verify the exchange log.
     Audit(audit::Args),
-    /// Measure: log appends, proofs, verification (ratios to a baseline from the same run).
+    /// Measure: load on adapters and brokers, open connections, log appends and proofs.
     Bench(bench::Args),
     /// The exchange CA: create it, issue and revoke certificates.
     #[command(subcommand)]
@@ -88,7 +89,7 @@ fn main() -> ExitCode {
             | Command::Bench(_)
             | Command::Health(_)
             | Command::Pki(_)
-    );
+    ) || matches!(&cli.command, Command::Adapter(a) if a.is_check());
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -148,7 +149,7 @@ fn main() -> ExitCode {
 fn service_name(command: &Command) -> &'static str {
     match command {
         Command::Broker(_) => "huitong-broker",
-        Command::Adapter(_) => "huitong-adapter",
+        Command::Adapter(a) if !a.is_check() => "huitong-adapter",
         Command::Demo(_) => "huitong-demo",
         _ => "huitong",
     }

@@ -72,12 +72,20 @@ fields = ["name", "birth_date", "status"]
 purposes = ["营业执照登记 business licence registration"]
 expires = "2027-12-31"
 
-# 养老金资格认证: social insurance checks that a pensioner is alive.
+# 养老金资格认证: social insurance checks that a pensioner is alive, and is told of deaths.
 [[grants]]
 consumer = "social-insurance"
 resource = "public-security/household-register"
-fields = ["status"]
+fields = ["id_number", "status"]
 purposes = ["养老金资格认证 pension eligibility"]
+expires = "2027-12-31"
+
+# 婚姻状况变更: civil affairs is told of deaths, to update the surviving spouse's status.
+[[grants]]
+consumer = "civil-affairs"
+resource = "public-security/household-register"
+fields = ["id_number", "name", "status"]
+purposes = ["婚姻状况变更 marital status update"]
 expires = "2027-12-31"
 "#;
 

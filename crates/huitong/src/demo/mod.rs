@@ -98,9 +98,10 @@ async fn run_exchange(
     let mut adapters = Vec::new();
     for (dept, path) in &written.adapter_configs {
         let config = AdapterConfig::load(path)?;
-        let source = config
-            .into_source()
-            .with_context(|| format!("loading {dept}'s records"))?;
+        // The same sources as `huitong adapter`: files are watched, so a change made to one
+        // (the death scene does) reaches subscribers.
+        let source =
+            huitong_sources::load(&config).with_context(|| format!("loading {dept}'s records"))?;
         let tls = ServerTls::load(config.tls_files())?;
         let listener = huitong_proto::transport::bind("127.0.0.1:0".parse()?)?;
         let addr = listener.local_addr()?;
@@ -152,7 +153,8 @@ async fn run_exchange(
         started.elapsed().as_millis()
     );
 
-    let outcome = scenario::run(&broker_url, &pki, data).await;
+    let register = written.dir.join(crate::demo::data::HOUSEHOLD_REGISTER_FILE);
+    let outcome = scenario::run(&broker_url, &pki, &register, data).await;
     println!(
         "\n{} exchanges: {} answered, {} refused as policy requires, {} surprises.",
         outcome.answered + outcome.refused + outcome.surprises.len(),

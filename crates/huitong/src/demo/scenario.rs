@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use huitong_client::{
-    Admin, Audit, Client, ClientError, Query, QueryResponse, Record, TlsFiles, Value,
+    Admin, Audit, Client, ClientError, Query, QueryResponse, Record, Subscribe, TlsFiles, Value,
 };
 use huitong_core::DeptId;
 use huitong_tls::Role;
@@ -270,7 +270,7 @@ fn birth_of(answer: &Option<QueryResponse>) -> Option<(i32, u32, u32)> {
 /// The reference "today" of the synthetic data, so the story is the same every run.
 const TODAY: (i32, u32, u32) = (2026, 11, 1);
 
-pub async fn run(broker: &str, pki: &Path, data: &DemoData) -> Outcome {
+pub async fn run(broker: &str, pki: &Path, register: &Path, data: &DemoData) -> Outcome {
     let mut w = Walk {
         broker: broker.to_owned(),
         pki: pki.to_owned(),
@@ -579,6 +579,15 @@ pub async fn run(broker: &str, pki: &Path, data: &DemoData) -> Outcome {
     )
     .await;
 
+    // Someone of pension age who is alive and not one of the couple above.
+    if let Some(pensioner) = data.persons.iter().find(|p| {
+        p.status == super::data::PersonStatus::Active
+            && p.birth_date.0 < 1960
+            && p.id_number != groom.id_number
+    }) {
+        w.death_scene(register, pensioner).await;
+    }
+
     w.audit_scene(groom).await;
     w.outcome
 }
@@ -586,6 +595,99 @@ pub async fn run(broker: &str, pki: &Path, data: &DemoData) -> Outcome {
 impl Walk {
     /// An auditor answers "who looked at this person's data, and why", then checks offline
     /// that the log was not rewritten.
+    /// Publish/subscribe: a death recorded in public security's own system reaches the two
+    /// departments that must act on it, each with only the fields its grant allows.
+    async fn death_scene(&mut self, register: &Path, person: &Person) {
+        println!(
+            "\n■ 死亡登记 A death recorded by public security reaches the departments that must act on it."
+        );
+        println!(
+            "  Social insurance (to stop a pension) and civil affairs (to update a surviving spouse's"
+        );
+        println!("  marital status) subscribe to changes in the household register:");
+        let subscriptions = [
+            (
+                "social-insurance",
+                &["id_number", "status"][..],
+                "养老金资格认证 pension eligibility",
+            ),
+            (
+                "civil-affairs",
+                &["id_number", "name", "status"][..],
+                "婚姻状况变更 marital status update",
+            ),
+        ];
+        let mut subs = Vec::new();
+        for (dept, fields, purpose) in subscriptions {
+            let opened = match self.client(dept).await {
+                Ok(c) => {
+                    c.subscribe(
+                        Subscribe::new(REGISTER)
+                            .name("deaths")
+                            .fields(fields.iter().copied())
+                            .purpose(purpose),
+                    )
+                    .await
+                }
+                Err(e) => Err(e),
+            };
+            match opened {
+                Ok(s) => {
+                    println!("  [{dept}] subscribes: {} for {purpose}", fields.join(", "));
+                    subs.push((dept, fields, s));
+                }
+                Err(e) => self.surprise(format!("{dept} could not subscribe: {e}")),
+            }
+        }
+        if let Err(e) = record_death(register, &person.id_number) {
+            self.surprise(format!("could not change the household register file: {e}"));
+            return;
+        }
+        println!(
+            "  [public-security] records the death of {} ({}) in its own system; its adapter reports the change",
+            huitong_core::masking::apply_text(huitong_core::Mask::Name, &person.name)
+                .unwrap_or_default(),
+            mask_id(&person.id_number)
+        );
+        for (dept, fields, mut sub) in subs {
+            let started = Instant::now();
+            match tokio::time::timeout(std::time::Duration::from_secs(20), sub.next()).await {
+                Ok(Ok(delivery)) => {
+                    let event = delivery.event.unwrap_or_default();
+                    let record = event.record.unwrap_or_default();
+                    let shown: Vec<String> = fields
+                        .iter()
+                        .map(|f| {
+                            let v = text(&record, f);
+                            if *f == "id_number" {
+                                format!("{f}={}", mask_id(&v))
+                            } else {
+                                format!("{f}={v}")
+                            }
+                        })
+                        .collect();
+                    println!(
+                        "      → {dept} receives event {} after {:.1} s (log entry {}): {}",
+                        event.sequence,
+                        started.elapsed().as_secs_f64(),
+                        delivery.receipt.as_ref().map_or(0, |r| r.index),
+                        shown.join("  ")
+                    );
+                    self.outcome.answered += 1;
+                    if text(&record, "status") != "deceased" {
+                        self.surprise(format!("{dept} was not told of the death"));
+                    }
+                }
+                Ok(Err(e)) => self.surprise(format!("{dept}'s subscription failed: {e}")),
+                Err(_) => self.surprise(format!("{dept} received no event within 20 s")),
+            }
+            let _ = sub.close().await;
+        }
+        println!(
+            "      ⇒ the pension stops and the marriage record is updated; nobody carries a death certificate between offices"
+        );
+    }
+
     async fn audit_scene(&mut self, person: &Person) {
         println!(
             "\n■ 审计 Every exchange above was recorded before its answer left. An auditor asks who"
@@ -738,4 +840,23 @@ impl Walk {
             }
         }
     }
+}
+
+/// Marks `id_number` deceased in the household register file, as public security's own system
+/// would; written whole and renamed into place, so the adapter never reads half a file.
+fn record_death(register: &Path, id_number: &str) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(register)?;
+    let mut out = String::with_capacity(text.len());
+    for line in text.lines() {
+        let mut record: serde_json::Map<String, serde_json::Value> = serde_json::from_str(line)?;
+        if record.get("id_number").and_then(|v| v.as_str()) == Some(id_number) {
+            record.insert("status".into(), "deceased".into());
+        }
+        out.push_str(&serde_json::to_string(&record)?);
+        out.push('\n');
+    }
+    let tmp = register.with_extension("jsonl.tmp");
+    std::fs::write(&tmp, out)?;
+    std::fs::rename(&tmp, register)?;
+    Ok(())
 }

@@ -1,0 +1,401 @@
+//! The delivery path: a consumer's subscription to a resource's events, from the event log to
+//! the wire.
+//!
+//! Opening a subscription runs the query path's checks (validate, catalogue, authorise) and is
+//! recorded in the exchange log, allowed or refused. Then, for each batch of events read from
+//! the event log after the subscription's position:
+//!
+//! 1. **authorise again**: a grant that expired or was revoked since the subscription opened
+//!    ends the stream with PERMISSION_DENIED, before anything more is released;
+//! 2. **minimise and mask**: each event's record and key, exactly as a query's answer;
+//! 3. **audit**: one exchange-log record per event (kind `delivery`, with the subject of the
+//!    changed record), durable before the event is sent;
+//! 4. **send**: into a small bounded channel. A slow subscriber fills its own channel and waits;
+//!    it holds no lock and no buffer anyone else needs, so it slows neither the other
+//!    subscribers nor the providers' streams.
+//!
+//! Acknowledgements move the subscription's position forward; a reconnect resumes after it.
+
+use std::time::{Instant, SystemTime};
+
+use huitong_core::policy::Decision;
+use huitong_core::{DeptId, FieldName, Purpose, ResourceId, ResourceSpec};
+use huitong_proto::v1::{
+    AcknowledgeRequest, AcknowledgeResponse, Event, ExchangeRecord, Record, SubscribeRequest,
+    SubscribeResponse,
+};
+use huitong_tls::guard::verified_peer;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Code, Request, Response, Status};
+use tracing::{Instrument, info, info_span, warn};
+
+use crate::error::ExchangeError;
+use crate::exchange::{ExchangeService, mask, minimise, next_request_id, subject_of};
+
+/// The stream of a subscription.
+pub type EventStream = ReceiverStream<Result<SubscribeResponse, Status>>;
+
+/// Events read, authorised, recorded and sent together.
+const BATCH: usize = 64;
+/// Deliveries buffered per subscriber beyond the batch being recorded.
+const CHANNEL: usize = 32;
+
+/// A subscription's name when the consumer gives none.
+const DEFAULT_NAME: &str = "default";
+
+/// A checked subscription request.
+struct Opened {
+    consumer: DeptId,
+    resource: ResourceId,
+    name: String,
+    fields: Vec<FieldName>,
+    purpose: Purpose,
+    grant_id: String,
+}
+
+pub(crate) async fn subscribe(
+    svc: &ExchangeService,
+    request: Request<SubscribeRequest>,
+) -> Result<Response<EventStream>, Status> {
+    let consumer = verified_peer(&request)?.dept.clone();
+    let raw = request.into_inner();
+    let request_id = next_request_id();
+    let mut record = ExchangeRecord {
+        time_micros: huitong_audit::record::micros(SystemTime::now()),
+        request_id: request_id.clone(),
+        kind: "subscribe".into(),
+        consumer: consumer.to_string(),
+        provider: raw
+            .resource
+            .split('/')
+            .next()
+            .unwrap_or_default()
+            .chars()
+            .take(64)
+            .collect(),
+        resource: raw.resource.chars().take(130).collect(),
+        purpose: raw.purpose.trim().chars().take(200).collect(),
+        ..Default::default()
+    };
+    let opened = open(svc, &consumer, &raw)
+        .and_then(|o| start_position(svc, &o, raw.after).map(|start| (o, start)));
+    match &opened {
+        Ok((o, _)) => {
+            record.outcome = "answered".into();
+            record.fields = o.fields.iter().map(ToString::to_string).collect();
+            record.grant_id = o.grant_id.clone();
+        }
+        Err(e) => {
+            record.outcome = "refused".into();
+            record.status_code = Code::from(e) as i32;
+            record.refusal = e.to_string().chars().take(300).collect();
+        }
+    }
+    if let Err(e) = svc.log.record(&record).await {
+        warn!(error = %e, "the exchange log could not record a subscription");
+        return Err(Status::unavailable(
+            "the exchange log could not record this subscription, so nothing was released; try again",
+        ));
+    }
+    let (opened, start) = match opened {
+        Ok(o) => o,
+        Err(e) => {
+            info!(outcome = "refused", code = ?Code::from(&e), reason = %e, "subscription");
+            return Err(e.into_status(&request_id));
+        }
+    };
+    info!(request_id = %request_id, consumer = %opened.consumer, resource = %opened.resource, subscription = %opened.name, after = start, "subscription opened");
+    let (tx, rx) = mpsc::channel(CHANNEL);
+    let span = info_span!("subscription", request_id = %request_id, consumer = %opened.consumer, resource = %opened.resource);
+    tokio::spawn(deliver(svc.clone(), opened, start, request_id, tx).instrument(span));
+    Ok(Response::new(ReceiverStream::new(rx)))
+}
+
+/// The query path's checks, for a subscription.
+fn open(
+    svc: &ExchangeService,
+    consumer: &DeptId,
+    raw: &SubscribeRequest,
+) -> Result<Opened, ExchangeError> {
+    let resource = ResourceId::parse(&raw.resource)?;
+    let purpose = Purpose::new(&raw.purpose)?;
+    let name = subscription_name(&raw.subscription)?;
+    let catalogue = svc.providers.catalogue();
+    if svc.providers.get(resource.provider()).is_none() {
+        return Err(huitong_core::Error::UnknownResource(resource).into());
+    }
+    let spec = catalogue.get(&resource)?;
+    spec.check_shared()?;
+    let fields = spec.check_requested_fields(raw.fields.iter().map(String::as_str))?;
+    let decision = svc
+        .policy
+        .decide(spec, consumer, &fields, &purpose, SystemTime::now())?;
+    Ok(Opened {
+        consumer: consumer.clone(),
+        resource,
+        name,
+        fields,
+        purpose,
+        grant_id: decision.grant_id.unwrap_or_default(),
+    })
+}
+
+fn subscription_name(raw: &str) -> Result<String, ExchangeError> {
+    if raw.is_empty() {
+        return Ok(DEFAULT_NAME.into());
+    }
+    let ok = raw.len() <= 64
+        && raw
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b));
+    if ok {
+        Ok(raw.to_owned())
+    } else {
+        Err(huitong_core::Error::BadSelector(format!(
+            "subscription {:?} is not a valid name: use 1 to 64 of a-z, 0-9, '-', '_' and '.'",
+            raw.chars().take(80).collect::<String>()
+        ))
+        .into())
+    }
+}
+
+/// Where delivery starts: after `after` if given, else after the subscription's acknowledged
+/// position, else (a new subscription) after the latest event.
+fn start_position(
+    svc: &ExchangeService,
+    o: &Opened,
+    after: Option<u64>,
+) -> Result<u64, ExchangeError> {
+    let events = &svc.events;
+    let store = |e: crate::events::EventError| {
+        warn!(error = %e, "event log");
+        ExchangeError::EventLog
+    };
+    let latest = events.latest(&o.resource).map_err(store)?;
+    let start = match after {
+        Some(a) if a > latest => {
+            return Err(ExchangeError::Request(huitong_core::Error::BadSelector(
+                format!(
+                    "after = {a} is beyond the latest event of {} ({latest}); subscribe without after to resume, or with a number you received",
+                    o.resource
+                ),
+            )));
+        }
+        Some(a) => {
+            // 0 means the oldest retained event, wherever retention has moved it.
+            let a = if a == 0 {
+                events.first_retained(&o.resource).map_err(store)? - 1
+            } else {
+                a
+            };
+            events
+                .open_subscription(&o.consumer, &o.resource, &o.name, a)
+                .map_err(store)?;
+            a
+        }
+        None => {
+            events
+                .open_subscription(&o.consumer, &o.resource, &o.name, latest)
+                .map_err(store)?
+                .acknowledged
+        }
+    };
+    check_retained(svc, &o.resource, start)?;
+    Ok(start)
+}
+
+/// Refuses a position whose next events retention has already dropped.
+fn check_retained(
+    svc: &ExchangeService,
+    resource: &ResourceId,
+    after: u64,
+) -> Result<(), ExchangeError> {
+    let first = svc.events.first_retained(resource).map_err(|e| {
+        warn!(error = %e, "event log");
+        ExchangeError::EventLog
+    })?;
+    if after + 1 < first {
+        return Err(ExchangeError::EventsExpired {
+            resource: resource.clone(),
+            after,
+            oldest: first,
+        });
+    }
+    Ok(())
+}
+
+async fn deliver(
+    svc: ExchangeService,
+    o: Opened,
+    mut after: u64,
+    request_id: String,
+    tx: mpsc::Sender<Result<SubscribeResponse, Status>>,
+) {
+    let mut latest = match svc.events.subscribe_latest(&o.resource) {
+        Ok(rx) => rx,
+        Err(e) => {
+            warn!(error = %e, "event log");
+            let _ = tx
+                .send(Err(ExchangeError::EventLog.into_status(&request_id)))
+                .await;
+            return;
+        }
+    };
+    loop {
+        let batch = match svc.events.read(&o.resource, after, BATCH) {
+            Ok(b) => b,
+            Err(e) => {
+                warn!(error = %e, "event log");
+                let _ = tx
+                    .send(Err(ExchangeError::EventLog.into_status(&request_id)))
+                    .await;
+                return;
+            }
+        };
+        if batch.is_empty() || batch[0].sequence != after + 1 {
+            // Nothing new, or retention dropped what came next while this subscriber lagged.
+            if let Err(e) = check_retained(&svc, &o.resource, after) {
+                let _ = tx.send(Err(e.into_status(&request_id))).await;
+                return;
+            }
+            if !batch.is_empty() {
+                // A gap without an expiry cannot happen; do not spin if it does.
+                warn!(after, next = batch[0].sequence, "gap in the event log");
+            }
+            tokio::select! {
+                changed = latest.changed() => if changed.is_err() { return },
+                () = tx.closed() => return,
+            }
+            continue;
+        }
+        match release(&svc, &o, batch, &request_id).await {
+            Ok(responses) => {
+                for response in responses {
+                    let seq = response.event.as_ref().map_or(after, |e| e.sequence);
+                    if tx.send(Ok(response)).await.is_err() {
+                        return;
+                    }
+                    after = seq;
+                }
+            }
+            Err(e) => {
+                info!(code = ?Code::from(&e), reason = %e, "subscription ended");
+                let _ = tx.send(Err(e.into_status(&request_id))).await;
+                return;
+            }
+        }
+    }
+}
+
+/// Steps 1 to 3 for a batch: authorise, minimise and mask, record.
+async fn release(
+    svc: &ExchangeService,
+    o: &Opened,
+    batch: Vec<Event>,
+    request_id: &str,
+) -> Result<Vec<SubscribeResponse>, ExchangeError> {
+    let catalogue = svc.providers.catalogue();
+    let spec: &ResourceSpec = catalogue.get(&o.resource)?;
+    let now = SystemTime::now();
+    let decision: Decision = svc
+        .policy
+        .decide(spec, &o.consumer, &o.fields, &o.purpose, now)?;
+    let started = Instant::now();
+    let mut responses = Vec::with_capacity(batch.len());
+    let mut records = Vec::with_capacity(batch.len());
+    for mut event in batch {
+        let subject = subject_of(&svc.log, &event.key, huitong_audit::record::micros(now));
+        // The key is released like any field: only the key fields asked for, masked alike.
+        let mut key = [Record {
+            fields: std::mem::take(&mut event.key),
+        }];
+        minimise(&mut key, &o.fields);
+        mask(&mut key, &decision, &o.fields);
+        let [key] = key;
+        event.key = key.fields;
+        let mut released: Vec<Record> = event.record.take().into_iter().collect();
+        minimise(&mut released, &o.fields);
+        let masked_fields = mask(&mut released, &decision, &o.fields);
+        event.record = released.first().cloned();
+        let delivery_id = format!("{request_id}/{}", event.sequence);
+        let (subject, subject_period) = subject.unwrap_or_default();
+        records.push(ExchangeRecord {
+            time_micros: huitong_audit::record::micros(now),
+            request_id: delivery_id.clone(),
+            kind: "delivery".into(),
+            consumer: o.consumer.to_string(),
+            provider: o.resource.provider().to_string(),
+            resource: o.resource.to_string(),
+            purpose: o.purpose.to_string(),
+            fields: o.fields.iter().map(ToString::to_string).collect(),
+            outcome: "answered".into(),
+            record_count: u32::from(!released.is_empty()),
+            answer_digest: huitong_audit::record::answer_digest(&released),
+            subject,
+            subject_period,
+            grant_id: decision.grant_id.clone().unwrap_or_default(),
+            latency_micros: event
+                .received_at
+                .as_ref()
+                .and_then(huitong_proto::value::timestamp_to_system_time)
+                .and_then(|t| now.duration_since(t).ok())
+                .map_or(0, |d| d.as_micros() as i64),
+            ..Default::default()
+        });
+        responses.push(SubscribeResponse {
+            event: Some(event),
+            receipt: None,
+            request_id: delivery_id,
+            grant_id: decision.grant_id.clone().unwrap_or_default(),
+            masked_fields,
+        });
+    }
+    // All of the batch's records are queued at once, so they share the log's group commit.
+    let receipts = futures_util::future::join_all(records.iter().map(|r| svc.log.record(r))).await;
+    for (response, receipt) in responses.iter_mut().zip(receipts) {
+        match receipt {
+            Ok(r) => response.receipt = Some(r),
+            Err(e) => {
+                warn!(error = %e, "the exchange log could not record a delivery");
+                return Err(ExchangeError::LogUnavailable);
+            }
+        }
+    }
+    svc.metrics
+        .delivered(&o.resource, responses.len() as u64, started.elapsed());
+    Ok(responses)
+}
+
+pub(crate) async fn acknowledge(
+    svc: &ExchangeService,
+    request: Request<AcknowledgeRequest>,
+) -> Result<Response<AcknowledgeResponse>, Status> {
+    let consumer = verified_peer(&request)?.dept.clone();
+    let raw = request.into_inner();
+    let request_id = next_request_id();
+    let bad = |e: ExchangeError| e.into_status(&request_id);
+    let resource = ResourceId::parse(&raw.resource).map_err(|e| bad(e.into()))?;
+    let name = subscription_name(&raw.subscription).map_err(bad)?;
+    let store = |e: crate::events::EventError| {
+        warn!(error = %e, "event log");
+        bad(ExchangeError::EventLog)
+    };
+    let latest = svc.events.latest(&resource).map_err(store)?;
+    if raw.sequence > latest {
+        return Err(bad(ExchangeError::Request(
+            huitong_core::Error::BadSelector(format!(
+                "sequence {} is beyond the latest event of {resource} ({latest}); acknowledge only events you received",
+                raw.sequence
+            )),
+        )));
+    }
+    match svc
+        .events
+        .acknowledge(&consumer, &resource, &name, raw.sequence)
+        .map_err(store)?
+    {
+        Some(acknowledged) => Ok(Response::new(AcknowledgeResponse { acknowledged })),
+        None => Err(bad(ExchangeError::NoSubscription { resource, name })),
+    }
+}
