@@ -16,6 +16,7 @@
 
 import datetime
 import html
+import os
 import json
 import re
 import sys
@@ -151,7 +152,7 @@ def fmt(x, digits=2):
     return "–" if x is None else f"{x:.{digits}f}"
 
 
-def report(results, log_md, outdir, machine, profile, commit):
+def report(results, log_md, outdir, machine, profile, commit, events_txt=None):
     runs = load(results)
     closed = {label: find(runs, label, "closed") for _, label, _, _ in SETUPS}
     opened = {label: find(runs, label, "open") for label in OPEN_SETUPS}
@@ -198,8 +199,7 @@ def report(results, log_md, outdir, machine, profile, commit):
           f"{r['throughput_rps']:,.0f} | {fmt(ratio(r['throughput_rps'], thr('direct')))} | "
           f"{fmt(ratio(r['throughput_rps'], thr('nginx-tls')))} | {fmt(lat['p50'])} | "
           f"{fmt(lat['p99'])} | {fmt(lat['p999'])} | {r['errors']} |")
-    w("| – | event fan-out (publish/subscribe) | | | not measured: blocked on publish/subscribe, "
-      "which is not built yet | | | | | | |")
+    w("| – | event fan-out (publish/subscribe) | | | see *Publish/subscribe fan-out* below | | | | | | |")
     w("")
     w("h2load counts HTTP statuses only; before each h2load run a few requests through "
       "`huitong bench load` checked that the static answer decodes and carries `grpc-status: 0`. "
@@ -297,6 +297,26 @@ def report(results, log_md, outdir, machine, profile, commit):
         goal("broker RSS ≤ 50 MiB idle", f"{conns['rss_idle_mib']:.1f} MiB", conns["rss_idle_mib"] <= 50)
     w("")
     w(log.replace("## Exchange log on", "## Exchange log (`huitong bench log`) on"))
+    events = []
+    if events_txt and os.path.exists(events_txt):
+        for line in open(events_txt, encoding="utf-8"):
+            if line.startswith("{"):
+                events.append(json.loads(line))
+    if events:
+        w("\n## Publish/subscribe fan-out (`huitong bench events`)\n")
+        w("One publisher (an SDK adapter's `ChangeFeed`) through the broker (mutual TLS, the event "
+          "log flushed and one exchange-log record per delivery) to N subscribers, all in one "
+          "process. *Burst*: all events published at once, so the figure is throughput and latency "
+          "includes the wait behind the burst; *paced*: published at a fixed rate, so latency is "
+          "the delivery path's own.\n")
+        w("| subscribers | published | events/s to all | deliveries/s | latency p50 ms | p99 ms | p99.9 ms |")
+        w("|---:|---|---:|---:|---:|---:|---:|")
+        for e in events:
+            lat = e["latency_ms"]
+            how = f"paced, {e['rate']:,}/s" if e.get("rate") else "burst"
+            w(f"| {e['subscribers']} | {how}, {e['events']:,} events | {e['events_per_s']:,.0f} | "
+              f"{e['deliveries_per_s']:,.0f} | {fmt(lat['p50'])} | {fmt(lat['p99'])} | {fmt(lat['p999'])} |")
+        w("")
 
     with open(f"{outdir}/results.md", "w", encoding="utf-8") as f:
         f.write("\n".join(out).rstrip() + "\n")
@@ -349,7 +369,7 @@ def main(argv):
         half_min(argv[2], argv[3:])
     elif len(argv) == 5 and argv[1] == "stages":
         stages(*argv[2:])
-    elif len(argv) == 8 and argv[1] == "report":
+    elif len(argv) in (8, 9) and argv[1] == "report":
         report(*argv[2:])
     else:
         sys.exit(__doc__)

@@ -361,10 +361,21 @@ say "exchange log: durable appends, proofs, verification"
 "$huitong" bench log --dir "$scratch/log" "${log_args[@]}" >"$scratch/log.md"
 cat "$scratch/log.md" >&2
 
+# --- publish/subscribe fan-out ---------------------------------------------------------------
+say "publish/subscribe: one publisher to 1, 10 and 100 subscribers"
+{
+    "$huitong" bench events --dir "$scratch/events" --events "${BENCH_EVENTS:-2000}" \
+        --subscribers 1,10,100
+    "$huitong" bench events --dir "$scratch/events" --events "${BENCH_EVENTS_PACED:-1000}" \
+        --subscribers 1,10,100 --rate "${BENCH_EVENTS_RATE:-500}"
+} >"$scratch/events.txt" || die "a subscriber missed events; see $scratch/events.txt"
+grep -v '^{' "$scratch/events.txt" >&2
+
 # --- report ----------------------------------------------------------------------------------
 machine="$(nproc) cores ($(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1)), $(free -g | awk '/Mem:/ {print $2}') GiB, $(uname -sr), $(df -T "$scratch" | awk 'NR==2 {print $2}') scratch disk; load average (1, 5, 15 min) $load_start at the start, $(cut -d' ' -f1-3 /proc/loadavg) at the end"
 python3 bench/report.py stages "$scratch"/metrics-{start,after-miss,after-hit}.txt >"$scratch/stages.json"
 python3 bench/report.py report "$results" "$scratch/log.md" "$outdir" "$machine" "$profile" \
-    "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet 2>/dev/null || echo '+changes')"
+    "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet 2>/dev/null || echo '+changes')" \
+    "$scratch/events.txt"
 cp "$results" "$outdir/results.jsonl"
 say "written to $outdir/results.md and $outdir/results.svg"

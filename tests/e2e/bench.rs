@@ -1,6 +1,6 @@
-//! `huitong bench load` against a running demo exchange: it must count what it sent and what
-//! came back, and fail when the answers are errors. No timing is asserted (the machine running
-//! the tests is shared and slow); only the counts.
+//! `huitong bench load` against a running demo exchange, and `huitong bench events`: they must
+//! count what they sent and what came back, and fail when the answers are errors. No timing is
+//! asserted (the machine running the tests is shared and slow); only the counts.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -194,4 +194,42 @@ fn bench_load_counts_answers_and_fails_loudly_on_errors() {
         s["errors_by_code"]["PERMISSION_DENIED"].as_u64().unwrap() > 0,
         "{s}"
     );
+}
+
+/// `huitong bench events` runs its own exchange; every subscriber must get every event, and
+/// the summary must say so.
+#[test]
+fn bench_events_delivers_every_event_to_every_subscriber() {
+    let dir = huitong_tests::TempDir::new("bench-events");
+    let out = Command::new(huitong_bin())
+        .args([
+            "bench",
+            "events",
+            "--subscribers",
+            "1,3",
+            "--events",
+            "50",
+            "--dir",
+        ])
+        .arg(dir.path().join("scratch"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "bench events failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let runs: Vec<Value> = stdout
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(runs.len(), 2, "{stdout}");
+    for (run, subscribers) in runs.iter().zip([1u64, 3]) {
+        assert_eq!(run["subscribers"], subscribers);
+        assert_eq!(run["deliveries"], 50 * subscribers);
+        assert!(run["events_per_s"].as_f64().unwrap() > 0.0);
+        assert!(run["latency_ms"]["p99"].as_f64().unwrap() > 0.0);
+    }
 }

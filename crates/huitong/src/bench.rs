@@ -22,6 +22,7 @@ use huitong_proto::v1::ExchangeRecord;
 use prost::Message;
 
 mod connections;
+mod events;
 mod load;
 
 #[derive(Debug, clap::Args)]
@@ -49,6 +50,9 @@ enum Command {
     Load(Box<load::Args>),
     /// Many open connections to a server, and its memory while they are open.
     Connections(connections::Args),
+    /// Publish/subscribe fan-out through a broker: events per second to 1, 10 and 100
+    /// subscribers and delivery latency. Exits 1 if any subscriber missed an event.
+    Events(events::Args),
 }
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -67,6 +71,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         Command::Load(args) => return load::run(*args).await,
         Command::Connections(args) => return connections::run(args).await,
+        Command::Events(args) => return events::run(args).await,
     }
     Ok(ExitCode::SUCCESS)
 }
