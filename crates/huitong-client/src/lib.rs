@@ -92,7 +92,8 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     out
 }
 
-fn code_name(code: tonic::Code) -> &'static str {
+/// The canonical upper-case name of a gRPC code, as in the gRPC specification.
+pub fn code_name(code: tonic::Code) -> &'static str {
     use tonic::Code::*;
     match code {
         Ok => "OK",

@@ -6,6 +6,7 @@
 //! only reads: it never needs to know the records in advance, it samples them with Search.
 //! Reasons name fields and status codes but never record values, which are personal data.
 
+use huitong_client::code_name;
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -460,29 +461,6 @@ fn client(channel: Channel) -> AdapterClient<Channel> {
     AdapterClient::new(channel)
         .max_decoding_message_size(MAX_RESPONSE_BYTES)
         .max_encoding_message_size(usize::MAX)
-}
-
-/// The gRPC name of a code, as the protocol docs write it.
-fn code_name(code: Code) -> &'static str {
-    match code {
-        Code::Ok => "OK",
-        Code::Cancelled => "CANCELLED",
-        Code::Unknown => "UNKNOWN",
-        Code::InvalidArgument => "INVALID_ARGUMENT",
-        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
-        Code::NotFound => "NOT_FOUND",
-        Code::AlreadyExists => "ALREADY_EXISTS",
-        Code::PermissionDenied => "PERMISSION_DENIED",
-        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
-        Code::FailedPrecondition => "FAILED_PRECONDITION",
-        Code::Aborted => "ABORTED",
-        Code::OutOfRange => "OUT_OF_RANGE",
-        Code::Unimplemented => "UNIMPLEMENTED",
-        Code::Internal => "INTERNAL",
-        Code::Unavailable => "UNAVAILABLE",
-        Code::DataLoss => "DATA_LOSS",
-        Code::Unauthenticated => "UNAUTHENTICATED",
-    }
 }
 
 /// `CODE ("message")`, the message cut short.

@@ -16,6 +16,7 @@
 //! exits non-zero after printing its summary, so that a benchmark of a misconfigured setup fails
 //! loudly instead of reporting how fast it sent errors.
 
+use huitong_client::code_name;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
@@ -177,29 +178,6 @@ impl Caller {
             Ok((from_cache, bytes)) => (Outcome::Ok { from_cache }, bytes),
             Err(code) => (Outcome::Err(code), None),
         }
-    }
-}
-
-pub fn code_name(code: tonic::Code) -> &'static str {
-    use tonic::Code::*;
-    match code {
-        Ok => "OK",
-        Cancelled => "CANCELLED",
-        Unknown => "UNKNOWN",
-        InvalidArgument => "INVALID_ARGUMENT",
-        DeadlineExceeded => "DEADLINE_EXCEEDED",
-        NotFound => "NOT_FOUND",
-        AlreadyExists => "ALREADY_EXISTS",
-        PermissionDenied => "PERMISSION_DENIED",
-        ResourceExhausted => "RESOURCE_EXHAUSTED",
-        FailedPrecondition => "FAILED_PRECONDITION",
-        Aborted => "ABORTED",
-        OutOfRange => "OUT_OF_RANGE",
-        Unimplemented => "UNIMPLEMENTED",
-        Internal => "INTERNAL",
-        Unavailable => "UNAVAILABLE",
-        DataLoss => "DATA_LOSS",
-        Unauthenticated => "UNAUTHENTICATED",
     }
 }
 
