@@ -21,6 +21,11 @@ use crate::log::ExchangeLog;
 /// Most entries one ListEntries call returns.
 const MAX_ENTRIES_PER_CALL: u32 = 10_000;
 
+/// Most bytes of entries one answer carries. A page stops here and names where to continue:
+/// clients keep tonic's default 4 MiB decoding limit, and a fixed count alone overshoots it
+/// once records grow (10,000 entries of ~430 bytes did).
+const MAX_BYTES_PER_CALL: usize = 2 << 20;
+
 /// The `Audit` gRPC service.
 #[derive(Debug, Clone)]
 pub struct AuditService {
@@ -74,8 +79,11 @@ fn require_auditor<T>(request: &Request<T>) -> Result<(), Status> {
     Ok(())
 }
 
-fn entries(log: &ExchangeLog, indexes: &[u64]) -> Result<Vec<LogEntry>, Status> {
-    let mut out = Vec::with_capacity(indexes.len());
+/// Reads the entries at `indexes` until the answer would pass [`MAX_BYTES_PER_CALL`] (always at
+/// least one). Returns them and the first index left out, if any.
+fn entries(log: &ExchangeLog, indexes: &[u64]) -> Result<(Vec<LogEntry>, Option<u64>), Status> {
+    let mut out = Vec::with_capacity(indexes.len().min(1024));
+    let mut bytes = 0usize;
     for &i in indexes {
         let (_, data) = log
             .log()
@@ -86,14 +94,20 @@ fn entries(log: &ExchangeLog, indexes: &[u64]) -> Result<Vec<LogEntry>, Status> 
             .ok_or_else(|| Status::internal("an indexed entry is missing from the log"))?;
         let leaf_hash = log.log().leaf_hash(i).map_err(audit_status)?.to_vec();
         let record = ExchangeRecord::decode(data.as_slice()).ok();
-        out.push(LogEntry {
+        let entry = LogEntry {
             index: i,
             leaf_hash,
             record,
             data,
-        });
+        };
+        // Field tag and length prefix of the repeated entry: at most 6 bytes.
+        bytes += entry.encoded_len() + 6;
+        if bytes > MAX_BYTES_PER_CALL && !out.is_empty() {
+            return Ok((out, Some(i)));
+        }
+        out.push(entry);
     }
-    Ok(out)
+    Ok((out, None))
 }
 
 #[tonic::async_trait]
@@ -213,13 +227,14 @@ impl Audit for AuditService {
                 .map_err(audit_status)?;
             let more = indexes.len() > limit;
             let indexes = &indexes[..indexes.len().min(limit)];
-            let next_start = if more {
-                indexes.last().map_or(0, |i| i + 1)
-            } else {
-                0
+            let (entries, cut) = entries(&log, indexes)?;
+            let next_start = match cut {
+                Some(i) => i,
+                None if more => indexes.last().map_or(0, |i| i + 1),
+                None => 0,
             };
             Ok(ListEntriesResponse {
-                entries: entries(&log, indexes)?,
+                entries,
                 next_start,
             })
         })
@@ -259,8 +274,10 @@ impl Audit for AuditService {
             }
             indexes.sort_unstable();
             indexes.dedup();
+            indexes.retain(|&i| i >= r.start);
             // The subject is the key of one resource's records: keep accesses to that resource.
-            let found = entries(&log, &indexes)?
+            let (found, cut) = entries(&log, &indexes)?;
+            let found = found
                 .into_iter()
                 .filter(|e| {
                     e.record
@@ -271,6 +288,7 @@ impl Audit for AuditService {
             Ok(SubjectReportResponse {
                 entries: found,
                 unlinkable_periods: log.subjects().destroyed(),
+                next_start: cut.unwrap_or(0),
             })
         })
         .await?;

@@ -699,19 +699,30 @@ impl Audit {
     }
 
     /// Every recorded access to the record with `key` in `resource` (auditor certificates only).
+    /// Follows the broker's pages, so a long history arrives whole.
     pub async fn subject_report(
         &mut self,
         resource: &str,
         key: &[(&str, &str)],
     ) -> Result<SubjectReportResponse, ClientError> {
-        let req = huitong_proto::v1::SubjectReportRequest {
+        let mut req = huitong_proto::v1::SubjectReportRequest {
             resource: resource.to_owned(),
             key: key
                 .iter()
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
                 .collect(),
+            start: 0,
         };
-        Ok(self.inner.subject_report(req).await?.into_inner())
+        let mut report = self.inner.subject_report(req.clone()).await?.into_inner();
+        while report.next_start > req.start {
+            req.start = report.next_start;
+            let page = self.inner.subject_report(req.clone()).await?.into_inner();
+            report.entries.extend(page.entries);
+            report.unlinkable_periods = page.unlinkable_periods;
+            report.next_start = page.next_start;
+        }
+        report.next_start = 0;
+        Ok(report)
     }
 
     /// Confirms that `receipt` is in the log the broker signed: fetches the latest checkpoint,
