@@ -94,6 +94,11 @@ pub enum Error {
         source: sled::Error,
     },
 
+    /// An index record that does not decode. The index is derived data: deleting `path` makes
+    /// the broker rebuild it from the log.
+    #[error("the audit index in {} is damaged ({what}); delete it and it is rebuilt from the log", path.display())]
+    IndexDamaged { path: PathBuf, what: &'static str },
+
     /// The Merkle tree could not answer (a size beyond the tree, or a leaf read failed).
     #[error(transparent)]
     Tree(#[from] TreeError),

@@ -6,16 +6,29 @@
 //! is acceptable here although its `flush` is weaker than fsync (sled issue #1452): losing the
 //! last index writes in a crash costs a re-index, never an entry.
 //!
-//! # Layout
+//! # Layout: postings in blocks
 //!
-//! One sled tree per field. Keys are `<value>\0<log index, u64 big-endian>` with empty values,
-//! so that a range scan over one value yields log indexes in order, and a range
-//! `[value\0start, value\0end)` yields exactly the entries of a window. The subject is stored as
-//! lowercase hex. The `time` tree is keyed by `<time, sign-flipped i64 big-endian><index>` so
-//! that it sorts by time; `times` maps each index to its time, so that a time condition can be
-//! checked without reading the log. The default tree holds the high-water mark: every entry below
-//! it is indexed.
+//! One sled tree per field. Each catch-up step (up to [`CATCH_UP_STEP`] entries) writes, for each
+//! value seen in the step, one key `<value>\0<last log index of the block, u64 big-endian>`
+//! whose value lists the block's log indexes (LEB128: the first, then the gaps). The subject is
+//! stored as lowercase hex. The `time` tree buckets entries by second: key `<second,
+//! sign-flipped i64 big-endian><last log index>`, value the block's `(index, time)` pairs.
+//!
+//! Why blocks and not a key per entry: sled writes are costly, and one key per entry and field
+//! (seven per exchange) took about half of the broker's CPU under load. Blocks make it one key
+//! per distinct value and step, so a busy broker writes a few keys per thousand exchanges plus
+//! one per subject.
+//!
+//! Keying a block by its *last* index means a seek to `value\0i` lands on the only block that
+//! can hold `i`, so a query intersects its conditions by leapfrogging ([`Index::query`]) and
+//! never reads the log. Blocks of one value are disjoint, except after a crash between writing
+//! a step and moving the high-water mark: the step is redone, possibly longer, and its blocks
+//! cover the earlier ones. Readers only move forward, so such overlaps are skipped.
+//!
+//! The default tree holds the high-water mark (every entry below it is indexed), the leaf hash
+//! of entry 0 and the layout version; an index in another layout is cleared and rebuilt.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
 
@@ -24,7 +37,7 @@ use prost::Message;
 use tracing::{info, warn};
 
 use crate::error::Error;
-use crate::merkle::{self, Hash};
+use crate::merkle::Hash;
 use crate::store::Log;
 
 #[cfg(test)]
@@ -39,8 +52,18 @@ const INDEXED_SIZE: &[u8] = b"indexed_size";
 /// different log.
 const FIRST_LEAF: &[u8] = b"first_leaf";
 
-/// Entries decoded and indexed per step of [`Index::catch_up`].
-const CATCH_UP_STEP: u64 = 1024;
+/// The index layout this code writes; see the module docs. Version 1 had a key per entry.
+const LAYOUT: &[u8] = b"layout";
+const LAYOUT_VERSION: u8 = 2;
+
+/// Entries decoded and indexed per step of [`Index::catch_up`]: the most one block spans.
+pub const CATCH_UP_STEP: u64 = 1024;
+
+/// Width of a time bucket, in microseconds.
+const BUCKET_MICROS: i64 = 1_000_000;
+
+/// Trees of earlier layouts that this one no longer uses.
+const OLD_TREES: [&str; 1] = ["times"];
 
 /// Which entries a query wants. `None` matches anything; the time range is
 /// `since_micros <= time_micros < until_micros`.
@@ -64,7 +87,6 @@ pub struct Index {
     subject: sled::Tree,
     outcome: sled::Tree,
     time: sled::Tree,
-    times: sled::Tree,
     /// Serialises writers, so that the high-water mark only moves forward.
     writing: Mutex<()>,
 }
@@ -87,37 +109,119 @@ fn value_key(value: &[u8], index: u64) -> Vec<u8> {
     k
 }
 
-/// The log index in a `value_key`, if the key holds exactly `value`.
-fn index_of(key: &[u8], value: &[u8]) -> Option<u64> {
-    if key.len() != value.len() + 9 || !key.starts_with(value) || key[value.len()] != 0 {
-        return None;
-    }
-    Some(u64::from_be_bytes(key[value.len() + 1..].try_into().ok()?))
-}
-
 /// A time that sorts as its big-endian bytes: the sign bit flipped.
 fn time_bytes(t: i64) -> [u8; 8] {
     ((t as u64) ^ (1 << 63)).to_be_bytes()
 }
 
+#[cfg(test)]
 fn time_from_bytes(b: &[u8]) -> Option<i64> {
     let raw = u64::from_be_bytes(b.try_into().ok()?);
     Some((raw ^ (1 << 63)) as i64)
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+/// The bucket of a time: whole seconds, rounded down (also before the epoch).
+fn bucket(t: i64) -> i64 {
+    t.div_euclid(BUCKET_MICROS)
 }
 
-/// One condition of a filter, resolved to where it can be looked up.
-enum Condition<'a> {
-    /// The entry's value in `tree` is `value`.
-    Equal {
-        tree: &'a sled::Tree,
-        value: &'a [u8],
-    },
-    /// `since <= time < until`.
-    Time { since: i64, until: Option<i64> },
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn get_varint(buf: &[u8], pos: &mut usize) -> Option<u64> {
+    let mut v = 0u64;
+    let mut shift = 0u32;
+    loop {
+        let b = *buf.get(*pos)?;
+        *pos += 1;
+        if shift > 63 {
+            return None;
+        }
+        v |= u64::from(b & 0x7f) << shift;
+        if b & 0x80 == 0 {
+            return Some(v);
+        }
+        shift += 7;
+    }
+}
+
+fn zigzag(v: i64) -> u64 {
+    ((v << 1) ^ (v >> 63)) as u64
+}
+
+fn unzigzag(v: u64) -> i64 {
+    ((v >> 1) as i64) ^ -((v & 1) as i64)
+}
+
+/// A block of ascending log indexes: the first, then the gaps.
+fn encode_block(indexes: &[u64]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(indexes.len() * 2 + 8);
+    let mut prev = 0;
+    for &i in indexes {
+        put_varint(&mut out, i - prev);
+        prev = i;
+    }
+    out
+}
+
+fn decode_block(buf: &[u8]) -> Option<Vec<u64>> {
+    let mut out = Vec::new();
+    let mut pos = 0;
+    let mut prev = 0u64;
+    while pos < buf.len() {
+        let i = prev.checked_add(get_varint(buf, &mut pos)?)?;
+        if !out.is_empty() && i <= prev {
+            return None;
+        }
+        out.push(i);
+        prev = i;
+    }
+    (!out.is_empty()).then_some(out)
+}
+
+/// A time block: `(index, time)` pairs, indexes ascending; index gaps and time differences.
+fn encode_time_block(entries: &[(u64, i64)]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(entries.len() * 4 + 8);
+    let (mut prev_i, mut prev_t) = (0u64, 0i64);
+    for &(i, t) in entries {
+        put_varint(&mut out, i - prev_i);
+        put_varint(&mut out, zigzag(t.wrapping_sub(prev_t)));
+        (prev_i, prev_t) = (i, t);
+    }
+    out
+}
+
+fn decode_time_block(buf: &[u8]) -> Option<Vec<(u64, i64)>> {
+    let mut out = Vec::new();
+    let mut pos = 0;
+    let (mut prev_i, mut prev_t) = (0u64, 0i64);
+    while pos < buf.len() {
+        let i = prev_i.checked_add(get_varint(buf, &mut pos)?)?;
+        let t = prev_t.wrapping_add(unzigzag(get_varint(buf, &mut pos)?));
+        if !out.is_empty() && i <= prev_i {
+            return None;
+        }
+        out.push((i, t));
+        (prev_i, prev_t) = (i, t);
+    }
+    (!out.is_empty()).then_some(out)
+}
+
+/// The last log index in a block key `<prefix><index BE>`, if the key is `prefix` plus 8 bytes.
+fn block_last(key: &[u8], prefix: &[u8]) -> Option<u64> {
+    if key.len() != prefix.len() + 8 || !key.starts_with(prefix) {
+        return None;
+    }
+    Some(u64::from_be_bytes(key[prefix.len()..].try_into().ok()?))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Opens a sled database whose page cache holds at most `cache_bytes`, waiting briefly for a
@@ -158,23 +262,44 @@ const INDEX_CACHE_BYTES: u64 = 8 * 1024 * 1024;
 pub const SLED_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 
 impl Index {
-    /// Opens (creating if needed) `dir/index.sled`. Blocking.
+    /// Opens (creating if needed) `dir/index.sled`. An index in an older layout is cleared
+    /// here and rebuilt by the next [`catch_up`](Index::catch_up). Blocking.
     pub fn open(dir: &Path) -> Result<Index, Error> {
         let path = dir.join(INDEX_DIR);
         let db = open_sled(&path, INDEX_CACHE_BYTES).map_err(Error::index("open"))?;
         let tree = |name: &str| db.open_tree(name).map_err(Error::index("open a tree"));
-        Ok(Index {
+        let index = Index {
             consumer: tree("consumer")?,
             provider: tree("provider")?,
             resource: tree("resource")?,
             subject: tree("subject")?,
             outcome: tree("outcome")?,
             time: tree("time")?,
-            times: tree("times")?,
             db,
             path,
             writing: Mutex::new(()),
-        })
+        };
+        let layout = index
+            .db
+            .get(LAYOUT)
+            .map_err(Error::index("read the layout"))?;
+        if layout.as_deref() != Some(&[LAYOUT_VERSION][..]) {
+            if index.indexed_size()? > 0 {
+                info!(path = %index.path.display(), "the audit index has an older layout; rebuilding it");
+            }
+            for name in OLD_TREES {
+                index
+                    .db
+                    .drop_tree(name)
+                    .map_err(Error::index("drop an old tree"))?;
+            }
+            index.clear()?;
+            index
+                .db
+                .insert(LAYOUT, &[LAYOUT_VERSION][..])
+                .map_err(Error::index("write the layout"))?;
+        }
+        Ok(index)
     }
 
     /// Every entry below this index is indexed.
@@ -187,23 +312,6 @@ impl Index {
             v.and_then(|v| Some(u64::from_be_bytes(v.as_ref().try_into().ok()?)))
                 .unwrap_or(0),
         )
-    }
-
-    /// Indexes one entry. The high-water mark moves only if this is the next entry in order
-    /// (otherwise [`catch_up`](Index::catch_up) fills the gap; indexing twice is harmless).
-    pub fn add(&self, index: u64, record: &ExchangeRecord) -> Result<(), Error> {
-        let _one_writer = self.writing.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut batches = Batches::default();
-        batches.add(index, record);
-        self.apply(batches)?;
-        if index == self.indexed_size()? {
-            if index == 0 {
-                // The leaf data of a record is its encoding, which is deterministic.
-                self.set_first_leaf(&merkle::leaf_hash(&record.encode_to_vec()))?;
-            }
-            self.set_indexed_size(index + 1)?;
-        }
-        Ok(())
     }
 
     /// Indexes every entry from the high-water mark to the end of the durable log. If the index
@@ -228,10 +336,10 @@ impl Index {
         let started = from;
         while from < size {
             let to = (from + CATCH_UP_STEP).min(size);
-            let mut batches = Batches::default();
+            let mut step = Step::default();
             for (index, data) in log.read(from, to)? {
                 match ExchangeRecord::decode(data.as_slice()) {
-                    Ok(record) => batches.add(index, &record),
+                    Ok(record) => step.add(index, &record),
                     Err(e) => warn!(
                         entry = index,
                         error = %e,
@@ -239,9 +347,9 @@ impl Index {
                     ),
                 }
             }
-            // Index entries first, the mark after: a crash between leaves entries indexed
-            // twice at worst, never a mark over missing entries.
-            self.apply(batches)?;
+            // Blocks first, the mark after: a crash between leaves a step written twice at
+            // worst (readers skip the overlap), never a mark over missing entries.
+            self.apply(step)?;
             if from == 0 {
                 self.set_first_leaf(&log.leaf_hash(0)?)?;
             }
@@ -285,7 +393,7 @@ impl Index {
         Ok(())
     }
 
-    fn trees(&self) -> [&sled::Tree; 7] {
+    fn trees(&self) -> [&sled::Tree; 6] {
         [
             &self.consumer,
             &self.provider,
@@ -293,7 +401,6 @@ impl Index {
             &self.subject,
             &self.outcome,
             &self.time,
-            &self.times,
         ]
     }
 
@@ -311,43 +418,69 @@ impl Index {
         Ok(())
     }
 
-    fn apply(&self, b: Batches) -> Result<(), Error> {
-        let pairs = [
-            (&self.consumer, b.consumer),
-            (&self.provider, b.provider),
-            (&self.resource, b.resource),
-            (&self.subject, b.subject),
-            (&self.outcome, b.outcome),
-            (&self.time, b.time),
-            (&self.times, b.times),
+    /// Writes one step's blocks, one sled batch per tree.
+    fn apply(&self, step: Step) -> Result<(), Error> {
+        let fields = [
+            (&self.consumer, step.consumer),
+            (&self.provider, step.provider),
+            (&self.resource, step.resource),
+            (&self.subject, step.subject),
+            (&self.outcome, step.outcome),
         ];
-        for (tree, batch) in pairs {
+        for (tree, postings) in fields {
+            let mut batch = sled::Batch::default();
+            for (value, indexes) in postings {
+                if let Some(&last) = indexes.last() {
+                    batch.insert(value_key(&value, last), encode_block(&indexes));
+                }
+            }
             tree.apply_batch(batch).map_err(Error::index("write"))?;
         }
+        let mut batch = sled::Batch::default();
+        for (b, entries) in step.time {
+            if let Some(&(last, _)) = entries.last() {
+                let mut key = Vec::with_capacity(16);
+                key.extend_from_slice(&time_bytes(b));
+                key.extend_from_slice(&last.to_be_bytes());
+                batch.insert(key, encode_time_block(&entries));
+            }
+        }
+        self.time
+            .apply_batch(batch)
+            .map_err(Error::index("write"))?;
         Ok(())
+    }
+
+    fn damaged(&self, what: &'static str) -> Error {
+        Error::IndexDamaged {
+            path: self.path.clone(),
+            what,
+        }
     }
 
     /// Log indexes of every indexed entry whose subject is `subject`, in order.
     pub fn by_subject(&self, subject: &[u8; 32]) -> Result<Vec<u64>, Error> {
-        let value = hex(subject);
-        let mut prefix = value.clone().into_bytes();
+        let mut prefix = hex(subject).into_bytes();
         prefix.push(0);
         let mut out = Vec::new();
         for item in self.subject.scan_prefix(&prefix) {
-            let (key, _) = item.map_err(Error::index("scan"))?;
-            if let Some(i) = index_of(&key, value.as_bytes()) {
-                out.push(i);
+            let (key, block) = item.map_err(Error::index("scan"))?;
+            if block_last(&key, &prefix).is_some() {
+                out.extend(decode_block(&block).ok_or_else(|| self.damaged("a subject block"))?);
             }
         }
+        // Overlapping blocks (a step redone after a crash) repeat entries.
+        out.sort_unstable();
+        out.dedup();
         Ok(out)
     }
 
     /// Log indexes in `[start, end)` of the indexed entries matching `filter`, in order, at most
     /// `limit` of them.
     ///
-    /// It counts each condition's matches in the window (stopping once a count cannot beat the
-    /// best so far), walks the most selective one, and checks the others by point lookups in
-    /// their own indexes, so the log is not read.
+    /// Each condition becomes a sorted stream of log indexes that can skip ahead; the streams
+    /// are intersected by leapfrogging (each seeks to the largest index another has reached), so
+    /// a rare value paired with a common one costs about one seek per match of the rare one.
     pub fn query(
         &self,
         filter: &EntryFilter,
@@ -359,7 +492,7 @@ impl Index {
         if limit == 0 || start >= end {
             return Ok(Vec::new());
         }
-        let mut conditions = Vec::new();
+        let mut streams = Vec::new();
         let equal = [
             (&self.consumer, &filter.consumer),
             (&self.provider, &filter.provider),
@@ -368,10 +501,8 @@ impl Index {
         ];
         for (tree, value) in equal {
             if let Some(v) = value {
-                conditions.push(Condition::Equal {
-                    tree,
-                    value: v.as_bytes(),
-                });
+                let postings = Postings::new(self, tree, v.as_bytes(), end);
+                streams.push(Stream::Postings(Box::new(postings)));
             }
         }
         if filter.since_micros.is_some() || filter.until_micros.is_some() {
@@ -379,178 +510,198 @@ impl Index {
             if filter.until_micros.is_some_and(|u| u <= since) {
                 return Ok(Vec::new());
             }
-            conditions.push(Condition::Time {
-                since,
-                until: filter.until_micros,
+            let within = self.time_window(since, filter.until_micros, start, end)?;
+            streams.push(Stream::List {
+                items: within,
+                at: 0,
             });
         }
-        if conditions.is_empty() {
+        if streams.is_empty() {
             let n = usize::try_from(end - start)
                 .unwrap_or(usize::MAX)
                 .min(limit);
             return Ok((start..end).take(n).collect());
         }
 
-        // The condition with the fewest matches in the window drives the walk.
-        let mut best: Option<(usize, usize)> = None;
-        for (i, c) in conditions.iter().enumerate() {
-            let cap = best.map_or(usize::MAX, |(_, n)| n);
-            let n = self.count(c, start, end, cap)?;
-            if best.is_none_or(|(_, b)| n < b) {
-                best = Some((i, n));
-            }
-        }
-        let Some((driver, _)) = best else {
-            return Ok(Vec::new());
-        };
-        let candidates = self.candidates(&conditions[driver], start, end)?;
         let mut out = Vec::new();
-        'next: for index in candidates {
-            for (i, c) in conditions.iter().enumerate() {
-                if i != driver && !self.holds(c, index)? {
-                    continue 'next;
+        let mut target = start;
+        'matches: while target < end {
+            // Find the smallest index >= target that every stream holds.
+            let mut agreed = 0;
+            let mut i = 0;
+            while agreed < streams.len() {
+                let Some(found) = streams[i].seek(target)? else {
+                    break 'matches;
+                };
+                if found == target {
+                    agreed += 1;
+                } else {
+                    target = found;
+                    agreed = 1;
                 }
+                i = (i + 1) % streams.len();
             }
-            out.push(index);
+            out.push(target);
             if out.len() == limit {
                 break;
             }
+            target += 1;
         }
         Ok(out)
     }
 
-    /// Matches of `c` in `[start, end)`, counting no further than `cap`.
-    fn count(&self, c: &Condition<'_>, start: u64, end: u64, cap: usize) -> Result<usize, Error> {
-        let mut n = 0;
-        match c {
-            Condition::Equal { tree, value } => {
-                for item in tree.range(value_key(value, start)..value_key(value, end)) {
-                    let (key, _) = item.map_err(Error::index("scan"))?;
-                    if index_of(&key, value).is_some() {
-                        n += 1;
-                        if n >= cap {
-                            break;
-                        }
-                    }
-                }
-            }
-            Condition::Time { since, until } => {
-                for index in self.time_range(*since, *until)? {
-                    let index = index?;
-                    if (start..end).contains(&index) {
-                        n += 1;
-                        if n >= cap {
-                            break;
-                        }
-                    }
-                }
-            }
-        }
-        Ok(n)
-    }
-
-    /// Log indexes in `[start, end)` matching `c`, in order.
-    fn candidates(&self, c: &Condition<'_>, start: u64, end: u64) -> Result<Vec<u64>, Error> {
-        let mut out = Vec::new();
-        match c {
-            Condition::Equal { tree, value } => {
-                for item in tree.range(value_key(value, start)..value_key(value, end)) {
-                    let (key, _) = item.map_err(Error::index("scan"))?;
-                    if let Some(i) = index_of(&key, value) {
-                        out.push(i);
-                    }
-                }
-            }
-            Condition::Time { since, until } => {
-                // The time tree sorts by time, and log order is only roughly time order.
-                for index in self.time_range(*since, *until)? {
-                    let index = index?;
-                    if (start..end).contains(&index) {
-                        out.push(index);
-                    }
-                }
-                out.sort_unstable();
-            }
-        }
-        Ok(out)
-    }
-
-    /// Log indexes of entries with `since <= time < until`, in time order.
-    fn time_range(
+    /// Log indexes in `[start, end)` of entries with `since <= time < until`, sorted, each once.
+    fn time_window(
         &self,
         since: i64,
         until: Option<i64>,
-    ) -> Result<impl Iterator<Item = Result<u64, Error>> + '_, Error> {
-        let lo = [time_bytes(since), [0; 8]].concat();
+        start: u64,
+        end: u64,
+    ) -> Result<Vec<u64>, Error> {
+        let lo = [time_bytes(bucket(since)), [0; 8]].concat();
         let iter = match until {
-            Some(u) => self.time.range(lo..[time_bytes(u), [0; 8]].concat()),
+            // until > since >= i64::MIN, so until - 1 does not overflow.
+            Some(u) => self
+                .time
+                .range(lo..=[time_bytes(bucket(u - 1)), [0xff; 8]].concat()),
             None => self.time.range(lo..),
         };
-        Ok(iter.map(|item| {
-            let (key, _) = item.map_err(Error::index("scan"))?;
-            key.get(8..16)
-                .and_then(|b| Some(u64::from_be_bytes(b.try_into().ok()?)))
-                .ok_or_else(|| Error::Index {
-                    action: "read a time key",
-                    source: sled::Error::Unsupported(format!(
-                        "a time key of {} bytes, not 16",
-                        key.len()
-                    )),
-                })
-        }))
+        let mut out = Vec::new();
+        for item in iter {
+            let (key, block) = item.map_err(Error::index("scan"))?;
+            if key.len() != 16 {
+                return Err(self.damaged("a time key"));
+            }
+            let entries = decode_time_block(&block).ok_or_else(|| self.damaged("a time block"))?;
+            out.extend(entries.into_iter().filter_map(|(i, t)| {
+                ((start..end).contains(&i) && t >= since && until.is_none_or(|u| t < u))
+                    .then_some(i)
+            }));
+        }
+        // Log order is only roughly time order, and a redone step repeats entries.
+        out.sort_unstable();
+        out.dedup();
+        Ok(out)
     }
+}
 
-    /// Whether entry `index` satisfies `c`.
-    fn holds(&self, c: &Condition<'_>, index: u64) -> Result<bool, Error> {
-        match c {
-            Condition::Equal { tree, value } => tree
-                .contains_key(value_key(value, index))
-                .map_err(Error::index("look up")),
-            Condition::Time { since, until } => {
-                let t = self
-                    .times
-                    .get(index.to_be_bytes())
-                    .map_err(Error::index("look up"))?;
-                Ok(t.and_then(|t| time_from_bytes(&t))
-                    .is_some_and(|t| t >= *since && until.is_none_or(|u| t < u)))
+/// One condition of a query as a sorted stream of log indexes.
+enum Stream<'a> {
+    Postings(Box<Postings<'a>>),
+    List { items: Vec<u64>, at: usize },
+}
+
+impl Stream<'_> {
+    /// The smallest index >= `target` in the stream, or `None` when there is none below the
+    /// window's end. Targets never decrease.
+    fn seek(&mut self, target: u64) -> Result<Option<u64>, Error> {
+        match self {
+            Stream::Postings(p) => p.seek(target),
+            Stream::List { items, at } => {
+                *at += items[*at..].partition_point(|&i| i < target);
+                Ok(items.get(*at).copied())
             }
         }
     }
 }
 
-/// The index writes for a run of entries, one batch per tree.
-#[derive(Default)]
-struct Batches {
-    consumer: sled::Batch,
-    provider: sled::Batch,
-    resource: sled::Batch,
-    subject: sled::Batch,
-    outcome: sled::Batch,
-    time: sled::Batch,
-    times: sled::Batch,
+/// The blocks of one value in one tree, read forward from wherever a seek lands.
+struct Postings<'a> {
+    index: &'a Index,
+    tree: &'a sled::Tree,
+    /// `<value>\0`: every block key of this value starts with it.
+    prefix: Vec<u8>,
+    end: u64,
+    iter: Option<sled::Iter>,
+    block: Vec<u64>,
+    at: usize,
 }
 
-impl Batches {
+impl<'a> Postings<'a> {
+    fn new(index: &'a Index, tree: &'a sled::Tree, value: &[u8], end: u64) -> Self {
+        let mut prefix = Vec::with_capacity(value.len() + 1);
+        prefix.extend_from_slice(value);
+        prefix.push(0);
+        Postings {
+            index,
+            tree,
+            prefix,
+            end,
+            iter: None,
+            block: Vec::new(),
+            at: 0,
+        }
+    }
+
+    fn seek(&mut self, target: u64) -> Result<Option<u64>, Error> {
+        loop {
+            self.at += self.block[self.at..].partition_point(|&i| i < target);
+            if let Some(&i) = self.block.get(self.at) {
+                return Ok((i < self.end).then_some(i));
+            }
+            // The block is used up. Read on if the target may be in the next block; otherwise
+            // seek afresh to the only block that can hold it (the first whose last index is
+            // >= target), which skips everything between in one descent.
+            let next_in_order = self.block.last().is_some_and(|&l| target <= l + 1);
+            if self.iter.is_none() || !next_in_order {
+                let mut lo = self.prefix.clone();
+                lo.extend_from_slice(&target.to_be_bytes());
+                let mut hi = self.prefix.clone();
+                hi.extend_from_slice(&u64::MAX.to_be_bytes());
+                self.iter = Some(self.tree.range(lo..=hi));
+            }
+            let Some(iter) = self.iter.as_mut() else {
+                return Ok(None);
+            };
+            let Some(item) = iter.next() else {
+                self.block.clear();
+                self.at = 0;
+                return Ok(None);
+            };
+            let (key, block) = item.map_err(Error::index("scan"))?;
+            if block_last(&key, &self.prefix).is_none() {
+                return Err(self.index.damaged("a block key"));
+            }
+            self.block = decode_block(&block).ok_or_else(|| self.index.damaged("a block"))?;
+            self.at = 0;
+            if self.block.first().is_some_and(|&f| f >= self.end) {
+                return Ok(None);
+            }
+        }
+    }
+}
+
+/// One catch-up step's postings, per field and value, before they become blocks.
+#[derive(Default)]
+struct Step {
+    consumer: HashMap<Vec<u8>, Vec<u64>>,
+    provider: HashMap<Vec<u8>, Vec<u64>>,
+    resource: HashMap<Vec<u8>, Vec<u64>>,
+    subject: HashMap<Vec<u8>, Vec<u64>>,
+    outcome: HashMap<Vec<u8>, Vec<u64>>,
+    time: HashMap<i64, Vec<(u64, i64)>>,
+}
+
+impl Step {
+    /// Adds entry `index`; entries come in ascending order.
     fn add(&mut self, index: u64, r: &ExchangeRecord) {
-        let empty: &[u8] = &[];
-        self.consumer
-            .insert(value_key(r.consumer.as_bytes(), index), empty);
-        self.provider
-            .insert(value_key(r.provider.as_bytes(), index), empty);
-        self.resource
-            .insert(value_key(r.resource.as_bytes(), index), empty);
-        self.outcome
-            .insert(value_key(r.outcome.as_bytes(), index), empty);
+        let post = |map: &mut HashMap<Vec<u8>, Vec<u64>>, value: &[u8]| match map.get_mut(value) {
+            Some(list) => list.push(index),
+            None => {
+                map.insert(value.to_vec(), vec![index]);
+            }
+        };
+        post(&mut self.consumer, r.consumer.as_bytes());
+        post(&mut self.provider, r.provider.as_bytes());
+        post(&mut self.resource, r.resource.as_bytes());
+        post(&mut self.outcome, r.outcome.as_bytes());
         // Searches and early refusals have no subject; there is nothing to find them by.
         if !r.subject.is_empty() {
-            self.subject
-                .insert(value_key(hex(&r.subject).as_bytes(), index), empty);
+            post(&mut self.subject, hex(&r.subject).as_bytes());
         }
-        let mut time_key = Vec::with_capacity(16);
-        time_key.extend_from_slice(&time_bytes(r.time_micros));
-        time_key.extend_from_slice(&index.to_be_bytes());
-        self.time.insert(time_key, empty);
-        self.times
-            .insert(&index.to_be_bytes()[..], &time_bytes(r.time_micros)[..]);
+        self.time
+            .entry(bucket(r.time_micros))
+            .or_default()
+            .push((index, r.time_micros));
     }
 }

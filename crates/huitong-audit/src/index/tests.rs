@@ -258,18 +258,119 @@ async fn entries_that_are_not_records_are_skipped() {
     );
 }
 
-#[test]
-fn add_indexes_one_entry_and_moves_the_mark_only_in_order() {
-    let dir = TempDir::new("index-add");
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entries_indexed_one_at_a_time_answer_the_same() {
+    // A quiet broker catches up after nearly every append: many one-entry blocks.
+    let dir = TempDir::new("index-small-steps");
+    let log = Log::open(dir.path(), options()).unwrap();
     let index = Index::open(dir.path()).unwrap();
-    index.add(1, &record(1)).unwrap();
-    assert_eq!(index.indexed_size().unwrap(), 0);
-    index.add(0, &record(0)).unwrap();
-    assert_eq!(index.indexed_size().unwrap(), 1);
-    index.add(1, &record(1)).unwrap();
-    assert_eq!(index.indexed_size().unwrap(), 2);
-    let records = [record(0), record(1)];
+    let mut records = Vec::new();
+    for i in 0..300 {
+        let r = record(i);
+        log.append(r.encode_to_vec()).await.unwrap();
+        records.push(r);
+        if i % 3 != 1 {
+            index.catch_up(&log).unwrap();
+        }
+    }
+    index.catch_up(&log).unwrap();
     check_answers(&index, &records);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_redone_after_a_crash_overlaps_and_answers_stay_exact() {
+    let dir = TempDir::new("index-redo");
+    let (log, records) = log_with(dir.path(), 300).await;
+    let index = Index::open(dir.path()).unwrap();
+    // A crash after writing the blocks of a step [0, 120) but before moving the mark: the next
+    // catch-up redoes the step from 0, longer, and its blocks cover the earlier ones.
+    let mut step = Step::default();
+    for (i, r) in records.iter().enumerate().take(120) {
+        step.add(i as u64, r);
+    }
+    index.apply(step).unwrap();
+    assert_eq!(index.indexed_size().unwrap(), 0);
+    index.catch_up(&log).unwrap();
+    check_answers(&index, &records);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_index_in_the_old_layout_is_rebuilt() {
+    let dir = TempDir::new("index-layout");
+    let (log, records) = log_with(dir.path(), 50).await;
+    {
+        // The first layout: a key per entry, a `times` tree, no layout mark, marked complete.
+        let db = open_sled(&dir.path().join(INDEX_DIR), 1 << 20).unwrap();
+        db.open_tree("consumer")
+            .unwrap()
+            .insert(value_key(b"tax", 1), &[][..])
+            .unwrap();
+        db.open_tree("times")
+            .unwrap()
+            .insert(1u64.to_be_bytes(), &time_bytes(BASE)[..])
+            .unwrap();
+        db.insert(INDEXED_SIZE, &50u64.to_be_bytes()[..]).unwrap();
+        db.flush().unwrap();
+    }
+    let index = Index::open(dir.path()).unwrap();
+    assert_eq!(index.indexed_size().unwrap(), 0, "the old index is cleared");
+    assert!(!index.db.tree_names().iter().any(|n| n.as_ref() == b"times"));
+    index.catch_up(&log).unwrap();
+    check_answers(&index, &records);
+}
+
+#[test]
+fn damaged_blocks_are_reported_not_misread() {
+    let dir = TempDir::new("index-damaged");
+    let index = Index::open(dir.path()).unwrap();
+    index
+        .consumer
+        .insert(value_key(b"tax", 5), &[0xff][..])
+        .unwrap();
+    index.set_indexed_size(10).unwrap();
+    let err = index
+        .query(
+            &EntryFilter {
+                consumer: Some("tax".into()),
+                ..Default::default()
+            },
+            0,
+            10,
+            10,
+        )
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::IndexDamaged { .. }),
+        "{err}: a truncated varint must not decode"
+    );
+    assert!(err.to_string().contains("delete it"), "{err}");
+}
+
+#[test]
+fn blocks_round_trip() {
+    let lists: [&[u64]; 4] = [&[0], &[5, 6, 7, 1000, u64::MAX], &[u64::MAX], &[1, 2]];
+    for l in lists {
+        assert_eq!(decode_block(&encode_block(l)).unwrap(), l);
+    }
+    assert_eq!(decode_block(&[]), None, "an empty block is damage");
+    assert_eq!(decode_block(&[5, 0]), None, "indexes must ascend");
+    let times = [
+        (3, i64::MIN),
+        (4, i64::MAX),
+        (9, -1),
+        (10, 0),
+        (u64::MAX, BASE),
+    ];
+    assert_eq!(
+        decode_time_block(&encode_time_block(&times)).unwrap(),
+        times
+    );
+    for t in [i64::MIN, -1_000_001, -1, 0, 999_999, 1_000_000, i64::MAX] {
+        let b = i128::from(bucket(t)) * i128::from(BUCKET_MICROS);
+        assert!(b <= i128::from(t) && i128::from(t) < b + i128::from(BUCKET_MICROS));
+        assert_eq!(unzigzag(zigzag(t)), t);
+    }
+    assert_eq!(bucket(-1), -1, "buckets round down before the epoch too");
 }
 
 #[test]
