@@ -37,7 +37,7 @@ use prost::Message;
 use tracing::{info, warn};
 
 use crate::error::Error;
-use crate::merkle::Hash;
+use crate::merkle::{Hash, hex};
 use crate::store::Log;
 
 #[cfg(test)]
@@ -218,10 +218,6 @@ fn block_last(key: &[u8], prefix: &[u8]) -> Option<u64> {
         return None;
     }
     Some(u64::from_be_bytes(key[prefix.len()..].try_into().ok()?))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Opens a sled database whose page cache holds at most `cache_bytes`, waiting briefly for a

@@ -13,8 +13,6 @@
 //! and every proof touches at most two tiles: the one holding the proven leaf (or the old
 //! tree's last leaf) and the one at the right edge of the tree. Appending reads nothing.
 
-use std::fmt;
-
 use ring::digest;
 
 #[cfg(test)]
@@ -66,15 +64,17 @@ pub fn hash_from_slice(bytes: &[u8]) -> Result<Hash, ProofError> {
         .map_err(|_| ProofError::HashLength { len: bytes.len() })
 }
 
-/// Lowercase hex of a hash, for error messages and logs.
-pub fn hex(h: &Hash) -> String {
-    struct Hex<'a>(&'a Hash);
-    impl fmt::Display for Hex<'_> {
-        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
-        }
+/// Lowercase hex of a hash or any bytes: for messages, JSON exports and index keys. The one
+/// hex encoder of the log crates; it runs per entry when indexing, so it does not go through
+/// `fmt`.
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for &b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
     }
-    Hex(h).to_string()
+    out
 }
 
 /// The Merkle Tree Hash of RFC 9162 §2.1.1, computed directly over all leaf hashes.

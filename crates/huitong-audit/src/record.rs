@@ -3,6 +3,8 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use huitong_proto::v1::{ExchangeRecord, Record};
+
+use crate::merkle::hex;
 use prost::Message;
 use ring::digest;
 use serde_json::json;
@@ -25,10 +27,6 @@ pub fn answer_digest(records: &[Record]) -> Vec<u8> {
 pub fn micros(t: SystemTime) -> i64 {
     t.duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// RFC 3339 UTC with microseconds.

@@ -257,7 +257,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                     "OK: {} entries verified against the checkpoint signed by {} (root {})",
                     v.entries,
                     key_name(&log_key),
-                    hex(&v.checkpoint.root)
+                    merkle::hex(&v.checkpoint.root)
                 );
                 if let Some(old) = v.extends {
                     println!("OK: the log extends the earlier checkpoint of {old} entries");
@@ -285,10 +285,6 @@ fn verifier(key: &str) -> anyhow::Result<note::Verifier> {
 
 fn key_name(key: &str) -> &str {
     key.split('+').next().unwrap_or(key)
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 fn hash(b: &[u8]) -> anyhow::Result<merkle::Hash> {
