@@ -647,3 +647,48 @@ burst = 2
         .await
         .unwrap();
 }
+
+/// The reply deadline skips the public holidays the broker is configured with: with the next
+/// three weeks declared holidays, a one-working-day deadline falls after them.
+#[tokio::test(flavor = "multi_thread")]
+async fn reply_deadlines_skip_configured_holidays() {
+    use huitong_core::calendar;
+    let today = calendar::days_since_epoch(std::time::SystemTime::now());
+    let dates: Vec<String> = (-1..=21)
+        .map(|d| {
+            format!(
+                "\"{}\"",
+                calendar::format_date(calendar::from_days(today + d))
+            )
+        })
+        .collect();
+    let ex = Exchange::start(&format!(
+        "reply_deadline_working_days = 1\nholidays = [{}]",
+        dates.join(", ")
+    ));
+    let filed = ex
+        .admin("taxation")
+        .await
+        .file_request(
+            REGISTER,
+            &["name"],
+            &["tax audit"],
+            "《税收征收管理法》第五十七条",
+            30,
+        )
+        .await
+        .unwrap();
+    let due = filed
+        .reply_due
+        .expect("a filed request has a reply deadline");
+    let due_day = due.seconds.div_euclid(86_400);
+    // The first working day after the holidays is day 22 or later; one working day after it.
+    assert!(
+        due_day >= today + 23,
+        "due on day {due_day}, today is {today}: the holidays were counted as working days"
+    );
+    assert!(
+        due_day <= today + 26,
+        "due on day {due_day}, today is {today}"
+    );
+}

@@ -57,6 +57,12 @@ pub struct RawBrokerSection {
     pub policy: Option<String>,
     /// Working days a provider has to answer an access request.
     pub reply_deadline_working_days: u32,
+    /// Public holidays (`YYYY-MM-DD`) that do not count as working days for reply deadlines.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub holidays: Vec<String>,
+    /// Saturdays and Sundays (`YYYY-MM-DD`) worked in exchange for holidays (调休); they count.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub make_up_working_days: Vec<String>,
     /// How often the exchange log's checkpoint is signed while the log grows.
     pub checkpoint_interval_seconds: u64,
     /// Subject keys older than this many months are destroyed, cutting the link between old
@@ -100,6 +106,8 @@ impl Default for RawBrokerSection {
             data_dir: "huitong-data".into(),
             policy: None,
             reply_deadline_working_days: 10,
+            holidays: Vec::new(),
+            make_up_working_days: Vec::new(),
             checkpoint_interval_seconds: 60,
             subject_key_retention_months: 0,
             metrics_listen: None,
@@ -138,6 +146,8 @@ pub struct BrokerConfig {
     pub data_dir: PathBuf,
     pub policy: Option<PathBuf>,
     pub reply_deadline_working_days: u32,
+    /// Which days count for reply deadlines.
+    pub work_calendar: huitong_core::calendar::WorkCalendar,
     pub checkpoint_interval: Duration,
     pub subject_key_retention_months: u32,
     pub metrics_listen: Option<SocketAddr>,
@@ -233,6 +243,7 @@ impl BrokerConfig {
                 format!("{} is outside 1..=60", b.reply_deadline_working_days),
             ));
         }
+        let work_calendar = work_calendar(b).map_err(|(k, p)| (key(&k), p))?;
         if b.retry_budget_percent > 100 {
             return Err((
                 key("retry_budget_percent"),
@@ -289,6 +300,7 @@ impl BrokerConfig {
             data_dir: base.join(&b.data_dir),
             policy: b.policy.as_ref().map(|p| base.join(p)),
             reply_deadline_working_days: b.reply_deadline_working_days,
+            work_calendar,
             checkpoint_interval: Duration::from_secs(b.checkpoint_interval_seconds),
             subject_key_retention_months: b.subject_key_retention_months,
             metrics_listen,
@@ -312,6 +324,36 @@ impl BrokerConfig {
             adapters,
         })
     }
+}
+
+/// The reply-deadline calendar from `holidays` and `make_up_working_days`; an error names the
+/// key (with its list position) and the problem.
+fn work_calendar(
+    b: &RawBrokerSection,
+) -> Result<huitong_core::calendar::WorkCalendar, (String, String)> {
+    use huitong_core::calendar::{CalendarError, WorkCalendar, parse_date};
+    let days = |name: &str, list: &[String]| -> Result<Vec<i64>, (String, String)> {
+        list.iter()
+            .enumerate()
+            .map(|(i, text)| {
+                parse_date(text).ok_or_else(|| {
+                    (
+                        format!("{name}[{i}]"),
+                        format!("{text:?} is not a date; write YYYY-MM-DD, e.g. \"2026-10-01\""),
+                    )
+                })
+            })
+            .collect()
+    };
+    let holidays = days("holidays", &b.holidays)?;
+    let make_up = days("make_up_working_days", &b.make_up_working_days)?;
+    WorkCalendar::new(holidays, make_up).map_err(|e| {
+        let name = match &e {
+            CalendarError::BothHolidayAndWorkingDay { .. } => "holidays",
+            _ => "make_up_working_days",
+        };
+        (name.to_owned(), e.to_string())
+    })
 }
 
 fn check_endpoint(s: &str) -> Result<(), String> {

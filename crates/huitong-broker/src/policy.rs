@@ -64,6 +64,7 @@ pub struct Policy {
     /// Serialises read-modify-write of stored records; taken only inside blocking sections.
     write: Mutex<()>,
     reply_working_days: u32,
+    calendar: huitong_core::calendar::WorkCalendar,
 }
 
 const REQUEST: &str = "request/";
@@ -75,6 +76,7 @@ impl Policy {
         data_dir: &Path,
         policy_file: Option<&Path>,
         reply_working_days: u32,
+        calendar: huitong_core::calendar::WorkCalendar,
     ) -> Result<Policy, PolicyError> {
         let db = huitong_audit::open_sled(&data_dir.join("policy.sled"), 4 * 1024 * 1024).map_err(
             |source| PolicyError::Open {
@@ -114,6 +116,7 @@ impl Policy {
             grants: RwLock::new(Arc::new(index)),
             write: Mutex::new(()),
             reply_working_days,
+            calendar,
         })
     }
 
@@ -235,6 +238,7 @@ impl Policy {
                 &spec,
                 SystemTime::now(),
                 me.reply_working_days,
+                &me.calendar,
             )?;
             me.store_request(&request)?;
             me.db.flush()?;

@@ -52,6 +52,7 @@ impl Broker {
             &config.data_dir,
             config.policy.as_deref(),
             config.reply_deadline_working_days,
+            config.work_calendar.clone(),
         )?);
         let providers = Arc::new(Providers::new(&config)?);
         let origin = format!("{}/huitong/exchange-log", tls.id().trust_domain);

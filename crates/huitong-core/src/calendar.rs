@@ -3,12 +3,13 @@
 //! Everything here is computed in **UTC** on the proleptic Gregorian calendar, from times that the
 //! caller passes in; nothing in this crate reads the clock.
 //!
-//! **Not modelled yet:** public holidays (法定节假日) and the weekend days that are worked in
-//! exchange for them (调休). A deadline is therefore computed on a plain Monday–Friday calendar:
-//! a holiday that falls on a weekday counts as a working day, and a make-up Saturday or Sunday does
-//! not. Around Spring Festival or National Day the deadline this module computes can be several
-//! days earlier than the legal one. The day boundary is midnight UTC, which is 08:00 Beijing time.
+//! Working days are Monday to Friday, except the public holidays (法定节假日) and plus the weekend
+//! days worked in exchange for them (调休) that a [`WorkCalendar`] is given. The State Council
+//! publishes both lists once a year, so they are configuration, not code: without them, a
+//! deadline around Spring Festival or National Day would come several days before the legal one.
+//! The day boundary is midnight UTC, which is 08:00 Beijing time.
 
+use std::collections::BTreeSet;
 use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -185,36 +186,119 @@ pub fn weekday(t: SystemTime) -> Weekday {
     Weekday::of_day(days_since_epoch(t))
 }
 
-/// The moment `days` working days after `start`, at the same time of day.
-///
-/// Working days are Monday to Friday; Saturdays and Sundays are skipped. A start on a Saturday
-/// or Sunday counts from the following Monday at the same time of day, so 0 working days from a
-/// Saturday is that Monday. From a Wednesday, 10 working days is the Wednesday two weeks later.
-///
-/// Public holidays and make-up working days are **not** modelled yet: see the
-/// [module documentation](self). Days are UTC days.
+/// The moment `days` working days after `start` on a plain Monday-to-Friday calendar; see
+/// [`WorkCalendar::add_working_days`]. From a Wednesday, 10 working days is the Wednesday two
+/// weeks later.
 ///
 /// # Panics
 /// Only if the result cannot be represented as a `SystemTime` (billions of years away).
 pub fn add_working_days(start: SystemTime, days: u32) -> SystemTime {
-    let mut calendar_days: u64 = match weekday(start) {
-        Weekday::Saturday => 2,
-        Weekday::Sunday => 1,
-        _ => 0,
+    WorkCalendar::default().add_working_days(start, days)
+}
+
+/// Parses a `YYYY-MM-DD` date (four-digit year, a real day of that month) into days since
+/// 1970-01-01.
+pub fn parse_date(text: &str) -> Option<i64> {
+    let b = text.as_bytes();
+    if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
+        return None;
+    }
+    let digits = |r: std::ops::Range<usize>| -> Option<u32> {
+        let part = text.get(r)?;
+        part.bytes()
+            .all(|c| c.is_ascii_digit())
+            .then(|| part.parse().ok())?
     };
-    // From here on the current day is a weekday, `day_in_week` days after Monday (0..=4).
-    let mut day_in_week = (weekday(start).days_from_monday() + calendar_days as u32) % 7;
-    calendar_days += u64::from(days / 5) * 7;
-    for _ in 0..days % 5 {
-        calendar_days += 1;
-        day_in_week += 1;
-        if day_in_week == 5 {
-            // Friday -> Monday.
-            calendar_days += 2;
-            day_in_week = 0;
+    let (year, month, day) = (i64::from(digits(0..4)?), digits(5..7)?, digits(8..10)?);
+    (day >= 1 && day <= days_in_month(year, month)).then(|| days_from_civil(year, month, day))
+}
+
+/// Why a [`WorkCalendar`] could not be built.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CalendarError {
+    /// A make-up working day that is not a Saturday or Sunday: weekdays already are working days.
+    #[error(
+        "{date} is a {weekday}; make-up working days (调休) are Saturdays or Sundays worked in exchange for a holiday"
+    )]
+    MakeUpDayNotWeekend { date: String, weekday: Weekday },
+    /// A date listed both as a holiday and as a make-up working day.
+    #[error("{date} is listed both as a holiday and as a make-up working day")]
+    BothHolidayAndWorkingDay { date: String },
+}
+
+/// Which days count as working days for deadlines: Monday to Friday, minus the given public
+/// holidays, plus the given make-up weekend days. The default has neither.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WorkCalendar {
+    holidays: BTreeSet<i64>,
+    make_up_days: BTreeSet<i64>,
+}
+
+impl WorkCalendar {
+    /// A calendar with `holidays` and `make_up_days`, both as days since 1970-01-01 (see
+    /// [`parse_date`]). A holiday on a weekend is allowed and changes nothing.
+    pub fn new(
+        holidays: impl IntoIterator<Item = i64>,
+        make_up_days: impl IntoIterator<Item = i64>,
+    ) -> Result<WorkCalendar, CalendarError> {
+        let holidays: BTreeSet<i64> = holidays.into_iter().collect();
+        let make_up_days: BTreeSet<i64> = make_up_days.into_iter().collect();
+        let name = |d: i64| format_date(from_days(d));
+        for &d in &make_up_days {
+            let weekday = Weekday::of_day(d);
+            if !weekday.is_weekend() {
+                return Err(CalendarError::MakeUpDayNotWeekend {
+                    date: name(d),
+                    weekday,
+                });
+            }
+            if holidays.contains(&d) {
+                return Err(CalendarError::BothHolidayAndWorkingDay { date: name(d) });
+            }
+        }
+        Ok(WorkCalendar {
+            holidays,
+            make_up_days,
+        })
+    }
+
+    /// Whether the day `days` days after 1970-01-01 is a working day.
+    pub fn is_working_day(&self, days: i64) -> bool {
+        if Weekday::of_day(days).is_weekend() {
+            self.make_up_days.contains(&days)
+        } else {
+            !self.holidays.contains(&days)
         }
     }
-    start + whole_days(calendar_days)
+
+    /// The moment `days` working days after `start`, at the same time of day.
+    ///
+    /// A start on a day that is not a working day counts from the next working day at the same
+    /// time of day, so 0 working days from a Saturday is the next working day. Days are UTC
+    /// days.
+    ///
+    /// # Panics
+    /// Only if the result cannot be represented as a `SystemTime` (billions of years away).
+    pub fn add_working_days(&self, start: SystemTime, days: u32) -> SystemTime {
+        let mut day = days_since_epoch(start);
+        let mut calendar_days: u64 = 0;
+        // Every week has at least one working day unless seven holidays in a row are declared,
+        // and the lists are finite, so both loops end.
+        while !self.is_working_day(day) {
+            day += 1;
+            calendar_days += 1;
+        }
+        let mut left = days;
+        while left > 0 {
+            day += 1;
+            calendar_days += 1;
+            if self.is_working_day(day) {
+                left -= 1;
+            }
+        }
+        start + whole_days(calendar_days)
+    }
 }
 
 #[cfg(test)]

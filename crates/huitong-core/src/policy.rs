@@ -647,7 +647,8 @@ fn check_duration(days: u32) -> Result<(), Error> {
 
 impl AccessRequest {
     /// Files a request for `spec`'s resource at `now`, with the provider's reply due
-    /// `reply_working_days` working days later ([`calendar::add_working_days`]).
+    /// `reply_working_days` working days later on `calendar`
+    /// ([`WorkCalendar::add_working_days`](calendar::WorkCalendar::add_working_days)).
     ///
     /// Refused: a malformed id; a request for the consumer's own resource (it already holds the
     /// data); a resource that is not shared; fields that are missing, unknown or named twice;
@@ -658,6 +659,7 @@ impl AccessRequest {
         spec: &ResourceSpec,
         now: SystemTime,
         reply_working_days: u32,
+        calendar: &calendar::WorkCalendar,
     ) -> Result<AccessRequest, Error> {
         check_record_id("access request id", &form.id)?;
         if &form.consumer == spec.id().provider() {
@@ -685,7 +687,7 @@ impl AccessRequest {
             legal_basis,
             duration_days: form.duration_days,
             filed_at: now,
-            reply_due: calendar::add_working_days(now, reply_working_days),
+            reply_due: calendar.add_working_days(now, reply_working_days),
             state: RequestState::Pending,
         })
     }

@@ -110,3 +110,49 @@ fn a_missing_file_says_so() {
         .to_string();
     assert!(e.contains("/nonexistent/broker.toml: cannot read"), "{e}");
 }
+
+#[test]
+fn holidays_and_make_up_days_shape_the_reply_deadline_calendar() {
+    let with = |lists: &str| GOOD.replace("adapter_timeout_ms = 2000", lists);
+    let c = BrokerConfig::load(&write(
+        "holidays.toml",
+        &with(
+            "holidays = [\"2025-10-01\", \"2025-10-02\"]\nmake_up_working_days = [\"2025-09-28\"]",
+        ),
+    ))
+    .unwrap();
+    let day = |s| huitong_core::calendar::parse_date(s).unwrap();
+    assert!(!c.work_calendar.is_working_day(day("2025-10-01")));
+    assert!(c.work_calendar.is_working_day(day("2025-09-28")));
+    assert!(
+        c.work_calendar.is_working_day(day("2025-10-03")),
+        "not listed"
+    );
+
+    let e = problem(
+        "holiday-bad.toml",
+        &with("holidays = [\"2025-10-01\", \"2025-10-32\"]"),
+    );
+    assert!(
+        e.contains("broker.holidays[1]: \"2025-10-32\" is not a date; write YYYY-MM-DD"),
+        "{e}"
+    );
+    let e = problem(
+        "make-up-weekday.toml",
+        &with("make_up_working_days = [\"2025-09-30\"]"),
+    );
+    assert!(
+        e.contains("broker.make_up_working_days: 2025-09-30 is a Tuesday"),
+        "{e}"
+    );
+    let e = problem(
+        "both.toml",
+        &with("holidays = [\"2025-09-28\"]\nmake_up_working_days = [\"2025-09-28\"]"),
+    );
+    assert!(
+        e.contains(
+            "broker.holidays: 2025-09-28 is listed both as a holiday and as a make-up working day"
+        ),
+        "{e}"
+    );
+}

@@ -208,3 +208,75 @@ fn subsecond_time_of_day_is_kept() {
         Duration::from_secs(3 * SECONDS_PER_DAY)
     );
 }
+
+/// National Day and Mid-Autumn 2025: 1 to 8 October off, Sunday 28 September and Saturday
+/// 11 October worked in exchange.
+fn national_day_2025() -> WorkCalendar {
+    let day = |s: &str| parse_date(s).unwrap();
+    WorkCalendar::new(
+        (1..=8).map(|d| days_from_civil(2025, 10, d)),
+        [day("2025-09-28"), day("2025-10-11")],
+    )
+    .unwrap()
+}
+
+#[test]
+fn holidays_are_skipped_and_make_up_days_count() {
+    let cal = national_day_2025();
+    let friday = at(2025, 9, 26, 16, 0, 0);
+    // 28 Sep (make-up Sunday), 29, 30 Sep, then 9, 10, 11 (make-up Saturday), 13..16 Oct.
+    assert_eq!(cal.add_working_days(friday, 10), at(2025, 10, 16, 16, 0, 0));
+    // The plain calendar would have said Friday 10 October, six days early.
+    assert_eq!(add_working_days(friday, 10), at(2025, 10, 10, 16, 0, 0));
+    assert_eq!(cal.add_working_days(friday, 1), at(2025, 9, 28, 16, 0, 0));
+    // Filed on a holiday, the count starts on the next working day.
+    let holiday = at(2025, 10, 3, 9, 0, 0);
+    assert_eq!(cal.add_working_days(holiday, 0), at(2025, 10, 9, 9, 0, 0));
+    assert_eq!(cal.add_working_days(holiday, 2), at(2025, 10, 11, 9, 0, 0));
+    assert!(cal.is_working_day(days_from_civil(2025, 10, 11)));
+    assert!(!cal.is_working_day(days_from_civil(2025, 10, 8)));
+    assert!(!cal.is_working_day(days_from_civil(2025, 10, 12)));
+}
+
+#[test]
+fn a_calendar_with_a_weekday_make_up_day_or_a_clash_is_refused() {
+    let tuesday = days_from_civil(2025, 9, 30);
+    let err = WorkCalendar::new([], [tuesday]).unwrap_err();
+    assert_eq!(
+        err,
+        CalendarError::MakeUpDayNotWeekend {
+            date: "2025-09-30".into(),
+            weekday: Weekday::Tuesday
+        }
+    );
+    assert!(err.to_string().contains("Saturdays or Sundays"), "{err}");
+    let sunday = days_from_civil(2025, 9, 28);
+    assert_eq!(
+        WorkCalendar::new([sunday], [sunday]).unwrap_err(),
+        CalendarError::BothHolidayAndWorkingDay {
+            date: "2025-09-28".into()
+        }
+    );
+    // A holiday that falls on a weekend is harmless.
+    assert!(WorkCalendar::new([sunday], []).is_ok());
+}
+
+#[test]
+fn dates_parse_strictly() {
+    assert_eq!(parse_date("2026-10-01"), Some(20_727));
+    assert_eq!(parse_date("2024-02-29"), Some(days_from_civil(2024, 2, 29)));
+    for bad in [
+        "2025-02-29",
+        "2026-13-01",
+        "2026-00-10",
+        "2026-10-00",
+        "2026-1-01",
+        "26-10-01",
+        "2026/10/01",
+        "2026-10-+1",
+        "２０２６-10-01",
+        "",
+    ] {
+        assert_eq!(parse_date(bad), None, "{bad:?}");
+    }
+}

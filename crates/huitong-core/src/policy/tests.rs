@@ -1,5 +1,5 @@
 use super::*;
-use crate::calendar::date;
+use crate::calendar::{WorkCalendar, date};
 use crate::catalogue::{FieldType, ResourceSpecParts};
 use crate::error::ErrorKind;
 
@@ -152,7 +152,7 @@ fn form(f: &[&str]) -> AccessRequestForm {
 }
 
 fn filed(f: &[&str]) -> AccessRequest {
-    AccessRequest::file(form(f), &register(), t0(), 10).unwrap()
+    AccessRequest::file(form(f), &register(), t0(), 10, &WorkCalendar::default()).unwrap()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -801,7 +801,7 @@ fn filing_checks_and_sets_the_reply_deadline() {
     let mut f = form(&["name", "birth_date"]);
     f.purposes = vec!["  marriage registration ".into(), "婚姻登记".into()];
     f.legal_basis = "  《婚姻登记条例》第七条 ".into();
-    let req = AccessRequest::file(f, &register(), t0(), 10).unwrap();
+    let req = AccessRequest::file(f, &register(), t0(), 10, &WorkCalendar::default()).unwrap();
     assert_eq!(req.id(), "AR-3");
     assert_eq!(req.consumer(), &civil());
     assert_eq!(req.resource(), register().id());
@@ -823,7 +823,7 @@ fn filing_checks_and_sets_the_reply_deadline() {
 fn filing_for_ones_own_resource_is_refused() {
     let mut f = form(&["name"]);
     f.consumer = police();
-    let e = AccessRequest::file(f, &register(), t0(), 10).unwrap_err();
+    let e = AccessRequest::file(f, &register(), t0(), 10, &WorkCalendar::default()).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::InvalidRequest);
     assert_eq!(
         e.to_string(),
@@ -836,7 +836,8 @@ fn filing_for_ones_own_resource_is_refused() {
 fn filing_for_a_not_shared_resource_is_refused_with_the_basis() {
     let mut r = register();
     r.sharing_class = SharingClass::NotShared;
-    let e = AccessRequest::file(form(&["name"]), &r, t0(), 10).unwrap_err();
+    let e =
+        AccessRequest::file(form(&["name"]), &r, t0(), 10, &WorkCalendar::default()).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::PermissionDenied);
     assert!(e.to_string().contains("《居民身份证法》"), "{e}");
 }
@@ -844,11 +845,19 @@ fn filing_for_a_not_shared_resource_is_refused_with_the_basis() {
 #[test]
 fn filing_checks_fields() {
     let r = register();
-    let e = AccessRequest::file(form(&["salary"]), &r, t0(), 10).unwrap_err();
+    let e =
+        AccessRequest::file(form(&["salary"]), &r, t0(), 10, &WorkCalendar::default()).unwrap_err();
     assert!(matches!(e, Error::UnknownField { .. }), "{e}");
-    let e = AccessRequest::file(form(&["name", "name"]), &r, t0(), 10).unwrap_err();
+    let e = AccessRequest::file(
+        form(&["name", "name"]),
+        &r,
+        t0(),
+        10,
+        &WorkCalendar::default(),
+    )
+    .unwrap_err();
     assert!(matches!(e, Error::DuplicateField(_)), "{e}");
-    let e = AccessRequest::file(form(&[]), &r, t0(), 10).unwrap_err();
+    let e = AccessRequest::file(form(&[]), &r, t0(), 10, &WorkCalendar::default()).unwrap_err();
     assert_eq!(e, Error::NoFieldsRequested);
 }
 
@@ -858,7 +867,7 @@ fn filing_checks_purposes() {
     let with = |purposes: &[&str]| {
         let mut f = form(&["name"]);
         f.purposes = purposes.iter().map(|s| s.to_string()).collect();
-        AccessRequest::file(f, &r, t0(), 10)
+        AccessRequest::file(f, &r, t0(), 10, &WorkCalendar::default())
     };
     let e = with(&[]).unwrap_err();
     assert!(matches!(e, Error::InvalidPurpose(_)), "{e}");
@@ -876,7 +885,7 @@ fn filing_checks_the_legal_basis() {
     let with = |basis: &str| {
         let mut f = form(&["name"]);
         f.legal_basis = basis.into();
-        AccessRequest::file(f, &r, t0(), 10)
+        AccessRequest::file(f, &r, t0(), 10, &WorkCalendar::default())
     };
     let e = with("   ").unwrap_err();
     assert!(matches!(e, Error::InvalidLegalBasis(_)), "{e}");
@@ -898,7 +907,7 @@ fn filing_checks_the_duration() {
     let with = |d: u32| {
         let mut f = form(&["name"]);
         f.duration_days = d;
-        AccessRequest::file(f, &r, t0(), 10)
+        AccessRequest::file(f, &r, t0(), 10, &WorkCalendar::default())
     };
     assert!(with(1).is_ok());
     assert!(with(1095).is_ok());
@@ -915,14 +924,21 @@ fn filing_checks_the_duration() {
 fn filing_checks_the_id() {
     let mut f = form(&["name"]);
     f.id = "AR 3".into();
-    let e = AccessRequest::file(f, &register(), t0(), 10).unwrap_err();
+    let e = AccessRequest::file(f, &register(), t0(), 10, &WorkCalendar::default()).unwrap_err();
     assert!(matches!(e, Error::InvalidId { .. }), "{e}");
 }
 
 #[test]
 fn a_request_filed_on_saturday_is_due_counting_from_monday() {
     let saturday = date(2026, 6, 6) + Duration::from_secs(9 * 3600);
-    let req = AccessRequest::file(form(&["name"]), &register(), saturday, 10).unwrap();
+    let req = AccessRequest::file(
+        form(&["name"]),
+        &register(),
+        saturday,
+        10,
+        &WorkCalendar::default(),
+    )
+    .unwrap();
     assert_eq!(
         req.reply_due(),
         date(2026, 6, 22) + Duration::from_secs(9 * 3600)
@@ -1215,8 +1231,14 @@ fn requests_round_trip_through_their_parts() {
 #[test]
 fn request_approve_query_revoke() {
     let r = register();
-    let mut req =
-        AccessRequest::file(form(&["name", "address", "police_station"]), &r, t0(), 15).unwrap();
+    let mut req = AccessRequest::file(
+        form(&["name", "address", "police_station"]),
+        &r,
+        t0(),
+        15,
+        &WorkCalendar::default(),
+    )
+    .unwrap();
     let mut g = req
         .approve(
             &police(),
