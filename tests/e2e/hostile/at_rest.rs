@@ -1,0 +1,1 @@
+//! Hostile cases: personal data at rest in the data directory.

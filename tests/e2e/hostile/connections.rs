@@ -1,0 +1,1 @@
+//! Hostile cases: connections, handshakes, certificates and revocation on open streams.

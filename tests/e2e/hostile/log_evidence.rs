@@ -1,0 +1,1 @@
+//! Hostile cases: a tampered or full exchange log; evidence is never rewritten.

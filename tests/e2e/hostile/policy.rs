@@ -1,0 +1,1 @@
+//! Hostile cases: policy walked around (filters on masked fields, subject reports, small gaps).
