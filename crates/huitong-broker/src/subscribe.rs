@@ -317,7 +317,8 @@ async fn deliver(
                 // Revocation first: when it and an event arrive together, the event stays.
                 biased;
                 reason = w.cert.ended() => {
-                    return end(&tx, ExchangeError::Unauthenticated(reason).into_status(&request_id)).await;
+                    let status = ExchangeError::Unauthenticated(reason).into_status(&request_id);
+                    return end(&tx, status).await;
                 }
                 // A grant changed: the check at the top of the loop decides.
                 changed = w.grants.changed() => if changed.is_err() { return },
@@ -333,12 +334,13 @@ async fn deliver(
                     // A slow subscriber can wait here for long: its certificate is watched
                     // while it does.
                     tokio::select! {
-                            biased;
-                            reason = w.cert.ended() => {
-                        return end(&tx, ExchangeError::Unauthenticated(reason).into_status(&request_id)).await;
-                    }
-                            sent = tx.send(Ok(response)) => if sent.is_err() { return },
+                        biased;
+                        reason = w.cert.ended() => {
+                            let status = ExchangeError::Unauthenticated(reason).into_status(&request_id);
+                            return end(&tx, status).await;
                         }
+                        sent = tx.send(Ok(response)) => if sent.is_err() { return },
+                    }
                     after = seq;
                 }
             }
