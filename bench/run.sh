@@ -169,6 +169,10 @@ listen = "127.0.0.1:0"
 data_dir = "broker-bench-data"
 policy = "policy.toml"
 metrics_listen = "127.0.0.1:$metrics_port"
+# Every client of the benchmark is 127.0.0.1, and the memory row opens $open_conns connections
+# from it: the per-address limits against floods would close most of them.
+max_connections_per_address = 100000
+max_pending_handshakes_per_address = 4096
 
 [tls]
 ca = "pki/ca.pem"

@@ -7,6 +7,13 @@
 //! max_message_bytes = 4194304        # optional
 //! default_page_size = 100            # optional
 //! max_page_size = 1000               # optional
+//! brokers = ["spiffe://gov.example/dept/exchange-office/broker"]
+//!                                    # optional: the broker identities served, one per
+//!                                    # broker of a cluster; by default the exchange office's
+//!                                    # broker of this adapter's trust domain
+//! handshake_timeout_ms = 2000        # optional: from TCP connect to finished TLS handshake
+//! max_pending_handshakes_per_address = 64   # optional; more connections are closed at once
+//! max_connections_per_address = 1024        # optional; likewise
 //!
 //! [[resources]]
 //! name = "household-register"
@@ -131,6 +138,15 @@ pub struct ConfigFile {
     /// Where to serve Prometheus metrics over plain HTTP (`/metrics`), e.g. `127.0.0.1:9401`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics_listen: Option<String>,
+    /// The broker identities served (SPIFFE ids); the exchange office's broker when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub brokers: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handshake_timeout_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_pending_handshakes_per_address: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connections_per_address: Option<usize>,
     /// The adapter's certificate and the exchange CA; required, every link is mutual TLS.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsConfig>,
@@ -355,11 +371,70 @@ impl AdapterConfig {
             })?),
         };
         let defaults = ServeOptions::default();
+        let brokers = match &raw.brokers {
+            None => Vec::new(),
+            Some(list) if list.is_empty() => {
+                return Err(err(
+                    "brokers".into(),
+                    "it is empty, so no broker could call this adapter; name the exchange's \
+                     broker, e.g. \"spiffe://gov.example/dept/exchange-office/broker\", or \
+                     remove the key for that default"
+                        .into(),
+                ));
+            }
+            Some(list) => list
+                .iter()
+                .enumerate()
+                .map(|(i, b)| {
+                    let id = huitong_tls::PeerId::parse_uri(b)
+                        .map_err(|e| err(format!("brokers[{i}]"), e.to_string()))?;
+                    if id.role != huitong_tls::Role::Broker {
+                        return Err(err(
+                            format!("brokers[{i}]"),
+                            format!("{id} is not a broker identity; its role must be broker"),
+                        ));
+                    }
+                    Ok(id)
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+        };
+        let limits = defaults.connections;
+        let connections = huitong_tls::ConnectionLimits {
+            handshake_timeout: raw
+                .handshake_timeout_ms
+                .map_or(limits.handshake_timeout, std::time::Duration::from_millis),
+            pending_handshakes_per_address: raw
+                .max_pending_handshakes_per_address
+                .unwrap_or(limits.pending_handshakes_per_address),
+            connections_per_address: raw
+                .max_connections_per_address
+                .unwrap_or(limits.connections_per_address),
+        };
+        for (k, zero) in [
+            (
+                "handshake_timeout_ms",
+                connections.handshake_timeout.is_zero(),
+            ),
+            (
+                "max_pending_handshakes_per_address",
+                connections.pending_handshakes_per_address == 0,
+            ),
+            (
+                "max_connections_per_address",
+                connections.connections_per_address == 0,
+            ),
+        ] {
+            if zero {
+                return Err(err(k.into(), "it must be greater than 0".into()));
+            }
+        }
         let options = ServeOptions {
             metrics_listen,
             max_message_bytes: raw.max_message_bytes.unwrap_or(defaults.max_message_bytes),
             default_page_size: raw.default_page_size.unwrap_or(defaults.default_page_size),
             max_page_size: raw.max_page_size.unwrap_or(defaults.max_page_size),
+            brokers,
+            connections,
         };
         if let Some((key, problem)) = options.problem() {
             return Err(err(key.into(), problem));
@@ -450,7 +525,7 @@ impl AdapterConfig {
     }
 
     pub fn serve_options(&self) -> ServeOptions {
-        self.options
+        self.options.clone()
     }
 
     /// The resources described, in file order.

@@ -16,7 +16,7 @@ use huitong_proto::v1::{
     ChangeEvent, DescribeRequest, DescribeResponse, FetchRequest, FetchResponse, Filter, Record,
     SearchRequest, SearchResponse, Value, WatchChangesRequest,
 };
-use huitong_tls::{Role, ServerTls, guard};
+use huitong_tls::{ConnectionLimits, PeerId, Role, ServerTls, guard};
 use tokio::net::TcpListener;
 use tokio_stream::Stream;
 use tonic::service::interceptor::InterceptedService;
@@ -35,8 +35,8 @@ pub const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
 /// Longest change cursor accepted; sources issue far shorter ones.
 pub const MAX_CURSOR_BYTES: usize = 4096;
 
-/// Limits of the adapter server.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Limits of the adapter server, and whom it serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServeOptions {
     /// Largest request or response message, in bytes; larger requests are answered with
     /// RESOURCE_EXHAUSTED.
@@ -47,6 +47,12 @@ pub struct ServeOptions {
     pub max_page_size: u32,
     /// Where to serve Prometheus metrics over plain HTTP (`/metrics`); `None` serves none.
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// The broker identities served (the config's `brokers`), one per broker of a cluster.
+    /// Empty means the exchange's default broker, [`default_broker`] of this adapter's trust
+    /// domain. No other certificate is served, whatever its role says.
+    pub brokers: Vec<PeerId>,
+    /// Against floods of idle or slow connections.
+    pub connections: ConnectionLimits,
 }
 
 impl Default for ServeOptions {
@@ -56,8 +62,19 @@ impl Default for ServeOptions {
             default_page_size: 100,
             max_page_size: 1000,
             metrics_listen: None,
+            brokers: Vec::new(),
+            connections: ConnectionLimits::default(),
         }
     }
+}
+
+/// The broker an adapter in `trust_domain` serves when its config names none: the exchange
+/// office's, `spiffe://<trust-domain>/dept/exchange-office/broker`, as `huitong pki init`
+/// lists it and the demo and `deploy/` name it.
+pub fn default_broker(trust_domain: &str) -> Result<PeerId, huitong_tls::Error> {
+    let dept = DeptId::new(huitong_tls::pki::DEFAULT_BROKER_DEPT)
+        .map_err(|e| huitong_tls::Error::InvalidArgument(e.to_string()))?;
+    PeerId::new(trust_domain, dept, Role::Broker)
 }
 
 impl ServeOptions {
@@ -200,7 +217,7 @@ impl<S: Source> AdapterService<S> {
             source: Arc::new(source),
             resources,
             describe,
-            options: *options,
+            options: options.clone(),
             closer: WatchCloser(Arc::new(tokio::sync::watch::channel(false).0)),
         })
     }
@@ -653,7 +670,11 @@ pub async fn serve<S: Source>(
     tls: ServerTls,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
-    let tls = Arc::new(tls);
+    let brokers = accepted_brokers(&options, tls.id())?;
+    let tls = Arc::new(
+        tls.with_limits(options.connections)
+            .map_err(|e| Error::InvalidOptions(format!("connection limits: {e}")))?,
+    );
     let service = AdapterService::new(dept, source, &options)?;
     let closer = service.watch_closer();
     let (stop_metrics, metrics_stopped) = tokio::sync::watch::channel(false);
@@ -716,9 +737,15 @@ pub async fn serve<S: Source>(
             AdapterServer::new(service)
                 .max_decoding_message_size(max)
                 .max_encoding_message_size(max),
-            // Only the broker calls adapters: a consumer certificate must not bypass the
-            // broker's policy by dialling a department directly.
-            guard::require(Arc::clone(&tls), "a department's adapter", &[Role::Broker]),
+            // Only the exchange's broker calls adapters: neither a consumer certificate nor a
+            // broker-role certificate of some department may bypass the broker's policy and
+            // its log by dialling a department directly.
+            guard::require_ids(
+                Arc::clone(&tls),
+                "a department's adapter",
+                &brokers,
+                "brokers",
+            ),
         ))
         .add_service(health_service)
         .add_service(reflection_v1)
@@ -727,6 +754,31 @@ pub async fn serve<S: Source>(
         .await?;
     tracing::info!(%dept, "adapter stopped");
     Ok(())
+}
+
+/// The broker identities to serve: the configured ones, each a broker of this adapter's own
+/// exchange, or the default broker.
+fn accepted_brokers(options: &ServeOptions, own: &PeerId) -> Result<Vec<PeerId>, Error> {
+    if options.brokers.is_empty() {
+        return default_broker(&own.trust_domain)
+            .map(|b| vec![b])
+            .map_err(|e| Error::InvalidOptions(format!("brokers: {e}")));
+    }
+    for (i, b) in options.brokers.iter().enumerate() {
+        if b.role != Role::Broker {
+            return Err(Error::InvalidOptions(format!(
+                "brokers[{i}]: {b} is not a broker identity; its role must be broker"
+            )));
+        }
+        if b.trust_domain != own.trust_domain {
+            return Err(Error::InvalidOptions(format!(
+                "brokers[{i}]: {b} is not of this exchange, whose trust domain is {:?} \
+                 (from this adapter's certificate)",
+                own.trust_domain
+            )));
+        }
+    }
+    Ok(options.brokers.clone())
 }
 
 #[cfg(test)]

@@ -91,10 +91,17 @@ pub struct RawBrokerSection {
     pub event_retention_hours: u64,
     /// At most this many events are kept per resource; older ones are dropped first.
     pub event_retention_max_events: u64,
+    /// How long a client has from its TCP connect to a finished TLS handshake.
+    pub handshake_timeout_ms: u64,
+    /// TLS handshakes in flight from one IP address; more connections from it are closed.
+    pub max_pending_handshakes_per_address: usize,
+    /// Connections from one IP address (in handshake or open); more are closed.
+    pub max_connections_per_address: usize,
 }
 
 impl Default for RawBrokerSection {
     fn default() -> Self {
+        let limits = huitong_tls::ConnectionLimits::default();
         Self {
             listen: "127.0.0.1:7400".into(),
             max_message_bytes: huitong_proto::transport::DEFAULT_MAX_MESSAGE_BYTES,
@@ -121,6 +128,9 @@ impl Default for RawBrokerSection {
             shutdown_grace_seconds: 10,
             event_retention_hours: 24 * 7,
             event_retention_max_events: 1_000_000,
+            handshake_timeout_ms: limits.handshake_timeout.as_millis() as u64,
+            max_pending_handshakes_per_address: limits.pending_handshakes_per_address,
+            max_connections_per_address: limits.connections_per_address,
         }
     }
 }
@@ -156,6 +166,8 @@ pub struct BrokerConfig {
     pub max_in_flight: usize,
     pub shutdown_grace: Duration,
     pub event_retention: crate::events::Retention,
+    /// Against floods of idle or slow connections.
+    pub connections: huitong_tls::ConnectionLimits,
     pub tls: huitong_tls::TlsFiles,
     pub adapters: Vec<AdapterEndpoint>,
 }
@@ -223,6 +235,15 @@ impl BrokerConfig {
             ("max_in_flight", b.max_in_flight as u64),
             ("event_retention_hours", b.event_retention_hours),
             ("event_retention_max_events", b.event_retention_max_events),
+            ("handshake_timeout_ms", b.handshake_timeout_ms),
+            (
+                "max_pending_handshakes_per_address",
+                b.max_pending_handshakes_per_address as u64,
+            ),
+            (
+                "max_connections_per_address",
+                b.max_connections_per_address as u64,
+            ),
         ] {
             if v == 0 {
                 return Err((key(k), "must be greater than 0".into()));
@@ -319,6 +340,11 @@ impl BrokerConfig {
             event_retention: crate::events::Retention {
                 max_age: Duration::from_secs(b.event_retention_hours.saturating_mul(3600)),
                 max_events: b.event_retention_max_events,
+            },
+            connections: huitong_tls::ConnectionLimits {
+                handshake_timeout: Duration::from_millis(b.handshake_timeout_ms),
+                pending_handshakes_per_address: b.max_pending_handshakes_per_address,
+                connections_per_address: b.max_connections_per_address,
             },
             tls,
             adapters,

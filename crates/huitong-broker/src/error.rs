@@ -103,6 +103,10 @@ pub enum ExchangeError {
     /// The provider failed in a way the consumer cannot fix.
     #[error("department {dept} could not answer; its operators can look up the request id")]
     ProviderFailed { dept: DeptId },
+    /// The consumer's certificate stopped being valid (revoked, expired) while its stream was
+    /// open.
+    #[error(transparent)]
+    Unauthenticated(huitong_tls::AuthError),
 }
 
 /// The one table from errors to gRPC codes.
@@ -122,6 +126,7 @@ impl From<&ExchangeError> for Code {
             ExchangeError::OverQuota { .. } => Code::ResourceExhausted,
             ExchangeError::EventsExpired { .. } => Code::OutOfRange,
             ExchangeError::NoSubscription { .. } => Code::NotFound,
+            ExchangeError::Unauthenticated(_) => Code::Unauthenticated,
             ExchangeError::ProviderRefused { code, .. } => *code,
         }
     }

@@ -63,6 +63,9 @@ pub struct Policy {
     grants: RwLock<Arc<GrantIndex>>,
     /// Serialises read-modify-write of stored records; taken only inside blocking sections.
     write: Mutex<()>,
+    /// Counts replacements of `grants`, for open subscriptions that must end at once when
+    /// their grant goes.
+    changed: tokio::sync::watch::Sender<u64>,
     reply_working_days: u32,
     calendar: huitong_core::calendar::WorkCalendar,
 }
@@ -115,6 +118,7 @@ impl Policy {
             cache_limits: RwLock::new(Arc::new(cache_limits)),
             grants: RwLock::new(Arc::new(index)),
             write: Mutex::new(()),
+            changed: tokio::sync::watch::Sender::new(0),
             reply_working_days,
             calendar,
         })
@@ -149,7 +153,13 @@ impl Policy {
             Ok(mut g) => *g = next,
             Err(p) => *p.into_inner() = next,
         }
+        self.changed.send_modify(|n| *n += 1);
         Ok(count)
+    }
+
+    /// Changes whenever the grants do (approved, revoked, the policy file reloaded).
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changed.subscribe()
     }
 
     fn snapshot(&self) -> Arc<GrantIndex> {
@@ -171,6 +181,7 @@ impl Policy {
             Ok(mut g) => *g = next,
             Err(p) => *p.into_inner() = next,
         }
+        self.changed.send_modify(|n| *n += 1);
     }
 
     /// The exchange path's rate limit: takes a token for `consumer` and `resource`.

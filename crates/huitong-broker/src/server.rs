@@ -47,7 +47,7 @@ impl Broker {
     /// every such mistake surfaces here, before the caller announces a listening address.
     /// Blocking: opening a large log reads it whole.
     pub fn new(config: BrokerConfig) -> Result<Broker, Error> {
-        let tls = Arc::new(ServerTls::load(&config.tls)?);
+        let tls = Arc::new(ServerTls::load(&config.tls)?.with_limits(config.connections)?);
         let policy = Arc::new(Policy::open(
             &config.data_dir,
             config.policy.as_deref(),

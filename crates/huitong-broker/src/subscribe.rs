@@ -6,13 +6,19 @@
 //! the event log after the subscription's position:
 //!
 //! 1. **authorise again**: a grant that expired or was revoked since the subscription opened
-//!    ends the stream with PERMISSION_DENIED, before anything more is released;
+//!    ends the stream with PERMISSION_DENIED, before anything more is released, and so does a
+//!    subscriber's certificate revoked or expired since, with UNAUTHENTICATED;
 //! 2. **minimise and mask**: each event's record and key, exactly as a query's answer;
 //! 3. **audit**: one exchange-log record per event (kind `delivery`, with the subject of the
 //!    changed record), durable before the event is sent;
 //! 4. **send**: into a small bounded channel. A slow subscriber fills its own channel and waits;
 //!    it holds no lock and no buffer anyone else needs, so it slows neither the other
 //!    subscribers nor the providers' streams.
+//!
+//! An idle subscription does not wait for the next event to find out: the delivery loop also
+//! waits on the revocation of the subscriber's certificate (pushed by huitong-tls within a
+//! quarter second of the CRL file changing) and on every change to the grants, and ends the
+//! stream at once when either no longer lets it continue.
 //!
 //! Acknowledgements move the subscription's position forward; a reconnect resumes after it.
 
@@ -24,7 +30,8 @@ use huitong_proto::v1::{
     AcknowledgeRequest, AcknowledgeResponse, Event, ExchangeRecord, Record, SubscribeRequest,
     SubscribeResponse,
 };
-use huitong_tls::guard::verified_peer;
+use huitong_tls::CertWatch;
+use huitong_tls::guard::{self, verified_peer};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Request, Response, Status};
@@ -59,6 +66,7 @@ pub(crate) async fn subscribe(
     request: Request<SubscribeRequest>,
 ) -> Result<Response<EventStream>, Status> {
     let consumer = verified_peer(&request)?.dept.clone();
+    let cert = guard::cert_watch(&request)?;
     let raw = request.into_inner();
     let request_id = next_request_id();
     let mut record = ExchangeRecord {
@@ -108,7 +116,11 @@ pub(crate) async fn subscribe(
     info!(request_id = %request_id, consumer = %opened.consumer, resource = %opened.resource, subscription = %opened.name, after = start, "subscription opened");
     let (tx, rx) = mpsc::channel(CHANNEL);
     let span = info_span!("subscription", request_id = %request_id, consumer = %opened.consumer, resource = %opened.resource);
-    tokio::spawn(deliver(svc.clone(), opened, start, request_id, tx).instrument(span));
+    let watches = Watches {
+        cert,
+        grants: svc.policy.changes(),
+    };
+    tokio::spawn(deliver(svc.clone(), opened, start, request_id, watches, tx).instrument(span));
     Ok(Response::new(ReceiverStream::new(rx)))
 }
 
@@ -225,11 +237,44 @@ fn check_retained(
     Ok(())
 }
 
+/// What can end a subscription while it waits: its subscriber's certificate, and the grants.
+struct Watches {
+    cert: CertWatch,
+    grants: tokio::sync::watch::Receiver<u64>,
+}
+
+/// Why an open subscription must end now, if it must: its certificate no longer valid, or no
+/// grant that lets it continue.
+fn still_allowed(
+    svc: &ExchangeService,
+    o: &Opened,
+    w: &Watches,
+    request_id: &str,
+) -> Result<(), Status> {
+    w.cert
+        .check()
+        .map_err(|e| ExchangeError::Unauthenticated(e).into_status(request_id))?;
+    let catalogue = svc.providers.catalogue();
+    let refused = |e: huitong_core::Error| ExchangeError::from(e).into_status(request_id);
+    let spec = catalogue.get(&o.resource).map_err(refused)?;
+    svc.policy
+        .decide(spec, &o.consumer, &o.fields, &o.purpose, SystemTime::now())
+        .map(drop)
+        .map_err(refused)
+}
+
+/// Ends the stream with `status`, telling the log why.
+async fn end(tx: &mpsc::Sender<Result<SubscribeResponse, Status>>, status: Status) {
+    info!(code = ?status.code(), reason = %status.message(), "subscription ended");
+    let _ = tx.send(Err(status)).await;
+}
+
 async fn deliver(
     svc: ExchangeService,
     o: Opened,
     mut after: u64,
     request_id: String,
+    mut w: Watches,
     tx: mpsc::Sender<Result<SubscribeResponse, Status>>,
 ) {
     let mut latest = match svc.events.subscribe_latest(&o.resource) {
@@ -243,6 +288,11 @@ async fn deliver(
         }
     };
     loop {
+        // Checked before each batch too, not only when a watch fires: a batch that was ready
+        // when the revocation came must not leave.
+        if let Err(status) = still_allowed(&svc, &o, &w, &request_id) {
+            return end(&tx, status).await;
+        }
         let batch = match svc.events.read(&o.resource, after, BATCH) {
             Ok(b) => b,
             Err(e) => {
@@ -264,17 +314,32 @@ async fn deliver(
                 warn!(after, next = batch[0].sequence, "gap in the event log");
             }
             tokio::select! {
+                // Revocation first: when it and an event arrive together, the event stays.
+                biased;
+                reason = w.cert.ended() => {
+                    let status = ExchangeError::Unauthenticated(reason).into_status(&request_id);
+                    return end(&tx, status).await;
+                }
+                // A grant changed: the check at the top of the loop decides.
+                changed = w.grants.changed() => if changed.is_err() { return },
                 changed = latest.changed() => if changed.is_err() { return },
                 () = tx.closed() => return,
             }
             continue;
         }
-        match release(&svc, &o, batch, &request_id).await {
+        match release(&svc, &o, batch, &request_id, &w.cert).await {
             Ok(responses) => {
                 for response in responses {
                     let seq = response.event.as_ref().map_or(after, |e| e.sequence);
-                    if tx.send(Ok(response)).await.is_err() {
-                        return;
+                    // A slow subscriber can wait here for long: its certificate is watched
+                    // while it does.
+                    tokio::select! {
+                        biased;
+                        reason = w.cert.ended() => {
+                            let status = ExchangeError::Unauthenticated(reason).into_status(&request_id);
+                            return end(&tx, status).await;
+                        }
+                        sent = tx.send(Ok(response)) => if sent.is_err() { return },
                     }
                     after = seq;
                 }
@@ -294,6 +359,7 @@ async fn release(
     o: &Opened,
     batch: Vec<Event>,
     request_id: &str,
+    cert: &CertWatch,
 ) -> Result<Vec<SubscribeResponse>, ExchangeError> {
     let catalogue = svc.providers.catalogue();
     let spec: &ResourceSpec = catalogue.get(&o.resource)?;
@@ -351,6 +417,9 @@ async fn release(
             masked_fields,
         });
     }
+    // Last look before anything is recorded as delivered: the CRL may have been reloaded
+    // while this batch was prepared.
+    cert.check().map_err(ExchangeError::Unauthenticated)?;
     // All of the batch's records are queued at once, so they share the log's group commit.
     let receipts = futures_util::future::join_all(records.iter().map(|r| svc.log.record(r))).await;
     for (response, receipt) in responses.iter_mut().zip(receipts) {

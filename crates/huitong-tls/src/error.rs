@@ -39,6 +39,14 @@ pub enum Error {
         dir.display()
     )]
     CaExists { dir: PathBuf },
+    /// `pki issue` found a certificate or key already in place for the identity.
+    #[error(
+        "{} already exists; refusing to overwrite it (the certificate in use may still need \
+         revoking). Pass --force to replace it: the old pair is kept as <name>.old.pem and \
+         <name>.old.key",
+        path.display()
+    )]
+    CertExists { path: PathBuf },
     /// `pki issue` or `pki revoke` found no CA.
     #[error("{} holds no exchange CA ({} is missing); run `huitong pki init` first", dir.display(), missing.display())]
     NoCa { dir: PathBuf, missing: PathBuf },

@@ -37,7 +37,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 pub use client::{ClientTls, Connector, Expect, endpoint};
 pub use error::{AuthError, Error};
 pub use identity::{PeerId, Role, peer_id_of};
-pub use server::ServerTls;
+pub use server::{CertWatch, Conn, ConnectionLimits, ServerTls};
 pub use time::format_utc;
 
 /// The files a party needs for mutual TLS.

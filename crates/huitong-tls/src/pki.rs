@@ -45,6 +45,12 @@ pub const TRUST_DOMAIN: &str = "trust-domain";
 pub const CRL: &str = "crl.pem";
 /// The revocation register the CRL is made from.
 pub const REVOKED: &str = "revoked.txt";
+/// The departments that run the exchange's brokers, one per line: the only ones `issue` gives
+/// a broker certificate, because adapters serve broker certificates of these alone.
+pub const BROKERS: &str = "brokers";
+/// The department of the exchange's broker when the CA directory names none: the exchange
+/// office, as the demo and `deploy/` name it.
+pub const DEFAULT_BROKER_DEPT: &str = "exchange-office";
 
 /// The CA is valid for ten years; rotating it means re-issuing every certificate.
 const CA_VALID_DAYS: i64 = 3650;
@@ -62,12 +68,25 @@ const SERIAL_BYTES: usize = 16;
 /// demo and local tests work without options.
 pub const DEFAULT_HOSTS: [&str; 2] = ["localhost", "127.0.0.1"];
 
-/// Creates a new exchange CA in `dir`: `ca.pem`, `ca.key` (mode 0600), `trust-domain` and an
-/// empty signed `crl.pem`.
+/// Creates a new exchange CA in `dir`: `ca.pem`, `ca.key` (mode 0600), `trust-domain`, an
+/// empty signed `crl.pem`, and `brokers` naming [`DEFAULT_BROKER_DEPT`].
 ///
 /// Refuses to touch a directory that already holds a CA: overwriting the CA key would orphan
 /// every certificate in use.
 pub fn init(dir: &Path, trust_domain: &str) -> Result<(), Error> {
+    let default =
+        DeptId::new(DEFAULT_BROKER_DEPT).map_err(|e| Error::InvalidArgument(e.to_string()))?;
+    init_with_brokers(dir, trust_domain, &[default])
+}
+
+/// As [`init`], with the departments that run the exchange's brokers (one per broker of a
+/// cluster, or one shared by all).
+pub fn init_with_brokers(dir: &Path, trust_domain: &str, brokers: &[DeptId]) -> Result<(), Error> {
+    if brokers.is_empty() {
+        return Err(Error::InvalidArgument(
+            "name at least one department that runs the exchange's broker".into(),
+        ));
+    }
     check_trust_domain(trust_domain).map_err(|reason| {
         Error::InvalidArgument(format!(
             "trust domain {trust_domain:?} is not valid: {reason}"
@@ -113,6 +132,16 @@ pub fn init(dir: &Path, trust_domain: &str) -> Result<(), Error> {
         format!("{trust_domain}\n").as_bytes(),
         false,
     )?;
+    let mut listed = String::from(
+        "# Departments that run the exchange's brokers, one per line. `huitong pki issue --role\n\
+         # broker` issues broker certificates for these alone; every adapter's `brokers` setting\n\
+         # must name the same identities.\n",
+    );
+    for dept in brokers {
+        listed.push_str(dept.as_str());
+        listed.push('\n');
+    }
+    files::write_atomic(&dir.join(BROKERS), listed.as_bytes(), false)?;
     let ca = Ca {
         dir: dir.into(),
         trust_domain: trust_domain.into(),
@@ -136,6 +165,10 @@ pub struct IssueOptions {
     /// Start the validity this many days in the past (0 normally). With a small `valid_days`
     /// this makes an already expired certificate, for tests.
     pub not_before_days_ago: u32,
+    /// Replace an existing certificate and key for the identity, keeping them as
+    /// `<dept>-<role>.old.pem` and `.old.key` (so that the old one can still be revoked).
+    /// Without it an existing pair is refused.
+    pub replace: bool,
 }
 
 impl IssueOptions {
@@ -147,8 +180,41 @@ impl IssueOptions {
             valid_days: 397,
             hosts: Vec::new(),
             not_before_days_ago: 0,
+            replace: false,
         }
     }
+}
+
+/// The departments that run the exchange's brokers, from `<dir>/brokers`; a CA directory
+/// without the file (made before it existed) has [`DEFAULT_BROKER_DEPT`].
+pub fn brokers(dir: &Path) -> Result<Vec<DeptId>, Error> {
+    let path = dir.join(BROKERS);
+    let text = match fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return DeptId::new(DEFAULT_BROKER_DEPT)
+                .map(|d| vec![d])
+                .map_err(|e| Error::InvalidArgument(e.to_string()));
+        }
+        Err(e) => return Err(Error::io("read", path, e)),
+    };
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let dept =
+            DeptId::new(line).map_err(|e| Error::file(&path, format!("line {}: {e}", i + 1)))?;
+        out.push(dept);
+    }
+    if out.is_empty() {
+        return Err(Error::file(
+            &path,
+            format!("it names no department; write the broker's, e.g. {DEFAULT_BROKER_DEPT}"),
+        ));
+    }
+    Ok(out)
 }
 
 /// The files [`issue`] wrote, and the identity they carry.
@@ -164,14 +230,35 @@ pub struct Issued {
 /// Issues a certificate for `opts.dept` in `opts.role`, signed by the CA in `dir`, and writes
 /// it to `<dir>/<dept>-<role>.pem` with its key in `<dir>/<dept>-<role>.key` (mode 0600).
 ///
-/// An existing pair for the same identity is replaced (renewal); the old certificate stays
+/// An existing pair for the same identity is refused unless `opts.replace` (renewal); then the
+/// old pair is kept as `<dept>-<role>.old.pem` and `.old.key`, and the old certificate stays
 /// valid until it expires or is revoked with [`revoke`].
+///
+/// A broker certificate is issued only for a department listed in `<dir>/brokers` ([`brokers`]):
+/// adapters serve the exchange's brokers by identity, and a broker certificate for an ordinary
+/// department would be useless at best and a way around the broker's policy at worst.
 pub fn issue(dir: &Path, opts: &IssueOptions) -> Result<Issued, Error> {
     let ca = Ca::load(dir)?;
     if opts.valid_days == 0 {
         return Err(Error::InvalidArgument(
             "a certificate must be valid for at least one day".into(),
         ));
+    }
+    if opts.role == Role::Broker {
+        let brokers = brokers(dir)?;
+        if !brokers.contains(&opts.dept) {
+            let names: Vec<&str> = brokers.iter().map(DeptId::as_str).collect();
+            return Err(Error::InvalidArgument(format!(
+                "{} does not run the exchange's broker, so it gets no broker certificate: \
+                 adapters serve only the brokers the exchange names ({}, listed in {}). \
+                 Issue it a consumer certificate to query through the broker; to add a \
+                 broker, add its department to {} and to `brokers` in every adapter's config",
+                opts.dept,
+                names.join(", "),
+                dir.join(BROKERS).display(),
+                dir.join(BROKERS).display(),
+            )));
+        }
     }
     let id = PeerId {
         trust_domain: ca.trust_domain.clone(),
@@ -226,6 +313,7 @@ pub fn issue(dir: &Path, opts: &IssueOptions) -> Result<Issued, Error> {
     let stem = format!("{}-{}", id.dept, id.role);
     let cert_path = dir.join(format!("{stem}.pem"));
     let key_path = dir.join(format!("{stem}.key"));
+    keep_old_pair(&cert_path, &key_path, &stem, opts.replace)?;
     files::write_atomic(&key_path, key.serialize_pem().as_bytes(), true)?;
     files::write_atomic(&cert_path, cert.pem().as_bytes(), false)?;
     Ok(Issued {
@@ -233,6 +321,30 @@ pub fn issue(dir: &Path, opts: &IssueOptions) -> Result<Issued, Error> {
         key: key_path,
         id,
     })
+}
+
+/// Refuses an existing certificate or key at `cert`/`key` unless `replace`; with it, renames
+/// them to `<stem>.old.pem` and `<stem>.old.key`.
+fn keep_old_pair(cert: &Path, key: &Path, stem: &str, replace: bool) -> Result<(), Error> {
+    let existing: Vec<&Path> = [cert, key].into_iter().filter(|p| p.exists()).collect();
+    if existing.is_empty() {
+        return Ok(());
+    }
+    if !replace {
+        return Err(Error::CertExists {
+            path: existing[0].to_owned(),
+        });
+    }
+    for (path, old) in [
+        (cert, format!("{stem}.old.pem")),
+        (key, format!("{stem}.old.key")),
+    ] {
+        if path.exists() {
+            let old = path.with_file_name(old);
+            fs::rename(path, &old).map_err(|e| Error::io("rename into place", old, e))?;
+        }
+    }
+    Ok(())
 }
 
 /// Revokes the certificate in `cert_pem`: adds its serial to `<dir>/revoked.txt` and rewrites

@@ -1,12 +1,16 @@
 //! A certificate verifier that follows the CRL file on disk.
 //!
 //! `huitong pki revoke` replaces the CRL file atomically; long-running servers (and the broker
-//! as a client of adapters) notice within a second and rebuild their verifier, so a revocation
-//! takes effect without a restart.
+//! as a client of adapters) notice within [`CHECK_EVERY`] and rebuild their verifier, so a
+//! revocation takes effect without a restart. Every reload is also published as a new
+//! generation on a watch channel ([`Revocation::generations`]), so that what was verified once
+//! and stays open (a connection, a subscription stream) is checked again at once, not at its
+//! next request.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
 use rustls::RootCertStore;
@@ -15,11 +19,14 @@ use rustls::crypto::CryptoProvider;
 use rustls::server::danger::ClientCertVerifier;
 use rustls::server::{VerifierBuilderError, WebPkiClientVerifier};
 use rustls_pki_types::CertificateRevocationListDer;
+use tokio::sync::watch;
 
 use crate::{Error, files};
 
-/// How often the CRL file's modification time is looked at, at most.
-const CHECK_EVERY: Duration = Duration::from_secs(1);
+/// How often the CRL file's modification time is looked at, at most. A quarter of the one
+/// second within which a revocation must reach open streams, leaving the rest for re-verifying
+/// and ending them.
+pub(crate) const CHECK_EVERY: Duration = Duration::from_millis(250);
 
 pub(crate) type Crls = Vec<CertificateRevocationListDer<'static>>;
 
@@ -88,6 +95,10 @@ pub(crate) struct Revocation<V> {
     roots: Arc<RootCertStore>,
     provider: Arc<CryptoProvider>,
     state: Mutex<State<V>>,
+    /// The generation after each reload, for those who hold something verified open.
+    published: watch::Sender<u64>,
+    /// Whether a task already looks at the CRL file on its own (see [`Revocation::generations`]).
+    watching: AtomicBool,
 }
 
 impl<V> fmt::Debug for Revocation<V> {
@@ -142,7 +153,25 @@ impl<V: Build> Revocation<V> {
                 verifier,
                 generation: 0,
             }),
+            published: watch::Sender::new(0),
+            watching: AtomicBool::new(false),
         })
+    }
+
+    /// The revocation generation, changing on every reload of the CRL file.
+    ///
+    /// Without requests nobody would look at the file, so the first call (inside a Tokio
+    /// runtime) starts a task that looks every [`CHECK_EVERY`]; it ends when the `Revocation`
+    /// is dropped. Outside a runtime nothing is started and the generation changes only when
+    /// requests make [`Revocation::current`] reload the file.
+    pub(crate) fn generations(self: &Arc<Self>) -> watch::Receiver<u64> {
+        let rx = self.published.subscribe();
+        if let Ok(runtime) = tokio::runtime::Handle::try_current()
+            && !self.watching.swap(true, Ordering::AcqRel)
+        {
+            runtime.spawn(watch_file(Arc::downgrade(self)));
+        }
+        rx
     }
 
     /// The verifier to use now and its generation. Looks at the CRL file at most once a second
@@ -176,6 +205,7 @@ impl<V: Build> Revocation<V> {
                             w.stamp = stamp;
                             *verifier = v;
                             *generation += 1;
+                            self.published.send_replace(*generation);
                             tracing::info!(crl = %w.path.display(), lists = n, "reloaded the certificate revocation list");
                         }
                         Err(e) => {
@@ -197,5 +227,19 @@ impl<V: Build> Revocation<V> {
             }
         }
         (verifier.clone(), *generation)
+    }
+}
+
+/// Looks at the CRL file every [`CHECK_EVERY`] for as long as its `Revocation` lives.
+async fn watch_file<V: Build>(revocation: Weak<Revocation<V>>) {
+    let mut tick = tokio::time::interval(CHECK_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(r) = revocation.upgrade() else {
+            return;
+        };
+        // `current` does the work: stat the file, reload it if it changed, publish.
+        drop(r.current());
     }
 }

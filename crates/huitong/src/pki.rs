@@ -9,13 +9,17 @@ use huitong_tls::{Role, pki};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
-    /// Create the exchange CA in DIR (ca.pem, ca.key, an empty crl.pem).
+    /// Create the exchange CA in DIR (ca.pem, ca.key, an empty crl.pem, brokers).
     Init {
         #[arg(long)]
         dir: PathBuf,
         /// The SPIFFE trust domain of the exchange, e.g. gov.example.
         #[arg(long)]
         trust_domain: String,
+        /// The department that runs the exchange's broker; repeat for a cluster whose brokers
+        /// have identities of their own. Only these get broker certificates.
+        #[arg(long = "broker", default_value = pki::DEFAULT_BROKER_DEPT)]
+        brokers: Vec<String>,
     },
     /// Issue a key and certificate for a department in a role.
     Issue {
@@ -34,6 +38,10 @@ pub enum Command {
         /// Default for servers: localhost and 127.0.0.1.
         #[arg(long = "host")]
         hosts: Vec<String>,
+        /// Replace an existing certificate and key for this identity; the old pair is kept as
+        /// <dept>-<role>.old.pem and .old.key, so that it can still be revoked.
+        #[arg(long)]
+        force: bool,
     },
     /// Revoke a certificate; brokers and adapters reload the revocation list without restart.
     Revoke {
@@ -50,8 +58,16 @@ pub enum Command {
 
 pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
     match cmd {
-        Command::Init { dir, trust_domain } => {
-            pki::init(&dir, &trust_domain)?;
+        Command::Init {
+            dir,
+            trust_domain,
+            brokers,
+        } => {
+            let brokers = brokers
+                .iter()
+                .map(|b| DeptId::new(b).with_context(|| format!("--broker {b:?}")))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            pki::init_with_brokers(&dir, &trust_domain, &brokers)?;
             println!(
                 "created the exchange CA for {trust_domain} in {}",
                 dir.display()
@@ -63,6 +79,7 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
             role,
             days,
             hosts,
+            force,
         } => {
             let dept = DeptId::new(&dept).context("--dept")?;
             let role = Role::parse(&role).with_context(|| {
@@ -76,6 +93,7 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
                     valid_days: days,
                     hosts,
                     not_before_days_ago: 0,
+                    replace: force,
                 },
             )?;
             println!(

@@ -92,7 +92,10 @@ fn optional_settings_are_read() {
     let text = good_with(
         "dept = \"public-security\"\n",
         "dept = \"public-security\"\nlisten = \"[::1]:0\"\nmax_message_bytes = 65536\n\
-         default_page_size = 10\nmax_page_size = 10\n",
+         default_page_size = 10\nmax_page_size = 10\n\
+         brokers = [\"spiffe://gov.example/dept/exchange-a/broker\", \"spiffe://gov.example/dept/exchange-b/broker\"]\n\
+         handshake_timeout_ms = 1500\nmax_pending_handshakes_per_address = 8\n\
+         max_connections_per_address = 100\n",
     )
     .replacen(
         "update_cycle",
@@ -109,6 +112,19 @@ fn optional_settings_are_read() {
             default_page_size: 10,
             max_page_size: 10,
             metrics_listen: None,
+            brokers: ["exchange-a", "exchange-b"]
+                .map(|d| huitong_tls::PeerId::new(
+                    "gov.example",
+                    DeptId::new(d).unwrap(),
+                    huitong_tls::Role::Broker
+                )
+                .unwrap())
+                .to_vec(),
+            connections: huitong_tls::ConnectionLimits {
+                handshake_timeout: std::time::Duration::from_millis(1500),
+                pending_handshakes_per_address: 8,
+                connections_per_address: 100,
+            },
         }
     );
     assert_eq!(
@@ -242,6 +258,51 @@ fn bad_configs_name_file_key_and_problem() {
         let msg = msg.rsplit(std::path::MAIN_SEPARATOR).next().unwrap();
         assert!(
             msg.starts_with(expected),
+            "expected {expected:?}\n     got {msg:?}"
+        );
+        assert!(e.key().is_some(), "{msg}");
+    }
+}
+
+/// Broker identities and connection limits: their messages quote SPIFFE ids, which hold '/'.
+#[test]
+fn bad_brokers_and_limits_name_the_key_and_problem() {
+    let cases: Vec<(String, &str)> = vec![
+        (
+            good_with(
+                "dept = \"public-security\"",
+                "dept = \"public-security\"\nbrokers = []",
+            ),
+            "adapter.toml: brokers: it is empty, so no broker could call this adapter",
+        ),
+        (
+            good_with(
+                "dept = \"public-security\"",
+                "dept = \"public-security\"\nbrokers = [\"spiffe://gov.example/dept/exchange-office/broker\", \"spiffe://gov.example/dept/civil-affairs/consumer\"]",
+            ),
+            "adapter.toml: brokers[1]: spiffe://gov.example/dept/civil-affairs/consumer is not a broker identity",
+        ),
+        (
+            good_with(
+                "dept = \"public-security\"",
+                "dept = \"public-security\"\nbrokers = [\"exchange-office\"]",
+            ),
+            "adapter.toml: brokers[0]: \"exchange-office\" is not a Huitong identity",
+        ),
+        (
+            good_with(
+                "dept = \"public-security\"",
+                "dept = \"public-security\"\nmax_pending_handshakes_per_address = 0",
+            ),
+            "adapter.toml: max_pending_handshakes_per_address: it must be greater than 0",
+        ),
+    ];
+    for (text, expected) in cases {
+        let (_dir, result) = load(&text);
+        let e = result.unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            msg.contains(expected),
             "expected {expected:?}\n     got {msg:?}"
         );
         assert!(e.key().is_some(), "{msg}");

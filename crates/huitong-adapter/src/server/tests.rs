@@ -23,6 +23,8 @@ const OPTIONS: ServeOptions = ServeOptions {
     default_page_size: 5,
     max_page_size: 7,
     metrics_listen: None,
+    brokers: Vec::new(),
+    connections: huitong_tls::ConnectionLimits::DEFAULT,
 };
 
 fn id(i: usize) -> String {
@@ -679,4 +681,41 @@ fn answers_are_trimmed_and_values_made_canonical() {
         coerced(Some(FieldType::String), Value { kind: None }),
         Value::null()
     );
+}
+
+#[test]
+fn the_brokers_served_are_the_configured_ones_of_this_exchange_or_the_default() {
+    let own = PeerId::new(
+        "gov.example",
+        DeptId::new("public-security").unwrap(),
+        Role::Adapter,
+    )
+    .unwrap();
+    let broker =
+        |td: &str, dept: &str, role| PeerId::new(td, DeptId::new(dept).unwrap(), role).unwrap();
+    let default = accepted_brokers(&ServeOptions::default(), &own).unwrap();
+    assert_eq!(
+        default,
+        [broker("gov.example", "exchange-office", Role::Broker)]
+    );
+    let two = ServeOptions {
+        brokers: vec![
+            broker("gov.example", "exchange-a", Role::Broker),
+            broker("gov.example", "exchange-b", Role::Broker),
+        ],
+        ..ServeOptions::default()
+    };
+    assert_eq!(accepted_brokers(&two, &own).unwrap(), two.brokers);
+    let foreign = ServeOptions {
+        brokers: vec![broker("other.example", "exchange-office", Role::Broker)],
+        ..ServeOptions::default()
+    };
+    let e = accepted_brokers(&foreign, &own).unwrap_err().to_string();
+    assert!(e.contains("brokers[0]") && e.contains("gov.example"), "{e}");
+    let consumer = ServeOptions {
+        brokers: vec![broker("gov.example", "civil-affairs", Role::Consumer)],
+        ..ServeOptions::default()
+    };
+    let e = accepted_brokers(&consumer, &own).unwrap_err().to_string();
+    assert!(e.contains("not a broker identity"), "{e}");
 }

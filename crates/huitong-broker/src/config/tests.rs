@@ -156,3 +156,34 @@ fn holidays_and_make_up_days_shape_the_reply_deadline_calendar() {
         "{e}"
     );
 }
+
+#[test]
+fn connection_limits_default_to_the_tls_defaults_and_are_read() {
+    let c = BrokerConfig::load(&write("limits-default.toml", GOOD)).unwrap();
+    assert_eq!(c.connections, huitong_tls::ConnectionLimits::default());
+    let text = GOOD.replace(
+        "adapter_timeout_ms = 2000",
+        "adapter_timeout_ms = 2000\nhandshake_timeout_ms = 1500\n\
+         max_pending_handshakes_per_address = 8\nmax_connections_per_address = 20000",
+    );
+    let c = BrokerConfig::load(&write("limits.toml", &text)).unwrap();
+    assert_eq!(
+        c.connections,
+        huitong_tls::ConnectionLimits {
+            handshake_timeout: Duration::from_millis(1500),
+            pending_handshakes_per_address: 8,
+            connections_per_address: 20000,
+        }
+    );
+    let e = problem(
+        "limits-zero.toml",
+        &GOOD.replace(
+            "adapter_timeout_ms = 2000",
+            "adapter_timeout_ms = 2000\nmax_connections_per_address = 0",
+        ),
+    );
+    assert!(
+        e.contains("broker.max_connections_per_address: must be greater than 0"),
+        "{e}"
+    );
+}

@@ -18,3 +18,23 @@ fn roles_read_as_a_list() {
         "consumer, admin or auditor"
     );
 }
+
+#[test]
+fn identities_read_as_a_list() {
+    let id = |d: &str| {
+        PeerId::new(
+            "gov.example",
+            huitong_core::DeptId::new(d).unwrap(),
+            Role::Broker,
+        )
+        .unwrap()
+    };
+    assert_eq!(
+        ids_text(&[id("exchange-office")]),
+        "spiffe://gov.example/dept/exchange-office/broker"
+    );
+    assert_eq!(
+        ids_text(&[id("a"), id("b")]),
+        "spiffe://gov.example/dept/a/broker or spiffe://gov.example/dept/b/broker"
+    );
+}

@@ -92,7 +92,9 @@ fn issues_certificates_with_the_identity_and_hosts() {
 
     // Serials are unique, also when re-issuing the same identity.
     let serial1 = cert.tbs_certificate.serial.clone();
+    opts.replace = true;
     let b = issue(&dir, &opts).unwrap();
+    opts.replace = false;
     let der = files::certs(&b.cert).unwrap().remove(0);
     let (_, cert) = X509Certificate::from_der(&der).unwrap();
     assert_ne!(cert.tbs_certificate.serial, serial1);
@@ -149,6 +151,90 @@ fn refuses_to_revoke_another_cas_certificate() {
     assert!(err.to_string().contains("not issued by the CA"), "{err}");
     fs::remove_dir_all(&dir).unwrap();
     fs::remove_dir_all(&other).unwrap();
+}
+
+#[test]
+fn an_existing_pair_is_kept_unless_replaced_and_then_kept_as_old() {
+    let dir = temp_dir("reissue");
+    init(&dir, "gov.example").unwrap();
+    let mut opts = IssueOptions::new(DeptId::new("civil-affairs").unwrap(), Role::Consumer);
+    let first = issue(&dir, &opts).unwrap();
+    let cert1 = fs::read(&first.cert).unwrap();
+    let key1 = fs::read(&first.key).unwrap();
+
+    let err = issue(&dir, &opts).unwrap_err();
+    assert!(matches!(err, Error::CertExists { .. }), "{err}");
+    assert!(err.to_string().contains("--force"), "{err}");
+    // Refused means untouched.
+    assert_eq!(fs::read(&first.cert).unwrap(), cert1);
+    assert_eq!(fs::read(&first.key).unwrap(), key1);
+
+    opts.replace = true;
+    let second = issue(&dir, &opts).unwrap();
+    assert_ne!(fs::read(&second.cert).unwrap(), cert1);
+    let old_cert = dir.join("civil-affairs-consumer.old.pem");
+    assert_eq!(fs::read(&old_cert).unwrap(), cert1);
+    assert_eq!(
+        fs::read(dir.join("civil-affairs-consumer.old.key")).unwrap(),
+        key1
+    );
+    // The old certificate can still be revoked.
+    revoke(&dir, &old_cert, "superseded").unwrap();
+    fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn broker_certificates_only_for_the_exchanges_broker_departments() {
+    let dir = temp_dir("brokers");
+    init(&dir, "gov.example").unwrap();
+    let broker = issue(
+        &dir,
+        &IssueOptions::new(DeptId::new(DEFAULT_BROKER_DEPT).unwrap(), Role::Broker),
+    )
+    .unwrap();
+    assert_eq!(
+        broker.id.uri(),
+        "spiffe://gov.example/dept/exchange-office/broker"
+    );
+    let err = issue(
+        &dir,
+        &IssueOptions::new(DeptId::new("civil-affairs").unwrap(), Role::Broker),
+    )
+    .unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, Error::InvalidArgument(_)), "{msg}");
+    assert!(
+        msg.contains("civil-affairs does not run the exchange's broker")
+            && msg.contains("exchange-office")
+            && msg.contains("brokers"),
+        "{msg}"
+    );
+    assert!(!dir.join("civil-affairs-broker.pem").exists());
+
+    // A cluster names its brokers at init.
+    let cluster = temp_dir("brokers-cluster");
+    let names = [
+        DeptId::new("exchange-a").unwrap(),
+        DeptId::new("exchange-b").unwrap(),
+    ];
+    init_with_brokers(&cluster, "gov.example", &names).unwrap();
+    assert_eq!(brokers(&cluster).unwrap(), names);
+    issue(&cluster, &IssueOptions::new(names[1].clone(), Role::Broker)).unwrap();
+    assert!(
+        issue(
+            &cluster,
+            &IssueOptions::new(DeptId::new(DEFAULT_BROKER_DEPT).unwrap(), Role::Broker)
+        )
+        .is_err()
+    );
+    // A CA made before the list existed has the default broker.
+    fs::remove_file(dir.join(BROKERS)).unwrap();
+    assert_eq!(
+        brokers(&dir).unwrap(),
+        [DeptId::new(DEFAULT_BROKER_DEPT).unwrap()]
+    );
+    fs::remove_dir_all(&dir).unwrap();
+    fs::remove_dir_all(&cluster).unwrap();
 }
 
 #[test]
