@@ -91,6 +91,11 @@ pub struct RawBrokerSection {
     pub event_retention_hours: u64,
     /// At most this many events are kept per resource; older ones are dropped first.
     pub event_retention_max_events: u64,
+    /// Where the keys that seal the event log are kept (one per day, destroyed as retention
+    /// passes them); relative to the config file's directory. Unset: `<data_dir>/event-keys`.
+    /// Put it on another volume (or tmpfs) so that a copy of the data directory reveals nothing.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub event_keys_dir: Option<String>,
 }
 
 impl Default for RawBrokerSection {
@@ -121,6 +126,7 @@ impl Default for RawBrokerSection {
             shutdown_grace_seconds: 10,
             event_retention_hours: 24 * 7,
             event_retention_max_events: 1_000_000,
+            event_keys_dir: None,
         }
     }
 }
@@ -156,6 +162,8 @@ pub struct BrokerConfig {
     pub max_in_flight: usize,
     pub shutdown_grace: Duration,
     pub event_retention: crate::events::Retention,
+    /// Where the event log's sealing keys are kept.
+    pub event_keys_dir: PathBuf,
     pub tls: huitong_tls::TlsFiles,
     pub adapters: Vec<AdapterEndpoint>,
 }
@@ -253,6 +261,15 @@ impl BrokerConfig {
         if b.data_dir.trim().is_empty() {
             return Err((key("data_dir"), "must name a directory".into()));
         }
+        if b.event_keys_dir
+            .as_ref()
+            .is_some_and(|d| d.trim().is_empty())
+        {
+            return Err((
+                key("event_keys_dir"),
+                "must name a directory, or be left out for <data_dir>/event-keys".into(),
+            ));
+        }
         let tls = raw.tls.as_ref().ok_or_else(|| {
             (
                 "tls".to_owned(),
@@ -319,6 +336,10 @@ impl BrokerConfig {
             event_retention: crate::events::Retention {
                 max_age: Duration::from_secs(b.event_retention_hours.saturating_mul(3600)),
                 max_events: b.event_retention_max_events,
+            },
+            event_keys_dir: match &b.event_keys_dir {
+                Some(d) => base.join(d),
+                None => base.join(&b.data_dir).join(crate::events::KEYS_DIR),
             },
             tls,
             adapters,
