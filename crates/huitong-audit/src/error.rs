@@ -86,6 +86,11 @@ pub enum Error {
     #[error("the subject key of {period} was destroyed; accesses in that period cannot be linked")]
     SubjectKeyDestroyed { period: String },
 
+    /// A sealed value (see [`crate::seal`]) that is not one, was altered, or was moved from the
+    /// place it was sealed for.
+    #[error("a sealed value does not open: {0}")]
+    Unsealable(String),
+
     /// The sled secondary index failed. It can be deleted and rebuilt from the log.
     #[error("the audit index: {action}: {source}")]
     Index {

@@ -5,9 +5,11 @@
 pub mod bundle;
 pub mod error;
 pub mod index;
+pub mod keys;
 pub mod merkle;
 pub mod note;
 pub mod record;
+pub mod seal;
 pub mod store;
 pub mod subject;
 

@@ -12,19 +12,12 @@
 //! gone. Destroyed periods are remembered in `subject-keys/destroyed.txt` so that reports can
 //! say which periods are unlinkable, and so that a destroyed key is never silently recreated.
 
-use std::collections::{BTreeSet, HashMap};
-use std::fs::{self, DirBuilder, OpenOptions};
-use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
-use std::path::{Path, PathBuf};
-use std::sync::{Mutex, PoisonError};
+use std::path::Path;
 
 use ring::hmac;
-use ring::rand::{SecureRandom, SystemRandom};
-use tracing::{info, warn};
 
 use crate::error::Error;
-use crate::store::{sync_dir, write_atomically};
+use crate::keys::{KEY_LEN, KeyKind, Lookup, PeriodKeys};
 
 #[cfg(test)]
 mod tests;
@@ -32,9 +25,7 @@ mod tests;
 /// The directory of subject keys, under the log directory.
 pub const SUBJECT_KEYS_DIR: &str = "subject-keys";
 /// The list of destroyed periods, one per line, in the subject-key directory.
-pub const DESTROYED_FILE: &str = "destroyed.txt";
-
-const KEY_LEN: usize = 32;
+pub use crate::keys::DESTROYED_FILE;
 /// Separates `field=value` pairs in a normalised key: the ASCII unit separator, which no field
 /// name or key value contains (see [`normalise_key`]).
 const UNIT_SEPARATOR: char = '\u{1f}';
@@ -100,65 +91,24 @@ fn check_period(period: &str) -> Result<(), Error> {
 }
 
 /// The subject keys of one log directory.
+#[derive(Debug)]
 pub struct SubjectKeys {
-    dir: PathBuf,
-    rng: SystemRandom,
-    /// Keys loaded so far and the destroyed periods. One lock for both, so that a key cannot be
-    /// loaded or created while its period is being destroyed.
-    state: Mutex<State>,
+    keys: PeriodKeys<hmac::Key>,
 }
 
-struct State {
-    keys: HashMap<String, hmac::Key>,
-    destroyed: BTreeSet<String>,
-}
-
-impl std::fmt::Debug for SubjectKeys {
-    // Keys never reach logs.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SubjectKeys")
-            .field("dir", &self.dir)
-            .finish_non_exhaustive()
-    }
-}
+const SUBJECT_KEY: KeyKind<hmac::Key> = KeyKind {
+    what: "subject key",
+    format: "YYYY-MM",
+    check: check_period,
+    make: |bytes: &[u8; KEY_LEN]| Ok(hmac::Key::new(hmac::HMAC_SHA256, bytes)),
+};
 
 impl SubjectKeys {
     /// Opens (creating if needed, mode 0700) `dir/subject-keys`. Keys are read or created when
     /// first used. Blocking.
     pub fn open(dir: &Path) -> Result<SubjectKeys, Error> {
-        let keys_dir = dir.join(SUBJECT_KEYS_DIR);
-        DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&keys_dir)
-            .map_err(Error::io("create directory", &keys_dir))?;
-        let list = keys_dir.join(DESTROYED_FILE);
-        let mut destroyed = BTreeSet::new();
-        match fs::read_to_string(&list) {
-            Ok(text) => {
-                for (i, line) in text.lines().enumerate() {
-                    let period = line.trim();
-                    if period.is_empty() {
-                        continue;
-                    }
-                    check_period(period).map_err(|_| Error::Corrupt {
-                        path: list.clone(),
-                        offset: 0,
-                        problem: format!("line {} is {period:?}, not a YYYY-MM period", i + 1),
-                    })?;
-                    destroyed.insert(period.to_owned());
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::io("read", &list)(e)),
-        }
         Ok(SubjectKeys {
-            dir: keys_dir,
-            rng: SystemRandom::new(),
-            state: Mutex::new(State {
-                keys: HashMap::new(),
-                destroyed,
-            }),
+            keys: PeriodKeys::open(dir.join(SUBJECT_KEYS_DIR), SUBJECT_KEY)?,
         })
     }
 
@@ -187,97 +137,24 @@ impl SubjectKeys {
     ///
     /// [`Error::SubjectKeyDestroyed`] for a destroyed period: its key is never recreated.
     pub fn subject(&self, period: &str, normalised_key: &str) -> Result<[u8; 32], Error> {
-        check_period(period)?;
-        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        if state.destroyed.contains(period) {
-            return Err(Error::SubjectKeyDestroyed {
-                period: period.to_owned(),
-            });
-        }
-        if !state.keys.contains_key(period) {
-            let key = self.load_or_create(period)?;
-            state.keys.insert(period.to_owned(), key);
-        }
-        let key = state.keys.get(period).ok_or_else(|| {
-            Error::Key(format!("the subject key of {period} vanished while in use"))
-        })?;
-        let tag = hmac::sign(key, normalised_key.as_bytes());
+        let key = match self.keys.get_or_create(period)? {
+            Lookup::Key(k) => k,
+            Lookup::Destroyed | Lookup::Missing => {
+                return Err(Error::SubjectKeyDestroyed {
+                    period: period.to_owned(),
+                });
+            }
+        };
+        let tag = hmac::sign(&key, normalised_key.as_bytes());
         let mut out = [0u8; 32];
         // HMAC-SHA-256 tags are 32 bytes.
         out.copy_from_slice(tag.as_ref());
         Ok(out)
     }
 
-    fn key_path(&self, period: &str) -> PathBuf {
-        self.dir.join(format!("{period}.key"))
-    }
-
-    fn load_or_create(&self, period: &str) -> Result<hmac::Key, Error> {
-        let path = self.key_path(period);
-        match fs::read(&path) {
-            Ok(bytes) => return key_from_bytes(&path, &bytes),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::io("read", &path)(e)),
-        }
-        let mut bytes = [0u8; KEY_LEN];
-        self.rng
-            .fill(&mut bytes)
-            .map_err(|_| Error::Key("the system random number generator failed".into()))?;
-        // Written under a temporary name and linked into place: the link fails if another
-        // process created the key meanwhile, and then that key is the one to use (two keys
-        // for one period would split its subjects).
-        let tmp = self.dir.join(format!("{period}.key.tmp"));
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(Error::io("create", &tmp))?;
-        f.write_all(&bytes).map_err(Error::io("write", &tmp))?;
-        f.sync_all().map_err(Error::io("fsync", &tmp))?;
-        drop(f);
-        let linked = fs::hard_link(&tmp, &path);
-        let _ = fs::remove_file(&tmp);
-        match linked {
-            Ok(()) => {
-                sync_dir(&self.dir)?;
-                info!(period, "created a subject key");
-                Ok(hmac::Key::new(hmac::HMAC_SHA256, &bytes))
-            }
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                let existing = fs::read(&path).map_err(Error::io("read", &path))?;
-                key_from_bytes(&path, &existing)
-            }
-            Err(e) => Err(Error::io("link into place", &path)(e)),
-        }
-    }
-
     /// Periods that have a key, oldest first.
     pub fn periods(&self) -> Vec<String> {
-        match self.periods_on_disk() {
-            Ok(p) => p,
-            Err(e) => {
-                warn!(error = %e, "listing subject keys failed");
-                Vec::new()
-            }
-        }
-    }
-
-    fn periods_on_disk(&self) -> Result<Vec<String>, Error> {
-        let mut out = Vec::new();
-        for entry in fs::read_dir(&self.dir).map_err(Error::io("list", &self.dir))? {
-            let entry = entry.map_err(Error::io("list", &self.dir))?;
-            let name = entry.file_name();
-            let Some(period) = name.to_str().and_then(|n| n.strip_suffix(".key")) else {
-                continue;
-            };
-            if check_period(period).is_ok() {
-                out.push(period.to_owned());
-            }
-        }
-        out.sort();
-        Ok(out)
+        self.keys.periods()
     }
 
     /// Destroys the keys of every period before `period` (retention): the destruction is first
@@ -288,64 +165,11 @@ impl SubjectKeys {
     /// no longer be linked to a person. Overwriting is best effort on copy-on-write file systems
     /// and SSDs, and backups hold their own copies: retention must cover them too.
     pub fn destroy_before(&self, period: &str) -> Result<Vec<String>, Error> {
-        check_period(period)?;
-        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        let doomed: Vec<String> = self
-            .periods_on_disk()?
-            .into_iter()
-            .filter(|p| p.as_str() < period)
-            .collect();
-        if doomed.is_empty() {
-            return Ok(doomed);
-        }
-        // Recorded before the files go: after a crash in between, the key is still refused (a
-        // destroyed period is never used again) and the next call finishes the removal.
-        let mut destroyed = state.destroyed.clone();
-        destroyed.extend(doomed.iter().cloned());
-        let text: String = destroyed.iter().map(|p| format!("{p}\n")).collect();
-        write_atomically(&self.dir, DESTROYED_FILE, text.as_bytes(), 0o600)?;
-        state.destroyed = destroyed;
-        for p in &doomed {
-            state.keys.remove(p);
-            let path = self.key_path(p);
-            // Overwritten in place (not truncated first, which would free the old blocks
-            // with the key still in them), synced, then unlinked.
-            let f = OpenOptions::new()
-                .write(true)
-                .open(&path)
-                .map_err(Error::io("open", &path))?;
-            let len = f.metadata().map_err(Error::io("stat", &path))?.len();
-            let zeros = vec![0u8; usize::try_from(len).unwrap_or(KEY_LEN).max(KEY_LEN)];
-            f.write_all_at(&zeros, 0)
-                .map_err(Error::io("overwrite", &path))?;
-            f.sync_all().map_err(Error::io("fsync", &path))?;
-            drop(f);
-            fs::remove_file(&path).map_err(Error::io("remove", &path))?;
-        }
-        sync_dir(&self.dir)?;
-        info!(periods = ?doomed, "destroyed subject keys");
-        Ok(doomed)
+        self.keys.destroy_before(period)
     }
 
     /// Periods whose keys were destroyed, oldest first: their accesses cannot be linked.
     pub fn destroyed(&self) -> Vec<String> {
-        self.state
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .destroyed
-            .iter()
-            .cloned()
-            .collect()
+        self.keys.destroyed()
     }
-}
-
-fn key_from_bytes(path: &Path, bytes: &[u8]) -> Result<hmac::Key, Error> {
-    if bytes.len() != KEY_LEN {
-        return Err(Error::Key(format!(
-            "{} holds {} bytes, not a {KEY_LEN}-byte subject key",
-            path.display(),
-            bytes.len()
-        )));
-    }
-    Ok(hmac::Key::new(hmac::HMAC_SHA256, bytes))
 }

@@ -1,6 +1,7 @@
 //! Following the providers' change streams (`Adapter.WatchChanges`): every change a department
-//! reports is stored in the event log for subscribers, and drops the cached copy of the changed
-//! record at once, not when its age runs out.
+//! reports drops the cached copy of the changed record at once, not when its age runs out, and
+//! is stored in the event log for subscribers, cut down to what the grants in force could
+//! release to one (see [`minimise_for_subscribers`]).
 //!
 //! One stream per resource, resumed after a break (and after a broker restart) from the cursor
 //! stored with the last event kept, so a change made while the stream was down is still seen.
@@ -9,9 +10,9 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
-use huitong_core::ResourceId;
+use huitong_core::{FieldName, ResourceId};
 use huitong_proto::v1::{ChangeEvent, WatchChangesRequest};
 use tonic::Code;
 use tracing::{debug, info, warn};
@@ -19,6 +20,7 @@ use tracing::{debug, info, warn};
 use crate::cache::{CacheKey, RecordCache};
 use crate::error::ExchangeError;
 use crate::events::EventLog;
+use crate::policy::Policy;
 use crate::providers::{Provider, Providers};
 use crate::resilience::backoff;
 
@@ -35,6 +37,8 @@ const BATCH: usize = 512;
 pub struct Sinks {
     pub events: Arc<EventLog>,
     pub cache: Option<Arc<RecordCache<ExchangeError>>>,
+    /// Decides what of each change is kept.
+    pub policy: Arc<Policy>,
 }
 
 /// Keeps one change-stream follower running per catalogued resource.
@@ -172,6 +176,12 @@ async fn store(
         .map(|e| e.cursor.clone())
         .unwrap_or_default();
     let keys: Vec<_> = batch.iter().map(|e| e.key.clone()).collect();
+    let releasable = match providers.catalogue().get(resource).ok() {
+        Some(spec) => sinks.policy.releasable_fields(spec, SystemTime::now()),
+        // Not (or no longer) catalogued: nobody can subscribe to it.
+        None => Vec::new(),
+    };
+    let batch = minimise_for_subscribers(batch, &releasable);
     if let Err(e) = sinks.events.append(resource, batch, &cursor).await {
         warn!(%resource, error = %e, "cannot store changes; the stream is resumed from the last stored one");
         return false;
@@ -187,6 +197,29 @@ async fn store(
         }
     }
     true
+}
+
+/// What the event log keeps of a batch: for each change, the key that identifies the record
+/// (needed to record each delivery's subject) and only the `releasable` fields of the record;
+/// nothing at all when no field is releasable, since then nobody may subscribe (the cursor is
+/// still stored, so the stream resumes where it was). Run on every batch against the grants in
+/// force, so a grant approved, revoked or expiring, or a policy reload, changes what is kept
+/// from the next change on; events stored earlier keep what was kept then.
+fn minimise_for_subscribers(
+    mut batch: Vec<ChangeEvent>,
+    releasable: &[FieldName],
+) -> Vec<ChangeEvent> {
+    if releasable.is_empty() {
+        return Vec::new();
+    }
+    for change in &mut batch {
+        if let Some(record) = &mut change.record {
+            record
+                .fields
+                .retain(|name, _| releasable.iter().any(|f| f.as_str() == name));
+        }
+    }
+    batch
 }
 
 /// The adapter no longer holds the changes after our cursor: drop everything of the resource

@@ -97,6 +97,11 @@ pub struct RawBrokerSection {
     pub max_pending_handshakes_per_address: usize,
     /// Connections from one IP address (in handshake or open); more are closed.
     pub max_connections_per_address: usize,
+    /// Where the keys that seal the event log are kept (one per day, destroyed as retention
+    /// passes them); relative to the config file's directory. Unset: `<data_dir>/event-keys`.
+    /// Put it on another volume (or tmpfs) so that a copy of the data directory reveals nothing.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub event_keys_dir: Option<String>,
 }
 
 impl Default for RawBrokerSection {
@@ -131,6 +136,7 @@ impl Default for RawBrokerSection {
             handshake_timeout_ms: limits.handshake_timeout.as_millis() as u64,
             max_pending_handshakes_per_address: limits.pending_handshakes_per_address,
             max_connections_per_address: limits.connections_per_address,
+            event_keys_dir: None,
         }
     }
 }
@@ -168,6 +174,8 @@ pub struct BrokerConfig {
     pub event_retention: crate::events::Retention,
     /// Against floods of idle or slow connections.
     pub connections: huitong_tls::ConnectionLimits,
+    /// Where the event log's sealing keys are kept.
+    pub event_keys_dir: PathBuf,
     pub tls: huitong_tls::TlsFiles,
     pub adapters: Vec<AdapterEndpoint>,
 }
@@ -274,6 +282,15 @@ impl BrokerConfig {
         if b.data_dir.trim().is_empty() {
             return Err((key("data_dir"), "must name a directory".into()));
         }
+        if b.event_keys_dir
+            .as_ref()
+            .is_some_and(|d| d.trim().is_empty())
+        {
+            return Err((
+                key("event_keys_dir"),
+                "must name a directory, or be left out for <data_dir>/event-keys".into(),
+            ));
+        }
         let tls = raw.tls.as_ref().ok_or_else(|| {
             (
                 "tls".to_owned(),
@@ -345,6 +362,10 @@ impl BrokerConfig {
                 handshake_timeout: Duration::from_millis(b.handshake_timeout_ms),
                 pending_handshakes_per_address: b.max_pending_handshakes_per_address,
                 connections_per_address: b.max_connections_per_address,
+            },
+            event_keys_dir: match &b.event_keys_dir {
+                Some(d) => base.join(d),
+                None => base.join(&b.data_dir).join(crate::events::KEYS_DIR),
             },
             tls,
             adapters,

@@ -89,6 +89,16 @@ pub enum ExchangeError {
         after: u64,
         oldest: u64,
     },
+    /// Subscribing to fields the event log does not keep, because no grant could release them
+    /// to anyone (only the provider itself can ask for those).
+    #[error(
+        "the event log keeps no {fields} of {resource}: changes are stored only with fields some grant releases; subscribe to {kept}, or read your own records from your own system"
+    )]
+    FieldsNotKept {
+        resource: ResourceId,
+        fields: String,
+        kept: String,
+    },
     /// Acknowledging a subscription that was never opened.
     #[error(
         "there is no subscription {name:?} of yours to {resource}; open it with Subscribe first"
@@ -127,6 +137,7 @@ impl From<&ExchangeError> for Code {
             ExchangeError::EventsExpired { .. } => Code::OutOfRange,
             ExchangeError::NoSubscription { .. } => Code::NotFound,
             ExchangeError::Unauthenticated(_) => Code::Unauthenticated,
+            ExchangeError::FieldsNotKept { .. } => Code::FailedPrecondition,
             ExchangeError::ProviderRefused { code, .. } => *code,
         }
     }

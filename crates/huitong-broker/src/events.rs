@@ -5,18 +5,42 @@
 //! An event is stored with the provider's cursor in one atomic batch and flushed before it is
 //! offered to subscribers, so after a crash the broker resumes the provider's stream exactly
 //! after the last event it kept: nothing is lost, and nothing a subscriber saw is renumbered.
-//! Events are stored whole and minimised per subscriber on the way out, like cached records.
+//!
+//! What is kept is personal data, so it is kept as little and as briefly as the subscriptions
+//! allow:
+//!
+//! - the caller ([`crate::changes`]) stores only the fields some grant could release to a
+//!   subscriber (`huitong_core::releasable_fields`), plus the record's key; a resource nobody
+//!   may receive anything of has only its cursor stored;
+//! - every event and every provider cursor (a SQL source's cursor holds a key value) is sealed
+//!   (`huitong_audit::seal`: AES-256-GCM under the key of the day it arrived, bound to its
+//!   resource and sequence number), so that retention destroys it by destroying the day's key,
+//!   and a copy of `events.sled` without the key directory reveals nothing;
+//! - an event whose key is gone counts as dropped by retention: a subscriber behind it is told
+//!   to resynchronise (OUT_OF_RANGE), as for any expired event.
+//!
+//! In clear remain the resource names, sequence numbers, arrival times, subscription names and
+//! positions: no record content.
 
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
+use huitong_audit::seal::{EventKeys, Unsealed, sealed_at};
 use huitong_core::{DeptId, ResourceId};
 use huitong_proto::Timestamp;
 use huitong_proto::v1::{ChangeEvent, Event};
 use prost::Message;
 use tokio::sync::watch;
+use tracing::{info, warn};
+
+/// The default key directory's name, under the data directory.
+pub const KEYS_DIR: &str = "event-keys";
+
+/// `meta` key saying the log's values are sealed; absent in logs written before sealing.
+const FORMAT_KEY: &[u8] = b"format";
+const FORMAT_SEALED: &[u8] = b"sealed-v1";
 
 /// What went wrong with the event log.
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +56,14 @@ pub enum EventError {
     Store(#[from] sled::Error),
     #[error("the event log holds an unreadable entry under {key}")]
     Corrupt { key: String },
+    #[error("the event log's keys: {0}")]
+    Keys(#[from] huitong_audit::Error),
+    #[error("rewriting the event log {} without its plain-text events: {source}", path.display())]
+    Migrate {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Retention limits, per resource.
@@ -52,9 +84,9 @@ pub struct Position {
 #[derive(Debug)]
 pub struct EventLog {
     db: sled::Db,
-    /// Events: `e/<resource>\0<seq, 8 bytes big-endian>` → [`Event`] with the whole record.
+    /// Events: `e/<resource>\0<seq, 8 bytes big-endian>` → sealed [`Event`].
     events: sled::Tree,
-    /// `seq/<resource>`, `first/<resource>`, `cursor/<resource>`.
+    /// `seq/<resource>`, `first/<resource>`, `cursor/<resource>` (sealed), `format`.
     meta: sled::Tree,
     /// `<consumer>\0<resource>\0<subscription>` → acknowledged sequence number.
     subscriptions: sled::Tree,
@@ -63,6 +95,7 @@ pub struct EventLog {
     /// Serialises appends to one resource (numbering) and retention.
     write: Mutex<()>,
     retention: Retention,
+    keys: EventKeys,
 }
 
 fn be(n: u64) -> [u8; 8] {
@@ -94,16 +127,40 @@ fn subscription_key(consumer: &DeptId, resource: &ResourceId, name: &str) -> Vec
     format!("{consumer}\0{resource}\0{name}").into_bytes()
 }
 
+/// What an event is sealed to: its resource and number, so it cannot be moved to another.
+fn event_context(resource: &ResourceId, seq: u64) -> Vec<u8> {
+    let mut c = format!("event\0{resource}\0").into_bytes();
+    c.extend_from_slice(&be(seq));
+    c
+}
+
+fn cursor_context(resource: &ResourceId) -> Vec<u8> {
+    format!("cursor\0{resource}").into_bytes()
+}
+
+fn seq_of_key(k: &[u8]) -> u64 {
+    k.len()
+        .checked_sub(8)
+        .and_then(|i| <[u8; 8]>::try_from(&k[i..]).ok())
+        .map_or(0, u64::from_be_bytes)
+}
+
 impl EventLog {
-    /// Opens (or creates) `dir/events.sled`. Blocking.
-    pub fn open(dir: &Path, retention: Retention) -> Result<EventLog, EventError> {
+    /// Opens (or creates) `dir/events.sled`, sealed under the keys in `keys_dir`. A log
+    /// written before events were sealed is rewritten without its events (see
+    /// [`EventLog::migrate`]). Blocking.
+    pub fn open(dir: &Path, retention: Retention, keys_dir: &Path) -> Result<EventLog, EventError> {
         let path = dir.join("events.sled");
-        let db = huitong_audit::open_sled(&path, 8 * 1024 * 1024).map_err(|source| {
-            EventError::Open {
-                path: path.clone(),
-                source,
-            }
-        })?;
+        let keys = EventKeys::open(keys_dir.to_owned())?;
+        let db = Self::open_db(&path)?;
+        let db = if Self::is_plain(&db)? {
+            drop(db);
+            Self::migrate(&path, &keys)?;
+            Self::open_db(&path)?
+        } else {
+            db
+        };
+        db.open_tree("meta")?.insert(FORMAT_KEY, FORMAT_SEALED)?;
         Ok(EventLog {
             events: db.open_tree("events")?,
             meta: db.open_tree("meta")?,
@@ -112,16 +169,100 @@ impl EventLog {
             latest: Mutex::new(HashMap::new()),
             write: Mutex::new(()),
             retention,
+            keys,
         })
+    }
+
+    fn open_db(path: &Path) -> Result<sled::Db, EventError> {
+        huitong_audit::open_sled(path, 8 * 1024 * 1024).map_err(|source| EventError::Open {
+            path: path.to_owned(),
+            source,
+        })
+    }
+
+    /// Whether `db` was written before sealing: it holds something and no format mark.
+    fn is_plain(db: &sled::Db) -> Result<bool, EventError> {
+        let meta = db.open_tree("meta")?;
+        if meta.get(FORMAT_KEY)?.is_some() {
+            return Ok(false);
+        }
+        Ok(!meta.is_empty() || !db.open_tree("events")?.is_empty())
+    }
+
+    /// Rewrites a log from before sealing into a fresh directory: numbering, positions and
+    /// subscriptions are kept, cursors are sealed, and the events, stored whole in plain text,
+    /// are dropped (subscribers behind them are told to resynchronise). A fresh directory
+    /// rather than deletions in place, because sled keeps removed values in its files until it
+    /// reuses the space. Blocking.
+    fn migrate(path: &Path, keys: &EventKeys) -> Result<(), EventError> {
+        let io = |source| EventError::Migrate {
+            path: path.to_owned(),
+            source,
+        };
+        let fresh_path = path.with_extension("sled.sealing");
+        let old_path = path.with_extension("sled.plain");
+        let _ = std::fs::remove_dir_all(&fresh_path);
+        let (dropped, resources) = {
+            let old = Self::open_db(path)?;
+            let fresh = Self::open_db(&fresh_path)?;
+            let (old_meta, new_meta) = (old.open_tree("meta")?, fresh.open_tree("meta")?);
+            let now = huitong_audit::record::micros(SystemTime::now());
+            let mut resources = 0;
+            for item in old_meta.iter() {
+                let (k, v) = item?;
+                if let Some(r) = k.strip_prefix(b"seq/") {
+                    resources += 1;
+                    let mut first = b"first/".to_vec();
+                    first.extend_from_slice(r);
+                    new_meta.insert(first, &be(read_u64(Some(v.clone())) + 1))?;
+                    new_meta.insert(&k, v)?;
+                } else if let Some(r) = k.strip_prefix(b"cursor/") {
+                    let resource = std::str::from_utf8(r)
+                        .ok()
+                        .and_then(|r| ResourceId::parse(r).ok());
+                    if let Some(resource) = resource {
+                        new_meta.insert(&k, keys.seal(now, &cursor_context(&resource), &v)?)?;
+                    }
+                }
+            }
+            let subscriptions = fresh.open_tree("subscriptions")?;
+            for item in old.open_tree("subscriptions")?.iter() {
+                let (k, v) = item?;
+                subscriptions.insert(k, v)?;
+            }
+            new_meta.insert(FORMAT_KEY, FORMAT_SEALED)?;
+            fresh.flush()?;
+            (old.open_tree("events")?.len(), resources)
+        };
+        std::fs::rename(path, &old_path).map_err(io)?;
+        std::fs::rename(&fresh_path, path).map_err(io)?;
+        std::fs::remove_dir_all(&old_path).map_err(io)?;
+        warn!(
+            path = %path.display(),
+            dropped,
+            resources,
+            "the event log held events in plain text (written before events were sealed); they were dropped and the log rewritten; subscribers behind them are told to resynchronise. Copies of the old files (backups) still hold them"
+        );
+        Ok(())
     }
 
     /// The provider stream's cursor to resume from; empty when there is none.
     pub fn cursor(&self, resource: &ResourceId) -> Result<String, EventError> {
-        Ok(self
-            .meta
-            .get(meta_key("cursor", resource))?
-            .map(|v| String::from_utf8_lossy(&v).into_owned())
-            .unwrap_or_default())
+        let Some(v) = self.meta.get(meta_key("cursor", resource))? else {
+            return Ok(String::new());
+        };
+        match self.keys.open_sealed(&v, &cursor_context(resource)) {
+            Ok(Unsealed::Plain(c)) => Ok(String::from_utf8_lossy(&c).into_owned()),
+            Ok(Unsealed::KeyGone { period }) => {
+                // Not written for longer than retention: start again from what the provider
+                // retains, as after a cursor it no longer knows.
+                info!(%resource, period, "the change cursor's key is gone; following the provider from its oldest retained change");
+                Ok(String::new())
+            }
+            Err(_) => Err(EventError::Corrupt {
+                key: String::from_utf8_lossy(&meta_key("cursor", resource)).into_owned(),
+            }),
+        }
     }
 
     /// Forgets the provider stream's cursor: the provider no longer holds what follows it.
@@ -153,7 +294,9 @@ impl EventLog {
         let last = {
             let _write = self.write.lock().unwrap_or_else(|p| p.into_inner());
             let mut seq = self.latest(resource)?;
-            let received_at = Some(Timestamp::from(SystemTime::now()));
+            let now = SystemTime::now();
+            let micros = huitong_audit::record::micros(now);
+            let received_at = Some(Timestamp::from(now));
             let mut events = sled::Batch::default();
             for change in changes {
                 seq += 1;
@@ -166,12 +309,20 @@ impl EventLog {
                     deleted,
                     received_at,
                 };
-                events.insert(event_key(resource, seq), event.encode_to_vec());
+                let sealed = self.keys.seal(
+                    micros,
+                    &event_context(resource, seq),
+                    &event.encode_to_vec(),
+                )?;
+                events.insert(event_key(resource, seq), sealed);
             }
             let mut meta = sled::Batch::default();
             meta.insert(meta_key("seq", resource), &be(seq));
             if !cursor.is_empty() {
-                meta.insert(meta_key("cursor", resource), cursor.as_bytes());
+                let sealed =
+                    self.keys
+                        .seal(micros, &cursor_context(resource), cursor.as_bytes())?;
+                meta.insert(meta_key("cursor", resource), sealed);
             }
             // Events first, then the position that claims them: a crash between the two leaves
             // events that will be fetched and numbered again, never a position past a gap.
@@ -187,7 +338,9 @@ impl EventLog {
         Ok(last)
     }
 
-    /// Up to `limit` events of `resource` after `after`, in order.
+    /// Up to `limit` events of `resource` after `after`, in order. Events whose key is gone
+    /// are dropped as retention would have (with every older one), so the answer then starts
+    /// after a gap, which the caller reports like any expiry.
     pub fn read(
         &self,
         resource: &ResourceId,
@@ -198,12 +351,31 @@ impl EventLog {
         let mut end = event_prefix(resource);
         end.extend_from_slice(&be(u64::MAX));
         let mut out = Vec::with_capacity(limit.min(256));
+        let mut gone_through = None;
         for item in self.events.range(start..=end).take(limit) {
             let (k, v) = item?;
-            let event = Event::decode(v.as_ref()).map_err(|_| EventError::Corrupt {
+            let corrupt = || EventError::Corrupt {
                 key: String::from_utf8_lossy(&k).into_owned(),
-            })?;
-            out.push(event);
+            };
+            let seq = seq_of_key(&k);
+            match self
+                .keys
+                .open_sealed(&v, &event_context(resource, seq))
+                .map_err(|_| corrupt())?
+            {
+                Unsealed::Plain(plain) => {
+                    out.push(Event::decode(plain.as_slice()).map_err(|_| corrupt())?);
+                }
+                Unsealed::KeyGone { .. } => {
+                    out.clear();
+                    gone_through = Some(seq);
+                }
+            }
+        }
+        if let Some(seq) = gone_through {
+            let _write = self.write.lock().unwrap_or_else(|p| p.into_inner());
+            let dropped = self.drop_before(resource, seq + 1)?;
+            info!(%resource, through = seq, dropped, "events whose key is gone were dropped");
         }
         Ok(out)
     }
@@ -319,7 +491,9 @@ impl EventLog {
                     .and_then(|r| ResourceId::parse(r).ok())
             })
             .collect();
-        let oldest_kept = now.checked_sub(retention.max_age).map(Timestamp::from);
+        let oldest_kept = now
+            .checked_sub(retention.max_age)
+            .map(huitong_audit::record::micros);
         let mut dropped = 0;
         for resource in resources {
             let _write = self.write.lock().unwrap_or_else(|p| p.into_inner());
@@ -331,11 +505,10 @@ impl EventLog {
             while first <= latest {
                 let key = event_key(&resource, first);
                 let too_many = first < by_count;
-                let too_old = match (&oldest_kept, self.events.get(&key)?) {
-                    (Some(limit), Some(v)) => Event::decode(v.as_ref())
-                        .ok()
-                        .and_then(|e| e.received_at)
-                        .is_some_and(|t| (t.seconds, t.nanos) < (limit.seconds, limit.nanos)),
+                // The arrival time is readable without the key; a value that is not even a
+                // sealed value is dropped as well.
+                let too_old = match (oldest_kept, self.events.get(&key)?) {
+                    (Some(limit), Some(v)) => sealed_at(&v).ok().is_none_or(|t| t < limit),
                     _ => false,
                 };
                 if !(too_many || too_old) {
@@ -347,7 +520,21 @@ impl EventLog {
             }
             self.meta.insert(meta_key("first", &resource), &be(first))?;
         }
+        // Then the keys of the days wholly before the oldest time kept: whatever they sealed
+        // (copies in sled's free space, in backups) is gone with them. A cursor not rewritten
+        // since is gone too, and the provider is followed again from what it retains.
+        if let Some(limit) = oldest_kept {
+            let days = self.keys.destroy_before(limit)?;
+            if !days.is_empty() {
+                info!(days = ?days, "event keys destroyed under the retention policy");
+            }
+        }
         Ok(dropped)
+    }
+
+    /// The key store (for tests and tools).
+    pub fn keys(&self) -> &EventKeys {
+        &self.keys
     }
 }
 

@@ -223,6 +223,21 @@ impl Policy {
         huitong_core::decide(spec, consumer, fields, purpose, held, now)
     }
 
+    /// The fields of `spec` that any department other than its provider may receive now
+    /// (`huitong_core::releasable_fields` over every grant in force): all the event log keeps
+    /// of a change besides its key.
+    pub fn releasable_fields(&self, spec: &ResourceSpec, now: SystemTime) -> Vec<FieldName> {
+        let grants = self.snapshot();
+        huitong_core::releasable_fields(
+            spec,
+            grants
+                .iter()
+                .filter(|((_, r), _)| r == spec.id())
+                .flat_map(|(_, list)| list.iter()),
+            now,
+        )
+    }
+
     /// Files an access request from `consumer`, checked against the catalogue entry `spec`.
     pub async fn file_request(
         self: &Arc<Self>,

@@ -57,7 +57,11 @@ impl Broker {
         let providers = Arc::new(Providers::new(&config)?);
         let origin = format!("{}/huitong/exchange-log", tls.id().trust_domain);
         let log = Arc::new(ExchangeLog::open(&config.data_dir, &origin)?);
-        let events = Arc::new(EventLog::open(&config.data_dir, config.event_retention)?);
+        let events = Arc::new(EventLog::open(
+            &config.data_dir,
+            config.event_retention,
+            &config.event_keys_dir,
+        )?);
         let metrics_listener = match config.metrics_listen {
             None => None,
             Some(addr) => {
@@ -206,6 +210,7 @@ async fn serve_ready(
         crate::changes::Sinks {
             events: Arc::clone(&events),
             cache: cache.clone(),
+            policy: Arc::clone(&policy),
         },
     )));
     watchers.push(tokio::spawn(crate::events::upkeep(

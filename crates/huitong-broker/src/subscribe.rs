@@ -140,9 +140,26 @@ fn open(
     let spec = catalogue.get(&resource)?;
     spec.check_shared()?;
     let fields = spec.check_requested_fields(raw.fields.iter().map(String::as_str))?;
-    let decision = svc
-        .policy
-        .decide(spec, consumer, &fields, &purpose, SystemTime::now())?;
+    let now = SystemTime::now();
+    let decision = svc.policy.decide(spec, consumer, &fields, &purpose, now)?;
+    // A grant's fields are always kept; this refuses only what no grant releases, which only
+    // the provider may ask for (and would silently never receive).
+    let kept = svc.policy.releasable_fields(spec, now);
+    let not_kept: Vec<&FieldName> = fields.iter().filter(|f| !kept.contains(f)).collect();
+    if !not_kept.is_empty() {
+        let list = |f: &mut dyn Iterator<Item = &FieldName>| {
+            f.map(ToString::to_string).collect::<Vec<_>>().join(", ")
+        };
+        return Err(ExchangeError::FieldsNotKept {
+            resource,
+            fields: list(&mut not_kept.into_iter()),
+            kept: if kept.is_empty() {
+                "nothing (no grant for it is in force)".into()
+            } else {
+                list(&mut kept.iter())
+            },
+        });
+    }
     Ok(Opened {
         consumer: consumer.clone(),
         resource,

@@ -1049,5 +1049,35 @@ pub fn decide<'g>(
     Err(refusal.into())
 }
 
+/// The fields of `spec`'s resource that some department other than its provider may receive
+/// at `now`: for an open resource its public and internal fields, which need no grant, and
+/// the fields of every active grant for the resource (`grants` may include other resources'
+/// grants; they are skipped). None for a not-shared resource. In catalogue order.
+///
+/// This bounds what the broker keeps of a change for subscribers: a field outside it cannot be
+/// delivered to anyone, so it is not stored. (The provider may read its own resource whole,
+/// but it holds the records already.)
+pub fn releasable_fields<'g>(
+    spec: &ResourceSpec,
+    grants: impl IntoIterator<Item = &'g Grant>,
+    now: SystemTime,
+) -> Vec<FieldName> {
+    if spec.check_shared().is_err() {
+        return Vec::new();
+    }
+    let active: Vec<&Grant> = grants
+        .into_iter()
+        .filter(|g| &g.resource == spec.id() && g.is_active(now))
+        .collect();
+    spec.fields()
+        .iter()
+        .filter(|f| {
+            (spec.sharing_class == SharingClass::Open && !is_personal(f.sensitivity))
+                || active.iter().any(|g| g.allows_field(&f.name))
+        })
+        .map(|f| f.name.clone())
+        .collect()
+}
+
 #[cfg(test)]
 mod tests;

@@ -1348,3 +1348,57 @@ fn error_kinds() {
         assert_eq!(e.kind(), kind, "{e}");
     }
 }
+
+#[test]
+fn releasable_fields_are_the_union_of_active_grants_and_for_open_resources_the_unguarded_fields() {
+    let reg = register();
+    // Nobody may receive anything of a conditional resource without a grant.
+    assert!(releasable_fields(&reg, &[], t0()).is_empty());
+    let a = grant("G-1", &reg, &["name", "birth_date"]);
+    let mut b = Grant::new(grant_parts(
+        "G-2",
+        dept("health"),
+        &reg,
+        &["address", "name"],
+    ))
+    .unwrap();
+    let other = grant("G-3", &licences(), &["legal_rep_name"]);
+    let all = [a.clone(), b.clone(), other.clone()];
+    // In catalogue order, each field once, other resources' grants left out.
+    assert_eq!(
+        releasable_fields(&reg, &all, t0()),
+        fields(&["name", "birth_date", "address"])
+    );
+    // Expired and revoked grants release nothing.
+    assert_eq!(
+        releasable_fields(&reg, &all, t0() + days(400)),
+        Vec::<FieldName>::new()
+    );
+    b.revoke(&dept("health"), t0(), "done").unwrap();
+    assert_eq!(
+        releasable_fields(&reg, &[a, b, other.clone()], t0()),
+        fields(&["name", "birth_date"])
+    );
+    // An open resource: public and internal fields for anyone, personal ones by grant only.
+    assert_eq!(
+        releasable_fields(&licences(), &[], t0()),
+        fields(&["credit_code", "company_name", "inspection_notes"])
+    );
+    assert_eq!(
+        releasable_fields(&licences(), &[other], t0()),
+        fields(&[
+            "credit_code",
+            "company_name",
+            "inspection_notes",
+            "legal_rep_name"
+        ])
+    );
+    // A not-shared resource: nothing, whatever grants say.
+    let closed = spec(
+        "public-security/criminal-records",
+        SharingClass::NotShared,
+        &[("id_number", FieldType::String, Sensitivity::Personal)],
+    );
+    let g = Grant::new(grant_parts("G-9", civil(), &closed, &["id_number"])).unwrap();
+    assert!(releasable_fields(&closed, &[g], t0()).is_empty());
+}

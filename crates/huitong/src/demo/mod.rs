@@ -26,6 +26,10 @@ pub struct Args {
     /// part as its own process.
     #[arg(long, value_name = "DIR", conflicts_with = "serve")]
     init: Option<PathBuf>,
+    /// Run the walkthrough in DIR instead of a temporary directory, and keep DIR afterwards, to
+    /// look at what each part stored (the broker's data directory is DIR/broker-data).
+    #[arg(long, value_name = "DIR", conflicts_with = "init")]
+    dir: Option<PathBuf>,
     /// Residents in the synthetic household register (at least 500).
     #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u32).range(500..=1_000_000))]
     persons: u32,
@@ -69,10 +73,20 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
 
-    let dir = std::env::temp_dir().join(format!("huitong-demo-{}", std::process::id()));
+    let (dir, keep) = match &args.dir {
+        Some(d) => (d.clone(), true),
+        None => (
+            std::env::temp_dir().join(format!("huitong-demo-{}", std::process::id())),
+            false,
+        ),
+    };
     let written = catalogue::write_exchange(&dir, &data)?;
     let result = run_exchange(&args, &data, &written, started).await;
-    let _ = std::fs::remove_dir_all(&dir);
+    if keep {
+        println!("The exchange's files are kept in {}.", dir.display());
+    } else {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
     result
 }
 
