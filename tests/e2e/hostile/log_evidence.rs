@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use huitong_audit::{bundle, merkle};
 use huitong_client::{Audit, Receipt};
-use huitong_tests::{Exchange, Role, TempDir, huitong_bin, marriage_check, required};
+use huitong_tests::{Exchange, Role, huitong_bin, marriage_check, required};
 
 /// The broker's data directory in an [`Exchange`].
 fn data_dir(ex: &Exchange) -> PathBuf {
@@ -96,7 +96,7 @@ async fn wait_for_checkpoint(ex: &Exchange, size: u64) -> String {
     let mut audit = auditor(ex).await;
     loop {
         let cp = audit.checkpoint().await.unwrap();
-        if cp.size >= size {
+        if cp.tree_size >= size {
             return cp.verifier_key;
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
