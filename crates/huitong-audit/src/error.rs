@@ -51,6 +51,20 @@ pub enum Error {
         log_root: String,
     },
 
+    /// The log failed its checks on open: an entry that was acknowledged or signed is damaged,
+    /// changed or missing. Nothing on disk was changed, so the evidence is as it was found.
+    #[error(
+        "the exchange log in {} failed its checks: {damage}. Nothing on disk was changed. \
+         Investigate read-only with `huitong audit verify <data_dir> --log-key <the log's \
+         verifier key>`; to recover, restore the data directory from a backup (docs/operations.md, \
+         \"Back up and restore\") and keep this copy as evidence",
+        dir.display()
+    )]
+    Damaged {
+        dir: std::path::PathBuf,
+        damage: Damage,
+    },
+
     /// An index, size or range beyond the durable log.
     #[error("{what} is out of range: the log holds {size} entries")]
     OutOfRange { what: String, size: u64 },
@@ -113,7 +127,100 @@ pub enum Error {
     Note(#[from] NoteError),
 }
 
+/// What [`Error::Damaged`] found: the first bad entry and what differs.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Damage {
+    /// The entry's frame does not check out (CRC mismatch, impossible or overlong length),
+    /// although `witness` shows it was durable: damage, not a torn write.
+    #[error(
+        "entry {entry} (the frame at byte {offset} of entries.log): {problem}; {witness}, so this is damage to a logged entry, not a torn write"
+    )]
+    Frame {
+        entry: u64,
+        offset: u64,
+        problem: String,
+        witness: Witness,
+    },
+    /// `entries.log` ends before entry `entry`, which `witness` shows was durable.
+    #[error(
+        "entries from {entry} on are missing: entries.log ends at byte {offset}, but {witness}"
+    )]
+    Missing {
+        entry: u64,
+        offset: u64,
+        witness: Witness,
+    },
+    /// The entry's frame is whole and its CRC matches, but its leaf hash is not the one
+    /// `index.bin` recorded when the entry was written: its bytes were rewritten, CRC and all.
+    #[error(
+        "entry {entry} (the frame at byte {offset} of entries.log): its leaf hash is {recomputed}, but index.bin recorded {stored} when it was written; its CRC matches its bytes, so they were rewritten rather than damaged"
+    )]
+    LeafHashDiffers {
+        entry: u64,
+        offset: u64,
+        stored: String,
+        recomputed: String,
+    },
+    /// The entry's leaf hash agrees with `index.bin`, but not where its frame is.
+    #[error(
+        "entry {entry}: index.bin records its frame at byte {stored} of entries.log, but it is at byte {offset}: entries before it were changed in length, added or removed"
+    )]
+    OffsetDiffers {
+        entry: u64,
+        offset: u64,
+        stored: u64,
+    },
+    /// The first `size` entries do not hash to the signed root. `index.bin` agrees with them, so
+    /// it was rewritten too and cannot tell which entry changed.
+    #[error(
+        "the first {size} entries, which the checkpoint signs, hash to root {root}, not to the signed root {signed_root}: at least one of them was changed, and index.bin was rewritten to match, so it cannot tell which; compare the leaf hashes with a backup or an export bundle"
+    )]
+    RootDiffers {
+        size: u64,
+        signed_root: String,
+        root: String,
+    },
+}
+
+impl Damage {
+    /// The first entry found bad, when one can be named.
+    pub fn entry(&self) -> Option<u64> {
+        match self {
+            Damage::Frame { entry, .. }
+            | Damage::Missing { entry, .. }
+            | Damage::LeafHashDiffers { entry, .. }
+            | Damage::OffsetDiffers { entry, .. } => Some(*entry),
+            Damage::RootDiffers { .. } => None,
+        }
+    }
+}
+
+/// What shows that an entry was durable (and so cannot be a torn write).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Witness {
+    /// `index.bin` holds `records` records; each is written only after its frame was synced.
+    #[error("index.bin records {records} entries, written only after their frames were synced")]
+    Index { records: u64 },
+    /// The signed checkpoint covers `size` entries.
+    #[error("the signed checkpoint covers {size} entries")]
+    Checkpoint { size: u64 },
+}
+
 impl Error {
+    /// Whether this is the disk being full (ENOSPC, or a quota): an exchange refused for it can
+    /// be retried once space is freed, without a restart.
+    pub fn is_disk_full(&self) -> bool {
+        let io = match self {
+            Error::Io { source, .. } => source,
+            _ => return false,
+        };
+        matches!(
+            io.kind(),
+            std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+        )
+    }
+
     /// An [`Error::Io`] for `path`, for use with `map_err`.
     pub(crate) fn io<'a>(
         action: &'static str,

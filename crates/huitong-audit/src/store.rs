@@ -6,7 +6,8 @@
 //!   payload][payload]`, where the payload is the entry's leaf data (the broker stores the
 //!   protobuf encoding of an `ExchangeRecord`; this module stores bytes and does not look inside).
 //! - `index.bin`: 40 bytes per entry, its leaf hash and the byte offset of its frame (`u64` LE).
-//!   Derived from `entries.log` and rebuilt from it on start-up wherever it is missing or wrong;
+//!   Derived from `entries.log` and recomputed from it on start-up wherever it is missing (a
+//!   record that disagrees is evidence that an entry changed, and is refused, not rewritten);
 //!   it makes reads and proofs cost one positioned read per entry (or per 256-leaf tile) instead
 //!   of a scan.
 //! - `checkpoint`: the latest signed checkpoint (a C2SP signed note), replaced atomically.
@@ -29,16 +30,13 @@
 //!
 //! # Recovery on open
 //!
-//! A crash can leave, after the last synced frame, a partial or garbled frame from a batch that
-//! was being written (none of whose appends were acknowledged). Start-up first syncs
-//! `entries.log` (a killed process may have left written but unsynced frames in the page
-//! cache, which would otherwise be taken as entries without being durable), scans it,
-//! stops at the first frame that does not check out, rewrites `index.bin` records that are
-//! missing or wrong, rebuilds the Merkle tree, checks it against the stored checkpoint, and only
-//! then cuts the torn tail. A log that contradicts its signed checkpoint is refused
-//! ([`Error::CheckpointMismatch`]) with `entries.log` left as found (only the derived
-//! `index.bin` may have been rewritten), and so is one whose acknowledged entries are damaged
-//! or missing ([`Error::Corrupt`]).
+//! Start-up checks before it writes (the `check` module): a log that fails is refused with
+//! [`Error::Damaged`] naming the first bad entry, and every file is left as found, for whoever
+//! investigates. A crash can leave, after the last synced frame, a partial or garbled frame
+//! from a batch that was being written (none of whose appends were acknowledged), and
+//! `index.bin` records that are missing or unwritten; once the checks pass, start-up cuts that
+//! torn tail and recomputes those records. A damaged frame that `index.bin` or the signed
+//! checkpoint covers is not a torn tail: it was durable, so it is damage, and it is refused.
 //!
 //! One process owns a log directory at a time; nothing here locks it against a second writer.
 //!
@@ -50,7 +48,7 @@
 //! `.await`.
 
 use std::fs::{self, File, OpenOptions, Permissions};
-use std::io::{self, BufReader, Read, Write};
+use std::io::{self, Write};
 use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -61,10 +59,13 @@ use tracing::{debug, error, info, warn};
 
 use crate::error::Error;
 use crate::merkle::{self, Hash, LeafHashes, Tree};
-use crate::note::{CheckpointBody, Signer, Verifier};
+use crate::note::{CheckpointBody, Signer};
 
+mod check;
 #[cfg(test)]
 pub(crate) mod tests;
+
+pub use check::{DirReport, verify_dir};
 
 /// The frames of every entry.
 pub const ENTRIES_FILE: &str = "entries.log";
@@ -275,19 +276,25 @@ pub(crate) fn write_atomically(
 ) -> Result<(), Error> {
     let tmp = dir.join(format!("{name}.tmp"));
     let path = dir.join(name);
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(&tmp)
-        .map_err(Error::io("create", &tmp))?;
-    // `mode` applies only when the file is created; a stale temporary file keeps its own.
-    f.set_permissions(Permissions::from_mode(mode))
-        .map_err(Error::io("set permissions of", &tmp))?;
-    f.write_all(bytes).map_err(Error::io("write", &tmp))?;
-    f.sync_all().map_err(Error::io("fsync", &tmp))?;
-    drop(f);
+    let written = (|| {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(&tmp)
+            .map_err(Error::io("create", &tmp))?;
+        // `mode` applies only when the file is created; a stale temporary file keeps its own.
+        f.set_permissions(Permissions::from_mode(mode))
+            .map_err(Error::io("set permissions of", &tmp))?;
+        f.write_all(bytes).map_err(Error::io("write", &tmp))?;
+        f.sync_all().map_err(Error::io("fsync", &tmp))
+    })();
+    if let Err(e) = written {
+        // A half-written temporary file (a full disk, typically) holds space and nothing else.
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
+    }
     fs::rename(&tmp, &path).map_err(Error::io("rename into place", &path))?;
     sync_dir(dir)
 }
@@ -315,18 +322,21 @@ fn read_optional(path: &Path) -> Result<Option<String>, Error> {
 impl Log {
     /// Opens the log in `dir`, creating it (and its signing key) if needed.
     ///
-    /// On start-up it cuts a torn tail (a frame whose length runs past the end of the file, or
-    /// whose CRC fails, left by a crash during a write that no append was acknowledged for) back
-    /// to the last whole record, rewrites `index.bin` records that are missing or wrong, rebuilds
-    /// the tree and checks it against the stored checkpoint: the checkpoint must verify with
-    /// `log.key` and the tree's root at the checkpoint's size must equal the signed root.
+    /// First it checks the directory without writing anything (see [`verify_dir`], which runs
+    /// the same checks for an operator): every frame's CRC, every entry's leaf hash and offset
+    /// against its `index.bin` record, and the tree against the stored checkpoint (signature,
+    /// origin, root at the signed size). Only a log that passes is repaired, and only of crash
+    /// effects: a torn tail (bytes after the last whole frame that no index record or
+    /// checkpoint vouches for) is cut, and missing or unwritten `index.bin` records are
+    /// recomputed.
     ///
     /// # Errors
     ///
-    /// [`Error::CheckpointMismatch`] if the log was rewritten or truncated below a signed size
-    /// (nothing is modified then); [`Error::Corrupt`] if a frame that `index.bin` shows was
-    /// durable is damaged or gone (again nothing is cut: that is lost acknowledged data, not a
-    /// torn write); [`Error::Key`] if `log.key` is unusable, or missing while a checkpoint exists.
+    /// [`Error::Damaged`], naming the first bad entry and what differs, if an entry that
+    /// `index.bin` or the checkpoint shows was durable is damaged, changed or gone;
+    /// [`Error::CheckpointMismatch`] if the checkpoint does not verify or names another origin;
+    /// [`Error::Key`] if `log.key` is unusable, or missing while a checkpoint exists. In each
+    /// case nothing on disk was modified.
     ///
     /// Blocking: call it from `spawn_blocking` or before the runtime serves.
     pub fn open(dir: &Path, options: LogOptions) -> Result<Log, Error> {
@@ -343,15 +353,31 @@ impl Log {
                 options.origin
             )));
         }
-        fs::create_dir_all(dir).map_err(Error::io("create directory", dir))?;
         let entries_path = dir.join(ENTRIES_FILE);
         let index_path = dir.join(INDEX_FILE);
-        let checkpoint_path = dir.join(CHECKPOINT_FILE);
 
-        let stored_note = read_optional(&checkpoint_path)?;
-        let signer = load_or_create_key(dir, &options.key_name, stored_note.is_some())?;
+        // Frames a previous process wrote but did not get to sync may still be only in the page
+        // cache, yet the checks will take them as entries (and they may be signed soon).
+        // Syncing first makes them durable before anything relies on them. It changes no byte.
+        if let Ok(f) = File::open(&entries_path) {
+            f.sync_all().map_err(Error::io("fsync", &entries_path))?;
+        }
+
+        // Every check before any write: a log that fails them stays exactly as found.
+        let signer = load_key(dir)?;
+        let found = check::inspect(
+            dir,
+            Some(&options.origin),
+            signer.as_ref().map(Signer::verifier_key).as_deref(),
+        )?;
+
+        // The log passed. What is left to repair are crash effects only.
+        fs::create_dir_all(dir).map_err(Error::io("create directory", dir))?;
+        let signer = match signer {
+            Some(s) => s,
+            None => create_key(dir, &options.key_name)?,
+        };
         let verifier_key = signer.verifier_key();
-
         let open_rw = |path: &Path| {
             OpenOptions::new()
                 .read(true)
@@ -367,85 +393,37 @@ impl Log {
         // directory entry a crash could lose.
         sync_dir(dir)?;
 
-        // Frames a previous process wrote but did not get to sync may still be only in the page
-        // cache, yet the scan will take them as entries (and they may be signed soon). Syncing
-        // first makes them durable before anything relies on them, including the index records
-        // the scan writes for them.
-        entries
-            .sync_all()
-            .map_err(Error::io("fsync", &entries_path))?;
-        let scan = scan(&entries, &entries_path, &index, &index_path)?;
-        let leaves = Leaves {
-            file: &index,
-            len: scan.count,
-        };
-        let tree =
-            Tree::rebuild(&leaves).map_err(Error::io("read leaf hashes from", &index_path))?;
-
-        let latest = match stored_note {
-            Some(note) => Some(check_checkpoint(
-                dir,
-                note,
-                &verifier_key,
-                &options.origin,
-                &tree,
-                &leaves,
-            )?),
-            None => None,
-        };
-
-        if scan.indexed > scan.count {
-            return Err(Error::Corrupt {
-                path: entries_path,
-                offset: scan.end,
-                problem: format!(
-                    "{} holds {} entries but only {} whole frames are here ({}). Index records \
-                     are written only after their frames are synced, so acknowledged entries \
-                     were damaged or removed; nothing was cut. If {} itself is the damaged \
-                     file, move it aside and reopen: it is rebuilt from {}.",
-                    INDEX_FILE,
-                    scan.indexed,
-                    scan.count,
-                    scan.stop.as_deref().unwrap_or("the file ends there"),
-                    INDEX_FILE,
-                    ENTRIES_FILE,
-                ),
-            });
-        }
-        if scan.end < scan.file_len {
+        if let Some(torn) = &found.torn {
             warn!(
                 path = %entries_path.display(),
-                whole_entries = scan.count,
-                cut_at = scan.end,
-                cut_bytes = scan.file_len - scan.end,
-                problem = scan.stop.as_deref().unwrap_or(""),
-                "cutting a torn tail left by an interrupted write"
+                whole_entries = found.count,
+                cut_at = found.end,
+                cut_bytes = found.file_len - found.end,
+                problem = %torn,
+                "cutting a torn tail left by an interrupted write (no index record or checkpoint covers it)"
             );
             entries
-                .set_len(scan.end)
+                .set_len(found.end)
                 .map_err(Error::io("truncate", &entries_path))?;
             entries
                 .sync_all()
                 .map_err(Error::io("fsync", &entries_path))?;
         }
-        let index_len = scan.count * INDEX_RECORD_LEN;
-        if scan.index_len != index_len || scan.rewritten > 0 {
-            if scan.index_len > index_len {
-                // Only a partial record can be past the last whole entry here.
-                index
-                    .set_len(index_len)
-                    .map_err(Error::io("truncate", &index_path))?;
-            }
-            index.sync_all().map_err(Error::io("fsync", &index_path))?;
-        }
-        if scan.rewritten > 0 {
+        if let Some(from) = found.reindex_from {
+            let records =
+                check::reindex(&entries, &entries_path, &index, &index_path, from, &found)?;
             info!(
                 path = %index_path.display(),
-                records = scan.rewritten,
-                "rebuilt leaf-hash records from entries.log"
+                records,
+                "recomputed missing leaf-hash records from entries.log"
             );
         }
-
+        let check::Found {
+            tree,
+            end,
+            checkpoint: latest,
+            ..
+        } = found;
         let size = tree.size();
         let shared = Arc::new(Shared {
             dir: dir.to_owned(),
@@ -453,10 +431,7 @@ impl Log {
             index_path,
             entries,
             index,
-            tree: RwLock::new(Durable {
-                tree,
-                end: scan.end,
-            }),
+            tree: RwLock::new(Durable { tree, end }),
             checkpointing: Mutex::new(()),
             latest: RwLock::new(latest),
             signer,
@@ -475,7 +450,7 @@ impl Log {
         let writer = Writer {
             shared: Arc::clone(&shared),
             next_index: size,
-            end: scan.end,
+            end,
             max_batch,
         };
         std::thread::Builder::new()
@@ -837,8 +812,9 @@ impl std::fmt::Debug for Log {
     }
 }
 
-/// Reads `log.key`, or creates it when the log is new.
-fn load_or_create_key(dir: &Path, key_name: &str, have_checkpoint: bool) -> Result<Signer, Error> {
+/// Reads `log.key`, if there is one. A missing key while a checkpoint exists is refused: a new
+/// key would sign a second history that verifiers of the first cannot check.
+fn load_key(dir: &Path) -> Result<Option<Signer>, Error> {
     let path = dir.join(KEY_FILE);
     match fs::read_to_string(&path) {
         Ok(text) => {
@@ -847,269 +823,36 @@ fn load_or_create_key(dir: &Path, key_name: &str, have_checkpoint: bool) -> Resu
             {
                 warn!(path = %path.display(), "the log signing key is readable by other users; it should be mode 0600");
             }
-            Signer::from_skey_string(text.trim()).map_err(|e| {
-                Error::Key(format!(
-                    "{} is not a usable signing key: {e}",
-                    path.display()
-                ))
-            })
+            Signer::from_skey_string(text.trim())
+                .map(Some)
+                .map_err(|e| {
+                    Error::Key(format!(
+                        "{} is not a usable signing key: {e}",
+                        path.display()
+                    ))
+                })
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            if have_checkpoint {
-                // A new key would sign a second history that verifiers of the first cannot
-                // check; the operator must restore the key instead.
+            let checkpoint = dir.join(CHECKPOINT_FILE);
+            if checkpoint.exists() {
                 return Err(Error::Key(format!(
                     "{} is missing but {} exists: restore the key it was signed with",
                     path.display(),
-                    dir.join(CHECKPOINT_FILE).display()
+                    checkpoint.display()
                 )));
             }
-            let signer = Signer::generate(key_name)?;
-            write_atomically(dir, KEY_FILE, signer.to_skey_string().as_bytes(), 0o600)?;
-            info!(path = %path.display(), verifier_key = %signer.verifier_key(), "created the log signing key");
-            Ok(signer)
+            Ok(None)
         }
         Err(e) => Err(Error::io("read", &path)(e)),
     }
 }
 
-/// What the start-up scan found.
-#[derive(Debug)]
-struct Scan {
-    /// Whole, CRC-checked frames from the start of `entries.log`.
-    count: u64,
-    /// Bytes those frames occupy.
-    end: u64,
-    /// Length of `entries.log`.
-    file_len: u64,
-    /// Why the scan stopped before `file_len`, if it did.
-    stop: Option<String>,
-    /// Length of `index.bin` and its complete records.
-    index_len: u64,
-    indexed: u64,
-    /// `index.bin` records written because they were missing or wrong.
-    rewritten: u64,
-}
-
-/// Reads `entries.log` from the start, checking every frame and its `index.bin` record, and
-/// rewrites index records that are missing or wrong. Stops at the first frame that does not
-/// check out; it neither cuts nor refuses anything (the caller decides, after the checkpoint).
-fn scan(
-    entries: &File,
-    entries_path: &Path,
-    index: &File,
-    index_path: &Path,
-) -> Result<Scan, Error> {
-    let file_len = entries
-        .metadata()
-        .map_err(Error::io("stat", entries_path))?
-        .len();
-    let index_len = index
-        .metadata()
-        .map_err(Error::io("stat", index_path))?
-        .len();
-    let indexed = index_len / INDEX_RECORD_LEN;
-
-    let mut frames = BufReader::with_capacity(1 << 20, entries);
-    let mut stored = BufReader::with_capacity((READ_RUN * INDEX_RECORD_LEN) as usize, index);
-    let mut fixes = IndexFixes::new(index, index_path);
-    let mut payload = Vec::new();
-    let (mut pos, mut count, mut stop) = (0u64, 0u64, None);
-    while pos < file_len {
-        let left = file_len - pos;
-        if left < FRAME_HEADER_LEN {
-            stop = Some(format!(
-                "{left} bytes at byte {pos} are too few for a frame header"
-            ));
-            break;
-        }
-        let mut header = [0u8; FRAME_HEADER_LEN as usize];
-        frames
-            .read_exact(&mut header)
-            .map_err(Error::io("read", entries_path))?;
-        let (len, crc) = parse_header(&header);
-        if len == 0 || len as usize > MAX_PAYLOAD {
-            stop = Some(format!(
-                "the frame at byte {pos} claims {len} bytes, which no entry has"
-            ));
-            break;
-        }
-        if u64::from(len) > left - FRAME_HEADER_LEN {
-            stop = Some(format!(
-                "the frame at byte {pos} claims {len} bytes but only {} follow",
-                left - FRAME_HEADER_LEN
-            ));
-            break;
-        }
-        payload.resize(len as usize, 0);
-        frames
-            .read_exact(&mut payload)
-            .map_err(Error::io("read", entries_path))?;
-        if crc32fast::hash(&payload) != crc {
-            stop = Some(format!(
-                "the CRC of the frame at byte {pos} does not match its bytes"
-            ));
-            break;
-        }
-        let want = index_record(&merkle::leaf_hash(&payload), pos);
-        if count < indexed {
-            let mut have = [0u8; INDEX_RECORD_LEN as usize];
-            stored
-                .read_exact(&mut have)
-                .map_err(Error::io("read", index_path))?;
-            if have != want {
-                // Not a crash effect for synced data (index records are written once, after
-                // their frames are durable): worth a warning. The checkpoint check that follows
-                // tells whether signed entries changed.
-                warn!(
-                    entry = count,
-                    stored = %merkle::hex(&record_hash(&have)),
-                    recomputed = %merkle::hex(&record_hash(&want)),
-                    "index.bin disagrees with entries.log; rewriting the record from entries.log"
-                );
-                fixes.push(count, &want)?;
-            }
-        } else {
-            fixes.push(count, &want)?;
-        }
-        pos += FRAME_HEADER_LEN + u64::from(len);
-        count += 1;
-    }
-    fixes.flush()?;
-    Ok(Scan {
-        count,
-        end: pos,
-        file_len,
-        stop,
-        index_len,
-        indexed,
-        rewritten: fixes.written,
-    })
-}
-
-/// `index.bin` records to rewrite, gathered into contiguous runs (after a crash, or when the
-/// file was deleted, they are one long run at the end).
-struct IndexFixes<'a> {
-    file: &'a File,
-    path: &'a Path,
-    start: u64,
-    run: Vec<u8>,
-    written: u64,
-}
-
-impl<'a> IndexFixes<'a> {
-    const FLUSH_AT: usize = 1 << 20;
-
-    fn new(file: &'a File, path: &'a Path) -> Self {
-        IndexFixes {
-            file,
-            path,
-            start: 0,
-            run: Vec::new(),
-            written: 0,
-        }
-    }
-
-    fn push(&mut self, entry: u64, record: &[u8]) -> Result<(), Error> {
-        let next = self.start + (self.run.len() as u64) / INDEX_RECORD_LEN;
-        if !self.run.is_empty() && entry != next {
-            self.flush()?;
-        }
-        if self.run.is_empty() {
-            self.start = entry;
-        }
-        self.run.extend_from_slice(record);
-        self.written += 1;
-        if self.run.len() >= Self::FLUSH_AT {
-            self.flush()?;
-        }
-        Ok(())
-    }
-
-    fn flush(&mut self) -> Result<(), Error> {
-        if !self.run.is_empty() {
-            self.file
-                .write_all_at(&self.run, self.start * INDEX_RECORD_LEN)
-                .map_err(Error::io("write", self.path))?;
-            self.run.clear();
-        }
-        Ok(())
-    }
-}
-
-/// Verifies the stored checkpoint against the rebuilt tree.
-fn check_checkpoint(
-    dir: &Path,
-    note: String,
-    verifier_key: &str,
-    origin: &str,
-    tree: &Tree,
-    leaves: &Leaves<'_>,
-) -> Result<SignedCheckpoint, Error> {
-    let log_size = tree.size();
-    let mismatch =
-        |problem: String, checkpoint_size: u64, checkpoint_root: String, log_root: String| {
-            Error::CheckpointMismatch {
-                path: dir.to_owned(),
-                problem,
-                checkpoint_size,
-                checkpoint_root,
-                log_size,
-                log_root,
-            }
-        };
-    let verifier = Verifier::from_vkey(verifier_key)?;
-    let body = match verifier.verify(&note) {
-        Ok(body) => body,
-        Err(e) => {
-            // Name what the checkpoint claims, if its text can be read at all.
-            let claimed = note
-                .rfind("\n\n")
-                .and_then(|split| CheckpointBody::parse(&note[..split + 1]).ok());
-            let (size, root) = claimed.map_or((0, "(unreadable)".to_owned()), |b| {
-                (b.size, merkle::hex(&b.root))
-            });
-            return Err(mismatch(
-                format!("the checkpoint does not verify with {KEY_FILE}: {e}"),
-                size,
-                root,
-                "(not computed)".to_owned(),
-            ));
-        }
-    };
-    if body.origin != origin {
-        return Err(mismatch(
-            format!(
-                "the checkpoint was signed for origin {:?}, but this log is {origin:?}",
-                body.origin
-            ),
-            body.size,
-            merkle::hex(&body.root),
-            "(not computed)".to_owned(),
-        ));
-    }
-    if body.size > log_size {
-        return Err(mismatch(
-            "the log holds fewer entries than the checkpoint signed: entries were removed".into(),
-            body.size,
-            merkle::hex(&body.root),
-            "(none: the log is shorter)".to_owned(),
-        ));
-    }
-    let root = tree.root_at(body.size, leaves)?;
-    if root != body.root {
-        return Err(mismatch(
-            "entries covered by the checkpoint were changed, removed or reordered".into(),
-            body.size,
-            merkle::hex(&body.root),
-            merkle::hex(&root),
-        ));
-    }
-    Ok(SignedCheckpoint {
-        note,
-        size: body.size,
-        root,
-    })
+/// Creates the signing key of a new log.
+fn create_key(dir: &Path, key_name: &str) -> Result<Signer, Error> {
+    let signer = Signer::generate(key_name)?;
+    write_atomically(dir, KEY_FILE, signer.to_skey_string().as_bytes(), 0o600)?;
+    info!(path = %dir.join(KEY_FILE).display(), verifier_key = %signer.verifier_key(), "created the log signing key");
+    Ok(signer)
 }
 
 /// The one thread that writes the log files.
@@ -1212,15 +955,38 @@ impl Writer {
             .index
             .write_all_at(&b.records, self.next_index * INDEX_RECORD_LEN)
         {
+            // Typically a full disk: the frames fitted, their records did not. No append of the
+            // batch was acknowledged, and no checkpoint covers it, so the batch is taken back
+            // whole: index.bin first (a record without its frame would read as a lost entry),
+            // then entries.log, synced so that no later start-up finds the frames. The log is
+            // then as before, and the next batch may succeed once space is freed.
+            let cut = s
+                .index
+                .set_len(self.next_index * INDEX_RECORD_LEN)
+                .map_err(|c| format!("cutting {} back failed too ({c})", s.index_path.display()))
+                .and_then(|()| {
+                    s.entries
+                        .set_len(self.end)
+                        .and_then(|()| s.entries.sync_data())
+                        .map_err(|c| {
+                            format!("cutting {} back failed too ({c})", s.entries_path.display())
+                        })
+                });
             fail_all(batch, || Error::Io {
                 action: "write",
                 path: s.index_path.clone(),
                 source: copy_io(&e),
             });
-            return Err(format!(
-                "writing {} failed after the entries were synced ({e}); reopening indexes them",
-                s.index_path.display()
-            ));
+            return match cut {
+                Ok(()) => {
+                    warn!(error = %e, path = %s.index_path.display(), "writing the index records of a batch failed; the batch was taken back and refused");
+                    Ok(())
+                }
+                Err(c) => Err(format!(
+                    "writing {} failed after the entries were synced ({e}) and {c}; reopening the log repairs it",
+                    s.index_path.display()
+                )),
+            };
         }
 
         let first = self.next_index;

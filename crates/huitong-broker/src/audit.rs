@@ -223,6 +223,7 @@ impl Audit for AuditService {
             };
             let indexes = log
                 .index()
+                .map_err(log_status)?
                 .query(&filter, r.start, end, limit + 1)
                 .map_err(audit_status)?;
             let more = indexes.len() > limit;
@@ -265,12 +266,13 @@ impl Audit for AuditService {
                 .collect();
             let normalised = normalise_key(&parts);
             let mut indexes = Vec::new();
+            let index = log.index().map_err(log_status)?;
             for period in log.subjects().periods() {
                 let mac = log
                     .subjects()
                     .subject(&period, &normalised)
                     .map_err(audit_status)?;
-                indexes.extend(log.index().by_subject(&mac).map_err(audit_status)?);
+                indexes.extend(index.by_subject(&mac).map_err(audit_status)?);
             }
             indexes.sort_unstable();
             indexes.dedup();

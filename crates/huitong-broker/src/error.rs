@@ -107,9 +107,15 @@ pub enum ExchangeError {
     /// The event log could not be read or written.
     #[error("the broker's event log is unavailable; try again later")]
     EventLog,
-    /// The exchange log could not record a delivery, so it was not sent.
-    #[error("the exchange log could not record this delivery, so nothing was released; try again")]
-    LogUnavailable,
+    /// The exchange log could not record the exchange (or delivery), so nothing was released.
+    #[error("the exchange log could not record this {what}, so nothing was released; try again")]
+    LogUnavailable { what: &'static str },
+    /// The exchange log's disk is full: nothing can be recorded, so nothing is released.
+    /// Service resumes by itself once space is freed.
+    #[error(
+        "the exchange log's disk is full, so this {what} could not be recorded and nothing was released; the broker's operators must free space on the log's disk, after which service resumes by itself; try again later"
+    )]
+    LogDiskFull { what: &'static str },
     /// The provider failed in a way the consumer cannot fix.
     #[error("department {dept} could not answer; its operators can look up the request id")]
     ProviderFailed { dept: DeptId },
@@ -130,7 +136,8 @@ impl From<&ExchangeError> for Code {
             | ExchangeError::ProviderSaturated { .. }
             | ExchangeError::Overloaded { .. }
             | ExchangeError::EventLog
-            | ExchangeError::LogUnavailable => Code::Unavailable,
+            | ExchangeError::LogUnavailable { .. }
+            | ExchangeError::LogDiskFull { .. } => Code::Unavailable,
             ExchangeError::ProviderTimeout { .. } => Code::DeadlineExceeded,
             ExchangeError::NoRecord { .. } => Code::NotFound,
             ExchangeError::OverQuota { .. } => Code::ResourceExhausted,
@@ -172,6 +179,15 @@ fn core_code(e: &huitong_core::Error) -> Code {
 }
 
 impl ExchangeError {
+    /// Why `what` (an exchange, a delivery, a subscription) was not released: the log failed.
+    pub fn from_log(e: &crate::log::LogError, what: &'static str) -> Self {
+        if e.is_disk_full() {
+            ExchangeError::LogDiskFull { what }
+        } else {
+            ExchangeError::LogUnavailable { what }
+        }
+    }
+
     /// The answer to the consumer, tagged with the request id.
     pub fn into_status(self, request_id: &str) -> Status {
         let mut status = Status::new(Code::from(&self), self.to_string());

@@ -307,9 +307,7 @@ impl Exchange for ExchangeService {
                 Ok(r) => r,
                 Err(e) => {
                     tracing::error!(error = %e, "the exchange log could not record an exchange");
-                    return Err(Status::unavailable(
-                        "the exchange log could not record this exchange, so nothing was released; try again",
-                    ));
+                    return Err(ExchangeError::from_log(&e, "exchange").into_status(&request_id));
                 }
             };
             match result {

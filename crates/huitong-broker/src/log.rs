@@ -6,7 +6,7 @@
 //! exchange path except that one wait for durability, which is the point.
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, SystemTime};
 
 use huitong_audit::index::Index;
@@ -30,12 +30,20 @@ pub enum LogError {
     Task(String),
 }
 
+impl LogError {
+    /// Whether the log's disk is full (see [`huitong_audit::Error::is_disk_full`]).
+    pub fn is_disk_full(&self) -> bool {
+        matches!(self, LogError::Audit(e) if e.is_disk_full())
+    }
+}
+
 /// The exchange log as the broker uses it.
 #[derive(Debug)]
 pub struct ExchangeLog {
     log: Log,
     subjects: SubjectKeys,
-    index: Index,
+    /// `None` while it cannot be reopened (see [`ExchangeLog::catch_up`]).
+    index: RwLock<Option<Arc<Index>>>,
     /// Wakes the indexer after appends, so that queries see recent entries soon.
     appended: Notify,
 }
@@ -59,7 +67,7 @@ impl ExchangeLog {
         Ok(ExchangeLog {
             log,
             subjects,
-            index,
+            index: RwLock::new(Some(Arc::new(index))),
             appended: Notify::new(),
         })
     }
@@ -72,8 +80,25 @@ impl ExchangeLog {
         &self.subjects
     }
 
-    pub fn index(&self) -> &Index {
-        &self.index
+    /// The audit index, reopened first if an earlier failure closed it.
+    pub fn index(&self) -> Result<Arc<Index>, LogError> {
+        if let Some(index) = &*self.index.read().unwrap_or_else(PoisonError::into_inner) {
+            return Ok(Arc::clone(index));
+        }
+        self.reopen_index()
+    }
+
+    /// Drops the audit index and opens it again. sled keeps the first I/O error it meets (a
+    /// full disk, say) and fails every later call with it, so after one the index is useless
+    /// until reopened; it is derived data, and the reopened one catches up from the log.
+    fn reopen_index(&self) -> Result<Arc<Index>, LogError> {
+        let mut slot = self.index.write().unwrap_or_else(PoisonError::into_inner);
+        // Our handle goes before the open, which waits for sled's lock to be released.
+        slot.take();
+        let index = Arc::new(Index::open(self.log.dir())?);
+        *slot = Some(Arc::clone(&index));
+        info!("audit index reopened");
+        Ok(index)
     }
 
     /// The subject of a key lookup: HMAC of the normalised key under this period's key, and the
@@ -100,7 +125,18 @@ impl ExchangeLog {
 
     /// Brings the indexes up to date now (blocking; call from a blocking task).
     pub fn catch_up(&self) -> Result<(), LogError> {
-        Ok(self.index.catch_up(&self.log)?)
+        let index = self.index()?;
+        match index.catch_up(&self.log) {
+            Ok(()) => Ok(()),
+            Err(e @ huitong_audit::Error::Index { .. }) => {
+                drop(index);
+                if let Err(again) = self.reopen_index() {
+                    warn!(error = %again, "the audit index could not be reopened; retrying later");
+                }
+                Err(e.into())
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Keeps the indexes current, signs a checkpoint every `checkpoint_every` when the log has
@@ -122,27 +158,30 @@ impl ExchangeLog {
             let due_checkpoint = last_checkpoint.elapsed() >= checkpoint_every;
             let due_retention = retention_months > 0
                 && last_retention.is_none_or(|t| t.elapsed() >= Duration::from_secs(86_400));
-            let work = tokio::task::spawn_blocking(move || -> Result<(), LogError> {
-                me.catch_up()?;
+            let work = tokio::task::spawn_blocking(move || {
+                // Each task on its own: an index that cannot be written (a full disk, say)
+                // must not stop checkpoints, which auditors need to confirm receipts.
+                if let Err(e) = me.catch_up() {
+                    warn!(error = %e, "exchange log upkeep: indexing failed");
+                }
                 if due_checkpoint {
                     let grown = me
                         .log
                         .latest_checkpoint()
                         .is_none_or(|c| c.size < me.log.size());
-                    if grown {
-                        me.log.checkpoint()?;
+                    if grown && let Err(e) = me.log.checkpoint() {
+                        warn!(error = %e, "exchange log upkeep: signing a checkpoint failed");
                     }
                 }
-                if due_retention {
-                    me.apply_retention(retention_months, SystemTime::now())?;
+                if due_retention
+                    && let Err(e) = me.apply_retention(retention_months, SystemTime::now())
+                {
+                    warn!(error = %e, "exchange log upkeep: subject-key retention failed");
                 }
-                Ok(())
             })
             .await;
-            match work {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => warn!(error = %e, "exchange log upkeep failed"),
-                Err(e) => warn!(error = %e, "exchange log upkeep task failed"),
+            if let Err(e) = work {
+                warn!(error = %e, "exchange log upkeep task failed");
             }
             if due_checkpoint {
                 last_checkpoint = tokio::time::Instant::now();

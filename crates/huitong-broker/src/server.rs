@@ -48,6 +48,10 @@ impl Broker {
     /// Blocking: opening a large log reads it whole.
     pub fn new(config: BrokerConfig) -> Result<Broker, Error> {
         let tls = Arc::new(ServerTls::load(&config.tls)?.with_limits(config.connections)?);
+        // The log first: if it fails its checks, nothing in the data directory may have been
+        // written yet (opening a sled store writes to it), so the evidence stays as found.
+        let origin = format!("{}/huitong/exchange-log", tls.id().trust_domain);
+        let log = Arc::new(ExchangeLog::open(&config.data_dir, &origin)?);
         let policy = Arc::new(Policy::open(
             &config.data_dir,
             config.policy.as_deref(),
@@ -55,8 +59,6 @@ impl Broker {
             config.work_calendar.clone(),
         )?);
         let providers = Arc::new(Providers::new(&config)?);
-        let origin = format!("{}/huitong/exchange-log", tls.id().trust_domain);
-        let log = Arc::new(ExchangeLog::open(&config.data_dir, &origin)?);
         let events = Arc::new(EventLog::open(
             &config.data_dir,
             config.event_retention,

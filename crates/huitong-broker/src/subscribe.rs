@@ -102,9 +102,7 @@ pub(crate) async fn subscribe(
     }
     if let Err(e) = svc.log.record(&record).await {
         warn!(error = %e, "the exchange log could not record a subscription");
-        return Err(Status::unavailable(
-            "the exchange log could not record this subscription, so nothing was released; try again",
-        ));
+        return Err(ExchangeError::from_log(&e, "subscription").into_status(&request_id));
     }
     let (opened, start) = match opened {
         Ok(o) => o,
@@ -444,7 +442,7 @@ async fn release(
             Ok(r) => response.receipt = Some(r),
             Err(e) => {
                 warn!(error = %e, "the exchange log could not record a delivery");
-                return Err(ExchangeError::LogUnavailable);
+                return Err(ExchangeError::from_log(&e, "delivery"));
             }
         }
     }

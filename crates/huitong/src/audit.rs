@@ -1,13 +1,14 @@
 //! `huitong audit`: read, filter and verify the exchange log.
 //!
-//! `verify` works offline on an exported bundle; every other subcommand asks a broker.
+//! `verify` works offline on an exported bundle or a data directory; every other subcommand
+//! asks a broker.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use huitong_audit::{bundle, merkle, note, record};
+use huitong_audit::{bundle, merkle, note, record, store};
 use huitong_client::{Audit, ListEntriesRequest, LogEntry};
 use prost::Message;
 
@@ -84,13 +85,17 @@ enum Command {
         #[arg(long)]
         previous: Option<PathBuf>,
     },
-    /// Verify an exported bundle offline, without the broker.
+    /// Verify offline, without the broker: an exported bundle, or a broker's data directory
+    /// (or its `log/`) as the broker checks it on start-up. Read-only: it writes nothing, so
+    /// it is safe on a live or a damaged data directory.
     Verify {
-        /// The bundle directory.
+        /// The bundle directory, or the broker's data directory.
         dir: PathBuf,
-        /// The log's verifier key (`<name>+<id>+<key>`), obtained out of band.
+        /// The log's verifier key (`<name>+<id>+<key>`), obtained out of band. Required for a
+        /// bundle; for a data directory, the key in its `log.key` is used when it is not given,
+        /// which cannot show that the key itself was not replaced.
         #[arg(long)]
-        log_key: String,
+        log_key: Option<String>,
     },
     /// Poll checkpoints and check that each extends the last one seen; alarm if not.
     Watch {
@@ -251,23 +256,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             out,
             previous,
         } => export(&mut conn.audit().await?, &out, previous.as_deref()).await?,
-        Command::Verify { dir, log_key } => match bundle::verify(&dir, &log_key) {
-            Ok(v) => {
-                println!(
-                    "OK: {} entries verified against the checkpoint signed by {} (root {})",
-                    v.entries,
-                    key_name(&log_key),
-                    merkle::hex(&v.checkpoint.root)
-                );
-                if let Some(old) = v.extends {
-                    println!("OK: the log extends the earlier checkpoint of {old} entries");
-                }
-            }
-            Err(e) => {
-                println!("FAILED: {e}");
-                return Ok(ExitCode::FAILURE);
-            }
-        },
+        Command::Verify { dir, log_key } => return verify(&dir, log_key.as_deref()),
         Command::Watch {
             conn,
             log_key,
@@ -281,6 +270,106 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
 
 fn verifier(key: &str) -> anyhow::Result<note::Verifier> {
     note::Verifier::from_vkey(key).map_err(|e| anyhow::anyhow!("--log-key: {e}"))
+}
+
+/// `huitong audit verify`: a bundle, or a data directory's log, checked without writing.
+fn verify(dir: &Path, log_key: Option<&str>) -> anyhow::Result<ExitCode> {
+    if dir.join(bundle::CHECKPOINT).exists() {
+        let Some(log_key) = log_key else {
+            bail!(
+                "{} is an export bundle: give the log's verifier key, obtained out of band, with --log-key",
+                dir.display()
+            );
+        };
+        return Ok(match bundle::verify(dir, log_key) {
+            Ok(v) => {
+                println!(
+                    "OK: {} entries verified against the checkpoint signed by {} (root {})",
+                    v.entries,
+                    key_name(log_key),
+                    merkle::hex(&v.checkpoint.root)
+                );
+                if let Some(old) = v.extends {
+                    println!("OK: the log extends the earlier checkpoint of {old} entries");
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                println!("FAILED: {e}");
+                ExitCode::FAILURE
+            }
+        });
+    }
+    // A data directory holds the log in `log/`; the log directory itself is accepted too.
+    let log_dir = if dir.join(store::ENTRIES_FILE).exists() {
+        dir.to_owned()
+    } else if dir.join("log").join(store::ENTRIES_FILE).exists() {
+        dir.join("log")
+    } else {
+        bail!(
+            "{} is neither an export bundle ({} missing) nor a broker data directory (no log/{} in it)",
+            dir.display(),
+            bundle::CHECKPOINT,
+            store::ENTRIES_FILE
+        );
+    };
+    let key = match log_key {
+        Some(k) => k.to_owned(),
+        None => {
+            let path = log_dir.join(store::KEY_FILE);
+            let text = std::fs::read_to_string(&path).with_context(|| {
+                format!(
+                    "reading {}; or give the log's verifier key with --log-key",
+                    path.display()
+                )
+            })?;
+            let key = note::Signer::from_skey_string(text.trim())
+                .map_err(|e| {
+                    anyhow::anyhow!("{} is not a usable signing key: {e}", path.display())
+                })?
+                .verifier_key();
+            println!(
+                "using the key in {} ({key}); give --log-key with the key you obtained out of band to rule out a replaced key",
+                path.display()
+            );
+            key
+        }
+    };
+    Ok(match store::verify_dir(&log_dir, &key) {
+        Ok(r) => {
+            match r.checkpoint {
+                Some((size, root)) => println!(
+                    "OK: {} entries in {}; the first {size} match the checkpoint signed by {} (root {})",
+                    r.entries,
+                    log_dir.display(),
+                    key_name(&key),
+                    merkle::hex(&root)
+                ),
+                None => println!(
+                    "OK: {} entries in {}, all whole and matching index.bin; no checkpoint was signed yet",
+                    r.entries,
+                    log_dir.display()
+                ),
+            }
+            if r.torn_tail_bytes > 0 {
+                println!(
+                    "note: {} bytes after the last whole entry are a torn write (no index record or checkpoint covers them); the broker cuts them on start-up",
+                    r.torn_tail_bytes
+                );
+            }
+            if r.unindexed > 0 {
+                println!(
+                    "note: {} entries have no index.bin record yet (a crash before it was written); the broker recomputes them on start-up",
+                    r.unindexed
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            println!("FAILED: {e}");
+            ExitCode::FAILURE
+        }
+    })
 }
 
 fn key_name(key: &str) -> &str {

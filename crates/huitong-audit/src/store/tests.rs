@@ -2,7 +2,9 @@ use std::sync::atomic::AtomicUsize;
 use std::time::{Duration, Instant};
 
 use super::*;
+use crate::error::{Damage, Witness};
 use crate::merkle::{mth, verify_consistency, verify_inclusion};
+use crate::note::Verifier;
 
 /// A fresh directory under the system temp dir, removed when dropped.
 pub(crate) struct TempDir(PathBuf);
@@ -67,6 +69,34 @@ fn append_raw(dir: &Path, bytes: &[u8]) {
         .open(dir.join(ENTRIES_FILE))
         .unwrap();
     f.write_all(bytes).unwrap();
+}
+
+/// Every file under `dir` and its bytes, to show that a refused open changed nothing.
+pub(crate) fn snapshot(dir: &Path) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut todo = vec![dir.to_owned()];
+    while let Some(d) = todo.pop() {
+        for e in fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                todo.push(p);
+            } else {
+                out.insert(p.clone(), fs::read(&p).unwrap());
+            }
+        }
+    }
+    out
+}
+
+/// Opens the log expecting a refusal, and checks that every file is as it was.
+fn refused(dir: &Path) -> Error {
+    let before = snapshot(dir);
+    let err = Log::open(dir, options()).expect_err("the log must be refused");
+    assert!(
+        snapshot(dir) == before,
+        "a refused open changed files: {err}"
+    );
+    err
 }
 
 fn file_len(path: &Path) -> u64 {
@@ -275,18 +305,31 @@ async fn damage_to_an_acknowledged_entry_is_refused_not_cut() {
     let last_frame = len - frame_len(&sent[4]);
     let f = OpenOptions::new().write(true).open(&entries).unwrap();
     f.write_all_at(&[0xee], last_frame + 5).unwrap();
-    let err = Log::open(dir.path(), options()).unwrap_err();
+    let err = refused(dir.path());
     assert!(
-        matches!(err, Error::Corrupt { offset, .. } if offset == last_frame),
+        matches!(&err, Error::Damaged { damage: Damage::Frame { entry: 4, offset, problem, witness: Witness::Index { records: 5 } }, .. }
+            if *offset == last_frame && problem.contains("CRC mismatch")),
         "{err}"
     );
-    assert_eq!(file_len(&entries), len, "nothing is cut");
+    let text = err.to_string();
+    assert!(
+        text.contains("entry 4") && text.contains("huitong audit verify"),
+        "{text}"
+    );
 
     // Cut short at a frame boundary: acknowledged entries are missing.
     f.set_len(last_frame).unwrap();
-    let err = Log::open(dir.path(), options()).unwrap_err();
-    assert!(matches!(err, Error::Corrupt { .. }), "{err}");
-    assert_eq!(file_len(&entries), last_frame);
+    let err = refused(dir.path());
+    assert!(
+        matches!(
+            &err,
+            Error::Damaged {
+                damage: Damage::Missing { entry: 4, .. },
+                ..
+            }
+        ),
+        "{err}"
+    );
 
     // An operator who decides index.bin is the wrong one moves it aside; the log then opens
     // with what entries.log holds.
@@ -330,12 +373,51 @@ async fn a_lagging_missing_or_wrong_index_file_is_rebuilt() {
     log.close().await;
     drop(log);
 
-    // A record that is wrong (hash and offset).
+    // Records never written (zeros, as after a power loss once the file had grown), in the
+    // middle and at the end: crash effects, recomputed.
     let f = OpenOptions::new().write(true).open(&index).unwrap();
-    f.write_all_at(&[0x5a; 40], 123 * INDEX_RECORD_LEN).unwrap();
+    f.write_all_at(&[0; 80], 123 * INDEX_RECORD_LEN).unwrap();
+    f.write_all_at(&[0; 40], 599 * INDEX_RECORD_LEN).unwrap();
     let log = Log::open(dir.path(), options()).unwrap();
     assert_holds(&log, &sent);
-    assert_eq!(log.leaf_hash(123).unwrap(), merkle::leaf_hash(&sent[123]));
+    assert_eq!(log.leaf_hash(124).unwrap(), merkle::leaf_hash(&sent[124]));
+    log.close().await;
+    drop(log);
+
+    // A record that is wrong is evidence against its entry (or against index.bin): refused,
+    // nothing rewritten.
+    f.write_all_at(&[0x5a; 40], 123 * INDEX_RECORD_LEN).unwrap();
+    let err = refused(dir.path());
+    assert!(
+        matches!(&err, Error::Damaged { damage: Damage::LeafHashDiffers { entry: 123, stored, .. }, .. }
+            if *stored == merkle::hex(&[0x5a; 32])),
+        "{err}"
+    );
+    // A record whose hash is right but whose offset is not.
+    f.write_all_at(
+        &index_record(&merkle::leaf_hash(&sent[123]), 7),
+        123 * INDEX_RECORD_LEN,
+    )
+    .unwrap();
+    let err = refused(dir.path());
+    assert!(
+        matches!(
+            &err,
+            Error::Damaged {
+                damage: Damage::OffsetDiffers {
+                    entry: 123,
+                    stored: 7,
+                    ..
+                },
+                ..
+            }
+        ),
+        "{err}"
+    );
+    // The operator who decides index.bin is the damaged file moves it aside.
+    fs::rename(&index, dir.path().join("index.bin.evidence")).unwrap();
+    let log = Log::open(dir.path(), options()).unwrap();
+    assert_holds(&log, &sent);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -383,46 +465,69 @@ async fn checkpoints_verify_and_guard_the_signed_history() {
     forged[0] ^= 0x20;
     let f = OpenOptions::new().write(true).open(&entries).unwrap();
     f.write_all_at(&frame(&forged), offset).unwrap();
-    let err = Log::open(dir.path(), options()).unwrap_err();
+    let err = refused(dir.path());
     match &err {
-        Error::CheckpointMismatch {
-            checkpoint_size,
-            log_size,
-            checkpoint_root,
-            log_root,
+        Error::Damaged {
+            damage:
+                Damage::LeafHashDiffers {
+                    entry: 7,
+                    offset: at,
+                    stored,
+                    recomputed,
+                },
             ..
         } => {
-            assert_eq!((*checkpoint_size, *log_size), (20, 25));
-            assert_eq!(checkpoint_root, &merkle::hex(&cp.root));
-            assert_ne!(log_root, checkpoint_root);
+            assert_eq!(*at, offset);
+            assert_eq!(stored, &merkle::hex(&merkle::leaf_hash(&sent[7])));
+            assert_eq!(recomputed, &merkle::hex(&merkle::leaf_hash(&forged)));
         }
-        other => panic!("expected a checkpoint mismatch, got {other}"),
+        other => panic!("expected entry 7's leaf hash to differ, got {other}"),
     }
-    let forged_file = fs::read(&entries).unwrap();
-    assert_ne!(forged_file, pristine);
-    assert_eq!(
-        forged_file.len(),
-        pristine.len(),
-        "a refused log is left as found"
+
+    // A more careful forger rewrites index.bin too: only the signed root is left to tell.
+    let index = dir.path().join(INDEX_FILE);
+    let pristine_index = fs::read(&index).unwrap();
+    OpenOptions::new()
+        .write(true)
+        .open(&index)
+        .unwrap()
+        .write_all_at(
+            &index_record(&merkle::leaf_hash(&forged), offset),
+            7 * INDEX_RECORD_LEN,
+        )
+        .unwrap();
+    let err = refused(dir.path());
+    assert!(
+        matches!(&err, Error::Damaged { damage: Damage::RootDiffers { size: 20, signed_root, root }, .. }
+            if *signed_root == merkle::hex(&cp.root) && root != signed_root),
+        "{err}"
     );
+    fs::write(&index, &pristine_index).unwrap();
 
     // Truncated below the signed size, at a frame boundary and mid-frame.
     fs::write(&entries, &pristine).unwrap();
     for cut in [offset, offset + 3] {
         f.set_len(cut).unwrap();
-        let err = Log::open(dir.path(), options()).unwrap_err();
+        let err = refused(dir.path());
+        let damage = match &err {
+            Error::Damaged { damage, .. } => damage,
+            other => panic!("{other}"),
+        };
+        assert_eq!(damage.entry(), Some(7), "{err}");
+        if cut == offset {
+            assert!(matches!(damage, Damage::Missing { .. }), "{err}");
+        } else {
+            assert!(matches!(damage, Damage::Frame { .. }), "{err}");
+        }
+        // Without index.bin, the checkpoint alone says the entries were durable.
+        fs::rename(&index, dir.path().join("index.bin.away")).unwrap();
+        let err = refused(dir.path());
         assert!(
-            matches!(
-                err,
-                Error::CheckpointMismatch {
-                    checkpoint_size: 20,
-                    log_size: 7,
-                    ..
-                }
-            ),
+            matches!(&err, Error::Damaged { damage, .. }
+                if damage.entry() == Some(7) && err.to_string().contains("checkpoint covers 20 entries")),
             "{err}"
         );
-        assert_eq!(file_len(&entries), cut);
+        fs::rename(dir.path().join("index.bin.away"), &index).unwrap();
         fs::write(&entries, &pristine).unwrap();
     }
 
@@ -437,7 +542,7 @@ async fn checkpoints_verify_and_guard_the_signed_history() {
         .unwrap();
     let checkpoint = dir.path().join(CHECKPOINT_FILE);
     fs::write(&checkpoint, &foreign).unwrap();
-    let err = Log::open(dir.path(), options()).unwrap_err();
+    let err = refused(dir.path());
     assert!(
         matches!(
             err,
