@@ -19,7 +19,7 @@
 use std::time::{Instant, SystemTime};
 
 use huitong_core::policy::Decision;
-use huitong_core::{DeptId, FieldName, Purpose, ResourceId, ResourceSpec};
+use huitong_core::{DeptId, FieldName, Purpose, ResourceId, ResourceSpec, Selection};
 use huitong_proto::v1::{
     AcknowledgeRequest, AcknowledgeResponse, Event, ExchangeRecord, Record, SubscribeRequest,
     SubscribeResponse,
@@ -82,6 +82,7 @@ pub(crate) async fn subscribe(
         .and_then(|o| start_position(svc, &o, raw.after).map(|start| (o, start)));
     match &opened {
         Ok((o, _)) => {
+            record.purpose = o.purpose.to_string();
             record.outcome = "answered".into();
             record.fields = o.fields.iter().map(ToString::to_string).collect();
             record.grant_id = o.grant_id.clone();
@@ -128,9 +129,14 @@ fn open(
     let spec = catalogue.get(&resource)?;
     spec.check_shared()?;
     let fields = spec.check_requested_fields(raw.fields.iter().map(String::as_str))?;
-    let decision = svc
-        .policy
-        .decide(spec, consumer, &fields, &purpose, SystemTime::now())?;
+    let decision = svc.policy.decide(
+        spec,
+        consumer,
+        &fields,
+        Selection::NONE,
+        &purpose,
+        SystemTime::now(),
+    )?;
     Ok(Opened {
         consumer: consumer.clone(),
         resource,
@@ -298,9 +304,14 @@ async fn release(
     let catalogue = svc.providers.catalogue();
     let spec: &ResourceSpec = catalogue.get(&o.resource)?;
     let now = SystemTime::now();
-    let decision: Decision = svc
-        .policy
-        .decide(spec, &o.consumer, &o.fields, &o.purpose, now)?;
+    let decision: Decision = svc.policy.decide(
+        spec,
+        &o.consumer,
+        &o.fields,
+        Selection::NONE,
+        &o.purpose,
+        now,
+    )?;
     let started = Instant::now();
     let mut responses = Vec::with_capacity(batch.len());
     let mut records = Vec::with_capacity(batch.len());
