@@ -27,9 +27,32 @@ pub fn huitong_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
+        let mut build = Command::new(cargo);
+        build
             .args(["build", "--quiet", "-p", "huitong", "--bin", "huitong"])
-            .current_dir(workspace_root())
+            .current_dir(workspace_root());
+        // `cargo test` gives this process the variables it sets for compiling a crate. Passed
+        // on, they become part of some dependencies' fingerprints (ring reads
+        // CARGO_MANIFEST_DIR), so every inner build would rebuild half the dependency tree and
+        // the next outer build rebuild it back.
+        for (name, _) in std::env::vars_os() {
+            let name = name.to_string_lossy();
+            if name == "OUT_DIR"
+                || name.starts_with("CARGO_PKG_")
+                || name.starts_with("CARGO_MANIFEST_")
+                || matches!(
+                    name.as_ref(),
+                    "CARGO_CRATE_NAME"
+                        | "CARGO_BIN_NAME"
+                        | "CARGO_PRIMARY_PACKAGE"
+                        | "CARGO_TARGET_TMPDIR"
+                        | "CARGO_RUSTC_CURRENT_DIR"
+                )
+            {
+                build.env_remove(name.as_ref());
+            }
+        }
+        let status = build
             .status()
             .expect("running cargo build");
         assert!(status.success(), "cargo build -p huitong failed");

@@ -121,6 +121,19 @@ async fn a_filter_on_a_masked_address_cannot_confirm_who_lives_there() {
     assert!(answer.records.iter().all(|r| text(r, "address") != address));
 }
 
+async fn file_tax_request(admin: &mut Admin) -> huitong_proto::v1::AccessRequest {
+    admin
+        .file_request(
+            REGISTER,
+            &["name", "id_number"],
+            &["tax audit"],
+            "《税收征收管理法》第五十七条",
+            30,
+        )
+        .await
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_key_on_a_masked_id_number_needs_the_providers_match_fields() {
     let ex = Exchange::start("");
@@ -132,22 +145,7 @@ async fn a_key_on_a_masked_id_number_needs_the_providers_match_fields() {
             .fields(["name", "id_number"])
             .purpose("tax audit")
     };
-    let file = |admin: &mut Admin| {
-        let admin = &mut *admin;
-        async move {
-            admin
-                .file_request(
-                    REGISTER,
-                    &["name", "id_number"],
-                    &["tax audit"],
-                    "《税收征收管理法》第五十七条",
-                    30,
-                )
-                .await
-                .unwrap()
-        }
-    };
-    let filed = file(&mut tax_admin).await;
+    let filed = file_tax_request(&mut tax_admin).await;
     let masked = provider
         .approve(&filed.id, &[], &[("id_number", "id-number")])
         .await
@@ -167,7 +165,7 @@ async fn a_key_on_a_masked_id_number_needs_the_providers_match_fields() {
         "the refusal quotes the id number: {msg}"
     );
 
-    let filed = file(&mut tax_admin).await;
+    let filed = file_tax_request(&mut tax_admin).await;
     let matching = provider
         .approve_matching(
             &filed.id,
@@ -183,7 +181,7 @@ async fn a_key_on_a_masked_id_number_needs_the_providers_match_fields() {
     assert_ne!(text(&answer.records[0], "id_number"), id);
 
     // match_fields name granted fields only.
-    let filed = file(&mut tax_admin).await;
+    let filed = file_tax_request(&mut tax_admin).await;
     let (code, msg) = status(
         provider
             .approve_matching(&filed.id, &["name"], &[], &["id_number"])
@@ -519,7 +517,7 @@ async fn a_unary_call_carrying_two_messages_is_refused() {
         let path = path.clone();
         async move {
             grpc.ready().await.unwrap();
-            grpc.client_streaming::<_, huitong_proto::v1::QueryResponse, _>(
+            grpc.client_streaming::<_, QueryRequest, huitong_proto::v1::QueryResponse, _>(
                 tonic::Request::new(tokio_stream::iter(messages)),
                 path,
                 tonic_prost::ProstCodec::default(),
