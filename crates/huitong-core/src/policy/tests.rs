@@ -1465,7 +1465,13 @@ fn a_key_on_a_masked_field_is_refused() {
 #[test]
 fn match_fields_allow_matching_on_a_masked_field_and_it_stays_masked() {
     let g = district_grant(&["id_number"]);
-    let d = ask_selecting(&["name", "id_number"], &[], &["id_number"], &[g.clone()]).unwrap();
+    let d = ask_selecting(
+        &["name", "id_number"],
+        &[],
+        &["id_number"],
+        std::slice::from_ref(&g),
+    )
+    .unwrap();
     assert_eq!(d.grant_id.as_deref(), Some("G-7"));
     assert_eq!(d.masks, vec![(field("id_number"), Mask::IdNumber)]);
     // Allowing one field allows no other.
@@ -1487,7 +1493,7 @@ fn a_filter_on_a_field_released_unmasked_works() {
 fn a_key_on_a_field_the_grant_does_not_list_works_but_a_filter_does_not() {
     // The consumer brings the key; it learns nothing about a field it is not given.
     let g = grant("G-1", &register(), &["name"]);
-    let d = ask_selecting(&["name"], &[], &["id_number"], &[g.clone()]).unwrap();
+    let d = ask_selecting(&["name"], &[], &["id_number"], std::slice::from_ref(&g)).unwrap();
     assert_eq!(d.grant_id.as_deref(), Some("G-1"));
     let e = ask_selecting(&["name"], &["birth_date"], &[], &[g]).unwrap_err();
     assert_eq!(
