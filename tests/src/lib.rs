@@ -52,9 +52,7 @@ pub fn huitong_bin() -> &'static Path {
                 build.env_remove(name.as_ref());
             }
         }
-        let status = build
-            .status()
-            .expect("running cargo build");
+        let status = build.status().expect("running cargo build");
         assert!(status.success(), "cargo build -p huitong failed");
         // target/debug/deps/<test> -> target/debug/huitong
         let exe = std::env::current_exe().unwrap();

@@ -9,7 +9,9 @@ use std::task::{Context, Poll};
 
 use huitong_core::{DeptId, FieldName, FieldType, ResourceId, ResourceName, ResourceSpec};
 use huitong_proto::convert;
-use huitong_proto::transport::{self, DEFAULT_MAX_MESSAGE_BYTES, MessageLimitLayer};
+use huitong_proto::transport::{
+    self, DEFAULT_MAX_MESSAGE_BYTES, MessageLimitLayer, OneRequestLayer,
+};
 use huitong_proto::v1::adapter_server::{self, Adapter, AdapterServer};
 use huitong_proto::v1::value::Kind;
 use huitong_proto::v1::{
@@ -733,6 +735,7 @@ pub async fn serve<S: Source>(
     }
     tonic::transport::Server::builder()
         .layer(MessageLimitLayer::new(max))
+        .layer(OneRequestLayer)
         .add_service(InterceptedService::new(
             AdapterServer::new(service)
                 .max_decoding_message_size(max)

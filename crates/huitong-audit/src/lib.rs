@@ -16,4 +16,4 @@ pub mod subject;
 pub use error::Error;
 pub use index::{EntryFilter, Index, open_sled};
 pub use store::{Log, LogOptions, LogStats, Receipt, SignedCheckpoint};
-pub use subject::{SubjectKeys, normalise_key};
+pub use subject::{SubjectKeys, canonical_id_number, normalise_key, normalise_value};

@@ -30,12 +30,69 @@ pub use crate::keys::DESTROYED_FILE;
 /// name or key value contains (see [`normalise_key`]).
 const UNIT_SEPARATOR: char = '\u{1f}';
 
+/// The canonical form of a resident ID number (居民身份证号码, GB 11643: 17 digits and a check
+/// character, a digit or `X`) typed loosely, or `None` if `value` is not shaped like one.
+///
+/// Spaces (any Unicode whitespace), hyphens and dashes, and zero-width characters are dropped;
+/// full-width digits and `Ｘ`/`ｘ` become ASCII; a lowercase `x` check character becomes `X`.
+/// What is left must be 17 ASCII digits and a digit or `X`. The check character is not verified:
+/// this says which number was meant, not whether it exists.
+///
+/// The exchange applies this to key and filter values before it routes a query and before it
+/// HMACs a key, and the subject report before it looks one up, so that
+/// `110105 19491231 002x`, `110105-19491231-002X` and `１１０１０５１９４９１２３１００２Ｘ` are one
+/// person everywhere.
+///
+/// ```
+/// use huitong_audit::subject::canonical_id_number;
+/// assert_eq!(canonical_id_number("110105 19491231 002x").as_deref(), Some("11010519491231002X"));
+/// assert_eq!(canonical_id_number("1990-01-02"), None);
+/// ```
+pub fn canonical_id_number(value: &str) -> Option<String> {
+    let mut out = String::with_capacity(18);
+    for c in value.chars() {
+        let c = match c {
+            '０'..='９' => char::from_digit(u32::from(c) - u32::from('０'), 10)?,
+            'x' | 'Ｘ' | 'ｘ' => 'X',
+            '-' | '\u{2010}'..='\u{2015}' | '\u{2212}' | '\u{FE58}' | '\u{FE63}' | '\u{FF0D}' => {
+                continue;
+            }
+            '\u{200B}'..='\u{200D}' | '\u{2060}' | '\u{FEFF}' => continue,
+            c if c.is_whitespace() || c.is_control() => continue,
+            c => c,
+        };
+        out.push(c);
+        if out.len() > 18 {
+            return None;
+        }
+    }
+    let b = out.as_bytes();
+    let shaped = b.len() == 18
+        && b[..17].iter().all(u8::is_ascii_digit)
+        && (b[17].is_ascii_digit() || b[17] == b'X');
+    shaped.then_some(out)
+}
+
+/// Normalises one key or filter value: trimmed, control characters removed, a resident ID
+/// number in its canonical form ([`canonical_id_number`]), ASCII letters upper-cased. Already
+/// normal input (what the broker recorded before ID numbers were canonicalised) is unchanged
+/// apart from the upper-casing it always had.
+pub fn normalise_value(value: &str) -> String {
+    let clean: String = value.trim().chars().filter(|c| !c.is_control()).collect();
+    match canonical_id_number(&clean) {
+        Some(id) => id,
+        None => clean.to_ascii_uppercase(),
+    }
+}
+
 /// Normalises a record key (one value per key field) into the one string that is HMACed, so
 /// that the broker (when recording) and the subject report (when looking up) agree however the
 /// key was typed.
 ///
 /// - pairs are sorted by field name (then value), so their order does not matter;
 /// - names and values are trimmed of surrounding whitespace;
+/// - a value shaped like a resident ID number is put in its canonical form
+///   ([`canonical_id_number`]: no spaces or hyphens, ASCII digits, upper-case `X`);
 /// - ASCII letters in values are upper-cased (citizen ID numbers end in `X` or `x`); other
 ///   characters are kept as they are, since case folding beyond ASCII is locale-dependent;
 /// - control characters are removed from names and values, which keeps the separator out of
@@ -57,7 +114,7 @@ pub fn normalise_key(parts: &[(&str, &str)]) -> String {
     let clean = |s: &str| -> String { s.trim().chars().filter(|c| !c.is_control()).collect() };
     let mut pairs: Vec<(String, String)> = parts
         .iter()
-        .map(|(name, value)| (clean(name), clean(value).to_ascii_uppercase()))
+        .map(|(name, value)| (clean(name), normalise_value(value)))
         .collect();
     pairs.sort();
     let mut out = String::new();

@@ -113,9 +113,15 @@ impl Admin for AdminService {
             )
         };
         let masks = convert::masks_from_wire(&r.masks).map_err(|e| policy_status(e.into()))?;
+        let match_fields = r
+            .match_fields
+            .iter()
+            .map(|f| FieldName::new(f))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| policy_status(e.into()))?;
         let grant = self
             .policy
-            .approve(r.id, by, fields, masks)
+            .approve(r.id, by, fields, masks, match_fields)
             .await
             .map_err(policy_status)?;
         info!(grant = grant.id(), consumer = %grant.consumer(), resource = %grant.resource(), "access request approved");

@@ -17,6 +17,7 @@ use prost::Message;
 use tonic::{Request, Response, Status};
 
 use crate::log::ExchangeLog;
+use crate::providers::Providers;
 
 /// Most entries one ListEntries call returns.
 const MAX_ENTRIES_PER_CALL: u32 = 10_000;
@@ -30,12 +31,49 @@ const MAX_BYTES_PER_CALL: usize = 2 << 20;
 #[derive(Debug, Clone)]
 pub struct AuditService {
     log: Arc<ExchangeLog>,
+    /// The catalogue a subject report's resource and key are checked against, as a query's are.
+    providers: Arc<Providers>,
 }
 
 impl AuditService {
-    pub fn new(log: Arc<ExchangeLog>) -> Self {
-        Self { log }
+    pub fn new(log: Arc<ExchangeLog>, providers: Arc<Providers>) -> Self {
+        Self { log, providers }
     }
+}
+
+/// A subject report's resource and key, checked as a query's are: a resource of the catalogue
+/// and exactly its key fields, each with a value. A mistake is INVALID_ARGUMENT naming it,
+/// never an empty report, which would read as "nobody looked at this person".
+fn check_report_request(providers: &Providers, r: &SubjectReportRequest) -> Result<(), Status> {
+    let invalid = |e: huitong_core::Error| Status::invalid_argument(e.to_string());
+    let resource = huitong_core::ResourceId::parse(&r.resource).map_err(invalid)?;
+    if let Some(p) = providers.get(resource.provider())
+        && !p.is_described()
+    {
+        return Err(Status::unavailable(format!(
+            "the catalogue of {} has not loaded yet, so the key of {resource} cannot be checked; try again shortly",
+            resource.provider()
+        )));
+    }
+    let catalogue = providers.catalogue();
+    let spec = catalogue.get(&resource).map_err(|_| {
+        Status::invalid_argument(format!(
+            "resource {resource} is not in the catalogue; a subject report names the resource              whose key identifies the person (list the catalogue to see what is offered)"
+        ))
+    })?;
+    if r.key.is_empty() {
+        return Err(Status::invalid_argument(format!(
+            "give the person's key: one value per key field of {resource} ({})",
+            key_names(spec)
+        )));
+    }
+    spec.check_key_text(r.key.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .map_err(invalid)
+}
+
+fn key_names(spec: &huitong_core::ResourceSpec) -> String {
+    let names: Vec<&str> = spec.key_fields().iter().map(|k| k.as_str()).collect();
+    names.join(", ")
 }
 
 fn audit_status(e: huitong_audit::Error) -> Status {
@@ -206,6 +244,12 @@ impl Audit for AuditService {
         let log = Arc::clone(&self.log);
         let resp = blocking(move || {
             log.catch_up().map_err(log_status)?;
+            if r.end != 0 && r.end < r.start {
+                return Err(Status::invalid_argument(format!(
+                    "end ({}) is before start ({}); give end > start, or end = 0 for the end of the log",
+                    r.end, r.start
+                )));
+            }
             let size = log.log().size();
             let end = if r.end == 0 { size } else { r.end.min(size) };
             let limit = match r.limit {
@@ -249,13 +293,7 @@ impl Audit for AuditService {
     ) -> Result<Response<SubjectReportResponse>, Status> {
         require_auditor(&request)?;
         let r = request.into_inner();
-        if r.key.is_empty() || r.key.values().any(|v| v.trim().is_empty()) {
-            return Err(Status::invalid_argument(
-                "give the person's key, one non-empty value per key field",
-            ));
-        }
-        huitong_core::ResourceId::parse(&r.resource)
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        check_report_request(&self.providers, &r)?;
         let log = Arc::clone(&self.log);
         let resp = blocking(move || {
             log.catch_up().map_err(log_status)?;

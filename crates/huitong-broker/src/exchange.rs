@@ -31,7 +31,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use huitong_core::masking::apply_text;
 use huitong_core::policy::Decision;
-use huitong_core::{DeptId, FieldName, Purpose, ResourceId, ResourceSpec};
+use huitong_core::{DeptId, FieldName, Purpose, ResourceId, ResourceSpec, Selection};
 use huitong_proto::trace::TraceContext;
 use huitong_proto::v1::exchange_server::Exchange;
 use huitong_proto::v1::value::Kind;
@@ -330,13 +330,14 @@ impl Exchange for ExchangeService {
 impl ExchangeService {
     async fn exchange(
         &self,
-        raw: QueryRequest,
+        mut raw: QueryRequest,
         consumer: &DeptId,
         deadline: Deadline,
         trace: &TraceContext,
         request_id: &str,
         trail: &mut Trail,
     ) -> Result<QueryResponse, ExchangeError> {
+        canonicalise_id_numbers(&mut raw);
         // Whose record is looked up is known as soon as the key is well formed: from then on a
         // refusal is recorded against that person too, so that attempts show in their report.
         let catalogue = self.providers.catalogue();
@@ -355,6 +356,8 @@ impl ExchangeService {
             }
         }
         let query = validate(&raw)?;
+        // The log records the purpose as matched against the grants, not as typed.
+        trail.record.purpose = query.purpose.to_string();
         // Rate limits come first among the checks that need no adapter: an over-quota consumer
         // costs the broker as little as possible.
         self.policy
@@ -367,11 +370,20 @@ impl ExchangeService {
             })?;
         let provider = self.provider_of(&query.resource)?;
         let spec = catalogue.get(&query.resource)?;
-        let (fields, used) = check_against_catalogue(spec, &raw)?;
+        let checked = check_against_catalogue(spec, &raw)?;
+        let fields = checked.fields;
         let deciding = Instant::now();
-        let decision = self
-            .policy
-            .decide(spec, consumer, &used, &query.purpose, SystemTime::now());
+        let decision = self.policy.decide(
+            spec,
+            consumer,
+            &fields,
+            Selection {
+                filters: &checked.filters,
+                key: &checked.key,
+            },
+            &query.purpose,
+            SystemTime::now(),
+        );
         self.metrics.stage(Stage::Policy, deciding.elapsed());
         let decision = decision?;
         trail.record.grant_id = decision.grant_id.clone().unwrap_or_default();
@@ -525,6 +537,25 @@ impl ExchangeService {
     }
 }
 
+/// Key and filter values that are resident ID numbers typed loosely (spaces, hyphens,
+/// full-width digits, a lowercase `x`) take their canonical form, the one the exchange log's
+/// subject and the subject report use (`huitong_audit::canonical_id_number`): the adapter is
+/// asked for the number that was meant, and the person's report shows the exchange.
+fn canonicalise_id_numbers(raw: &mut QueryRequest) {
+    let fix = |v: &mut Value| {
+        if let Some(Kind::StringValue(s)) = &mut v.kind
+            && let Some(id) = huitong_audit::canonical_id_number(s)
+        {
+            *s = id;
+        }
+    };
+    raw.key.values_mut().for_each(fix);
+    raw.filters
+        .iter_mut()
+        .filter_map(|f| f.value.as_mut())
+        .for_each(fix);
+}
+
 /// A query whose identifiers have been checked.
 #[derive(Debug)]
 struct ValidQuery {
@@ -547,34 +578,70 @@ fn validate(raw: &QueryRequest) -> Result<ValidQuery, ExchangeError> {
     Ok(ValidQuery { resource, purpose })
 }
 
+/// What step 2 found: the fields to release, and the fields records are selected by, which
+/// the policy weighs too (a match on a field reveals it as surely as releasing it does).
+struct Checked {
+    fields: Vec<FieldName>,
+    filters: Vec<FieldName>,
+    key: Vec<FieldName>,
+}
+
 /// Step 2: the catalogue's rules for the resource: shared at all, known fields, a whole key,
-/// well-typed filters. Returns the fields to release and the fields the policy must allow: those
-/// plus any filtered on, because a match on a field reveals it as surely as releasing it does.
+/// well-typed filters.
 fn check_against_catalogue(
     spec: &ResourceSpec,
     raw: &QueryRequest,
-) -> Result<(Vec<FieldName>, Vec<FieldName>), ExchangeError> {
+) -> Result<Checked, ExchangeError> {
     spec.check_shared()?;
     let fields = spec.check_requested_fields(raw.fields.iter().map(String::as_str))?;
+    let bad = |what, field: &str, problem| huitong_core::Error::BadValue {
+        what,
+        field: field.chars().take(80).collect(),
+        problem,
+    };
+    let mut key = Vec::new();
     if !raw.key.is_empty() {
+        for (k, v) in &raw.key {
+            if let Some(problem) = huitong_proto::value::match_value_problem(v) {
+                return Err(bad("key", k, problem).into());
+            }
+        }
         spec.check_key(
             raw.key
                 .iter()
                 .map(|(k, v)| (k.as_str(), v.value_kind(), v.is_empty_text())),
         )?;
+        key = spec.key_fields().to_vec();
     }
-    let mut used = fields.clone();
+    let mut filters: Vec<FieldName> = Vec::new();
     for f in &raw.filters {
-        let kind = f
-            .value
-            .as_ref()
-            .map_or(huitong_core::ValueKind::Null, Value::value_kind);
-        let name = spec.check_filter(&f.field, kind)?;
-        if !used.contains(&name) {
-            used.push(name);
+        spec.check_filter(&f.field, huitong_core::ValueKind::Null)?;
+        let value = match &f.value {
+            Some(v) if v.kind.is_some() => v,
+            _ => {
+                return Err(bad(
+                    "filter",
+                    &f.field,
+                    "has no value; give the value to match (null_value matches records where \
+                     the field is empty)"
+                        .into(),
+                )
+                .into());
+            }
+        };
+        if let Some(problem) = huitong_proto::value::match_value_problem(value) {
+            return Err(bad("filter", &f.field, problem).into());
+        }
+        let name = spec.check_filter(&f.field, value.value_kind())?;
+        if !filters.contains(&name) {
+            filters.push(name);
         }
     }
-    Ok((fields, used))
+    Ok(Checked {
+        fields,
+        filters,
+        key,
+    })
 }
 
 enum Selector {

@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use huitong_core::{
     AccessRequest, AccessRequestForm, Decision, DeptId, FieldName, Grant, GrantOrigin, GrantParts,
-    Mask, Purpose, ResourceId, ResourceSpec,
+    Mask, Purpose, ResourceId, ResourceSpec, Selection,
 };
 use huitong_proto::convert;
 use prost::Message;
@@ -208,19 +208,21 @@ impl Policy {
         std::time::Duration::from_secs(u64::from(seconds))
     }
 
-    /// The exchange path's authorise step: may `consumer` receive `fields` for `purpose`?
+    /// The authorise step of queries and subscriptions: may `consumer` receive `fields` for
+    /// `purpose`, selecting records by `selection`? The rules are `huitong_core::decide`.
     pub fn decide(
         &self,
         spec: &ResourceSpec,
         consumer: &DeptId,
         fields: &[FieldName],
+        selection: Selection<'_>,
         purpose: &Purpose,
         now: SystemTime,
     ) -> Result<Decision, huitong_core::Error> {
         let grants = self.snapshot();
         let key = (consumer.clone(), spec.id().clone());
         let held = grants.get(&key).map(Vec::as_slice).unwrap_or_default();
-        huitong_core::decide(spec, consumer, fields, purpose, held, now)
+        huitong_core::decide(spec, consumer, fields, selection, purpose, held, now)
     }
 
     /// The fields of `spec` that any department other than its provider may receive now
@@ -280,13 +282,21 @@ impl Policy {
         by: DeptId,
         fields: Option<Vec<FieldName>>,
         masks: Vec<(FieldName, Mask)>,
+        match_fields: Vec<FieldName>,
     ) -> Result<Grant, PolicyError> {
         let me = Arc::clone(self);
         let grant = blocking(move || {
             let _w = me.lock_writes();
             let mut request = me.request(&id)?;
             let grant_id = format!("G-{}", me.db.generate_id()? + 1);
-            let grant = request.approve(&by, SystemTime::now(), grant_id, fields, masks)?;
+            let grant = request.approve(
+                &by,
+                SystemTime::now(),
+                grant_id,
+                fields,
+                masks,
+                match_fields,
+            )?;
             // Request and grant are written in one batch: a crash leaves neither or both.
             let mut batch = sled::Batch::default();
             batch.insert(
@@ -339,6 +349,17 @@ impl Policy {
                 .find(|g| g.id() == id)
                 .cloned()
                 .ok_or_else(|| PolicyError::NoSuchGrant(id.clone()))?;
+            // Who may revoke is checked first: a department party to neither side of the grant
+            // is refused as such, whatever the grant's origin.
+            if by != *grant.resource().provider() && by != *grant.consumer() {
+                return Err(huitong_core::Error::NotPartyToGrant {
+                    grant: grant.id().to_owned(),
+                    resource: grant.resource().clone(),
+                    consumer: grant.consumer().clone(),
+                    by,
+                }
+                .into());
+            }
             if *grant.origin() == GrantOrigin::PolicyFile {
                 return Err(PolicyError::PolicyFileGrant(id));
             }
@@ -546,6 +567,9 @@ struct PolicyGrant {
     expires: String,
     #[serde(default)]
     masks: HashMap<String, String>,
+    /// Masked fields a filter or key may still match on.
+    #[serde(default)]
+    match_fields: Vec<String>,
 }
 
 /// Reads grants declared in a policy file; every mistake names the file, the key and the problem.
@@ -568,6 +592,8 @@ pub fn load_policy_file(path: &Path) -> Result<Vec<Grant>, PolicyError> {
             .map(|f| FieldName::new(f))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| at("fields", &e))?;
+        huitong_core::policy::check_purpose_count(g.purposes.len())
+            .map_err(|e| at("purposes", &e))?;
         let purposes = g
             .purposes
             .iter()
@@ -585,6 +611,12 @@ pub fn load_policy_file(path: &Path) -> Result<Vec<Grant>, PolicyError> {
             })
             .ok_or_else(|| at("expires", &"expected a date as \"YYYY-MM-DD\""))?;
         let masks = convert::masks_from_wire(&g.masks).map_err(|e| at("masks", &e))?;
+        let match_fields = g
+            .match_fields
+            .iter()
+            .map(|f| FieldName::new(f))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| at("match_fields", &e))?;
         let grant = Grant::new(GrantParts {
             id: format!("P-{}", i + 1),
             consumer,
@@ -592,6 +624,7 @@ pub fn load_policy_file(path: &Path) -> Result<Vec<Grant>, PolicyError> {
             fields,
             purposes,
             masks,
+            match_fields,
             // Declared grants have no approval moment; an already expired one is dated a day
             // before its expiry so that it still reads as a (lapsed) grant.
             granted_at: if now < expires {

@@ -4,7 +4,7 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use huitong_proto::transport::{self, MessageLimitLayer};
+use huitong_proto::transport::{self, MessageLimitLayer, OneRequestLayer};
 use huitong_proto::v1::admin_server::{self, AdminServer};
 use huitong_proto::v1::audit_server::{self, AuditServer};
 use huitong_proto::v1::exchange_server::{self, ExchangeServer};
@@ -221,7 +221,7 @@ async fn serve_ready(
     )));
 
     let admin = AdminService::new(Arc::clone(&policy), Arc::clone(&providers));
-    let audit = AuditService::new(Arc::clone(&log));
+    let audit = AuditService::new(Arc::clone(&log), Arc::clone(&providers));
     let exchange = ExchangeService::new(ExchangeParts {
         providers: Arc::clone(&providers),
         policy: Arc::clone(&policy),
@@ -269,6 +269,7 @@ async fn serve_ready(
     };
     let server = tonic::transport::Server::builder()
         .layer(MessageLimitLayer::new(max))
+        .layer(OneRequestLayer)
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

@@ -25,7 +25,7 @@
 use std::time::{Instant, SystemTime};
 
 use huitong_core::policy::Decision;
-use huitong_core::{DeptId, FieldName, Purpose, ResourceId, ResourceSpec};
+use huitong_core::{DeptId, FieldName, Purpose, ResourceId, ResourceSpec, Selection};
 use huitong_proto::v1::{
     AcknowledgeRequest, AcknowledgeResponse, Event, ExchangeRecord, Record, SubscribeRequest,
     SubscribeResponse,
@@ -90,6 +90,7 @@ pub(crate) async fn subscribe(
         .and_then(|o| start_position(svc, &o, raw.after).map(|start| (o, start)));
     match &opened {
         Ok((o, _)) => {
+            record.purpose = o.purpose.to_string();
             record.outcome = "answered".into();
             record.fields = o.fields.iter().map(ToString::to_string).collect();
             record.grant_id = o.grant_id.clone();
@@ -139,7 +140,9 @@ fn open(
     spec.check_shared()?;
     let fields = spec.check_requested_fields(raw.fields.iter().map(String::as_str))?;
     let now = SystemTime::now();
-    let decision = svc.policy.decide(spec, consumer, &fields, &purpose, now)?;
+    let decision = svc
+        .policy
+        .decide(spec, consumer, &fields, Selection::NONE, &purpose, now)?;
     // A grant's fields are always kept; this refuses only what no grant releases, which only
     // the provider may ask for (and would silently never receive).
     let kept = svc.policy.releasable_fields(spec, now);
@@ -273,7 +276,14 @@ fn still_allowed(
     let refused = |e: huitong_core::Error| ExchangeError::from(e).into_status(request_id);
     let spec = catalogue.get(&o.resource).map_err(refused)?;
     svc.policy
-        .decide(spec, &o.consumer, &o.fields, &o.purpose, SystemTime::now())
+        .decide(
+            spec,
+            &o.consumer,
+            &o.fields,
+            Selection::NONE,
+            &o.purpose,
+            SystemTime::now(),
+        )
         .map(drop)
         .map_err(refused)
 }
@@ -379,9 +389,14 @@ async fn release(
     let catalogue = svc.providers.catalogue();
     let spec: &ResourceSpec = catalogue.get(&o.resource)?;
     let now = SystemTime::now();
-    let decision: Decision = svc
-        .policy
-        .decide(spec, &o.consumer, &o.fields, &o.purpose, now)?;
+    let decision: Decision = svc.policy.decide(
+        spec,
+        &o.consumer,
+        &o.fields,
+        Selection::NONE,
+        &o.purpose,
+        now,
+    )?;
     let started = Instant::now();
     let mut responses = Vec::with_capacity(batch.len());
     let mut records = Vec::with_capacity(batch.len());

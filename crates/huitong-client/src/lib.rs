@@ -601,6 +601,18 @@ impl Admin {
         fields: &[&str],
         masks: &[(&str, &str)],
     ) -> Result<Grant, ClientError> {
+        self.approve_matching(id, fields, masks, &[]).await
+    }
+
+    /// Approves a request like [`Admin::approve`], and lets the consumer filter or key on the
+    /// masked fields in `match_fields` (a filter or key on any other masked field is refused).
+    pub async fn approve_matching(
+        &mut self,
+        id: &str,
+        fields: &[&str],
+        masks: &[(&str, &str)],
+        match_fields: &[&str],
+    ) -> Result<Grant, ClientError> {
         let req = ApproveAccessRequestRequest {
             id: id.to_owned(),
             fields: fields.iter().map(|s| (*s).to_owned()).collect(),
@@ -608,6 +620,7 @@ impl Admin {
                 .iter()
                 .map(|(f, m)| ((*f).to_owned(), (*m).to_owned()))
                 .collect(),
+            match_fields: match_fields.iter().map(|s| (*s).to_owned()).collect(),
         };
         Ok(self.inner.approve_access_request(req).await?.into_inner())
     }

@@ -108,6 +108,19 @@ impl ValueKind {
 }
 
 impl FieldType {
+    /// The kind of the values this type holds.
+    pub fn kind(self) -> ValueKind {
+        match self {
+            FieldType::String => ValueKind::String,
+            FieldType::Int => ValueKind::Int,
+            FieldType::Double => ValueKind::Double,
+            FieldType::Bool => ValueKind::Bool,
+            FieldType::Bytes => ValueKind::Bytes,
+            FieldType::Date => ValueKind::Date,
+            FieldType::Timestamp => ValueKind::Timestamp,
+        }
+    }
+
     /// Whether a non-null value of `kind` may stand in a field of this type.
     pub fn accepts(self, kind: ValueKind) -> bool {
         matches!(
@@ -305,6 +318,19 @@ impl ResourceSpec {
             )));
         }
         Ok(())
+    }
+
+    /// Checks a key given as text, as a subject report gives it: exactly the key fields (names
+    /// are case-sensitive, as in a query), each with a value that shows something. Value types
+    /// are not checked: the text is what is normalised and HMACed.
+    pub fn check_key_text<'a>(
+        &self,
+        key: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Result<(), Error> {
+        self.check_key(key.into_iter().map(|(name, value)| {
+            let kind = self.field(name).map_or(ValueKind::String, |f| f.ty.kind());
+            (name, kind, crate::ids::trim_text(value).is_empty())
+        }))
     }
 
     /// Checks an equality filter's field and value type.

@@ -56,6 +56,16 @@ pub enum Error {
         expected: &'static str,
         got: &'static str,
     },
+    /// A key or filter value cannot match anything, or is missing.
+    #[error("the {what} on {field:?} {problem}")]
+    BadValue {
+        /// `filter` or `key`.
+        what: &'static str,
+        /// The field.
+        field: String,
+        /// What is wrong and what to give instead.
+        problem: String,
+    },
     /// The resource is catalogued as not shared (不予共享).
     #[error(
         "resource {resource} is catalogued as not shared (不予共享){basis}; it is never served"
@@ -107,6 +117,14 @@ pub enum Error {
         dept: DeptId,
         /// Its resource.
         resource: ResourceId,
+    },
+    /// An access request or grant names more purposes than allowed.
+    #[error(
+        "{count} purposes were named; at most 16 are allowed: name the uses your department actually has"
+    )]
+    TooManyPurposes {
+        /// How many were named.
+        count: usize,
     },
     /// A purpose was named twice in one list.
     #[error("purpose {0:?} is named twice")]
@@ -183,8 +201,10 @@ impl Error {
             | Error::BadSelector(_)
             | Error::BadKey { .. }
             | Error::WrongValueType { .. }
+            | Error::BadValue { .. }
             | Error::OwnResource { .. }
             | Error::DuplicatePurpose(_)
+            | Error::TooManyPurposes { .. }
             | Error::InvalidLegalBasis(_)
             | Error::InvalidDuration { .. }
             | Error::InvalidReason(_)

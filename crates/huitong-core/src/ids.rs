@@ -193,14 +193,51 @@ impl fmt::Debug for ResourceId {
     }
 }
 
-/// The declared reason for an exchange, e.g. "marriage registration": non-empty, at most 200
-/// characters, no control characters (it is written to the exchange log as is).
+/// Whether `c` shows nothing on its own: whitespace, control characters, and the format
+/// characters that render as nothing (zero-width space and joiners, bidirectional marks, word
+/// joiner, byte-order mark, soft hyphen, variation selectors, tag characters, Hangul fillers).
+pub fn is_invisible(c: char) -> bool {
+    c.is_whitespace()
+        || c.is_control()
+        || matches!(
+            c,
+            '\u{00AD}'
+                | '\u{034F}'
+                | '\u{061C}'
+                | '\u{115F}'
+                | '\u{1160}'
+                | '\u{17B4}'
+                | '\u{17B5}'
+                | '\u{180B}'..='\u{180F}'
+                | '\u{200B}'..='\u{200F}'
+                | '\u{202A}'..='\u{202E}'
+                | '\u{2060}'..='\u{206F}'
+                | '\u{3164}'
+                | '\u{FE00}'..='\u{FE0F}'
+                | '\u{FEFF}'
+                | '\u{FFA0}'
+                | '\u{E0000}'..='\u{E007F}'
+                | '\u{E0100}'..='\u{E01EF}'
+        )
+}
+
+/// The one normalisation of written text (purposes, reasons, legal bases): invisible
+/// characters ([`is_invisible`]) are trimmed from both ends. A purpose typed with a trailing
+/// space or zero-width space is then the same purpose everywhere (grant, query, log), and a
+/// text of nothing visible is empty, so refused where text is required.
+pub fn trim_text(s: &str) -> &str {
+    s.trim_matches(is_invisible)
+}
+
+/// The declared reason for an exchange, e.g. "marriage registration": trimmed ([`trim_text`]),
+/// non-empty, at most 200 characters, no control characters (it is written to the exchange log
+/// as is, and matched exactly against the purposes grants name).
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct Purpose(Arc<str>);
 
 impl Purpose {
     pub fn new(s: &str) -> Result<Self, Error> {
-        let s = s.trim();
+        let s = trim_text(s);
         if s.is_empty() {
             return Err(Error::InvalidPurpose(
                 "declare a purpose: say why the data is needed, e.g. \"marriage registration\"",

@@ -22,5 +22,5 @@ pub use ids::{DeptId, FieldName, Purpose, ResourceId, ResourceName};
 pub use masking::Mask;
 pub use policy::{
     AccessRequest, AccessRequestForm, AccessRequestParts, Decision, Grant, GrantOrigin, GrantParts,
-    PolicyRefusal, RequestState, Revocation, decide, releasable_fields,
+    MatchKind, PolicyRefusal, RequestState, Revocation, Selection, decide, releasable_fields,
 };

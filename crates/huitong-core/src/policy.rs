@@ -20,8 +20,8 @@ use std::time::{Duration, SystemTime};
 
 use crate::Error;
 use crate::calendar::{self, SECONDS_PER_DAY};
-use crate::catalogue::{FieldSpec, ResourceSpec, Sensitivity, SharingClass};
-use crate::ids::{DeptId, FieldName, Purpose, ResourceId};
+use crate::catalogue::{FieldSpec, ResourceSpec, Sensitivity, SharingClass, ValueKind};
+use crate::ids::{DeptId, FieldName, Purpose, ResourceId, trim_text};
 use crate::masking::Mask;
 
 /// Longest grant, in days: three years.
@@ -32,6 +32,9 @@ pub const MAX_LEGAL_BASIS_CHARS: usize = 500;
 pub const MAX_REASON_CHARS: usize = 1000;
 /// Longest access request or grant id, in bytes.
 pub const MAX_RECORD_ID_LEN: usize = 64;
+/// Most purposes one access request (or policy-file grant) may name. A grant is for the uses a
+/// department actually has; a list of thousands is a way around purpose limitation.
+pub const MAX_PURPOSES: usize = 16;
 
 /// The command that files an access request, as quoted in refusals.
 const REQUEST_COMMAND: &str = "huitong admin request";
@@ -114,6 +117,44 @@ pub enum PolicyRefusal {
         /// The purposes the grant names.
         named: Vec<Purpose>,
     },
+    /// A filter or key matches on a field the closest grant releases only masked, and the
+    /// grant does not allow matching on it: the match would confirm the hidden value.
+    #[error(
+        "your grant {grant} releases field \"{field}\" only masked ({mask}), so a {kind} on it \
+         is refused: matching the full value would confirm what the mask hides; select records \
+         by a field the grant releases unmasked, or ask {provider} to allow matching on \
+         \"{field}\" (match_fields) when it approves an access request"
+    )]
+    MatchOnMaskedField {
+        /// The grant's id.
+        grant: String,
+        /// The masked field matched on.
+        field: FieldName,
+        /// Its mask in the grant.
+        mask: Mask,
+        /// Whether a filter or the key matched on it.
+        kind: MatchKind,
+        /// The provider, which decides what may be matched on.
+        provider: DeptId,
+    },
+}
+
+/// How a query matches records on a field: by an equality filter, or by its key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MatchKind {
+    /// An equality filter.
+    Filter,
+    /// The record key.
+    Key,
+}
+
+impl fmt::Display for MatchKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            MatchKind::Filter => "filter",
+            MatchKind::Key => "key",
+        })
+    }
 }
 
 fn join<T: fmt::Display>(items: &[T], sep: &str) -> String {
@@ -208,6 +249,9 @@ pub struct GrantParts {
     pub purposes: Vec<Purpose>,
     /// At most one mask per field, only on listed fields.
     pub masks: Vec<(FieldName, Mask)>,
+    /// Listed fields that a filter or key may match on although the grant masks them
+    /// (`match_fields`); see [`decide`].
+    pub match_fields: Vec<FieldName>,
     /// When it was granted.
     pub granted_at: SystemTime,
     /// When it expires: it is active strictly before this moment.
@@ -229,6 +273,7 @@ pub struct Grant {
     fields: Vec<FieldName>,
     purposes: Vec<Purpose>,
     masks: Vec<(FieldName, Mask)>,
+    match_fields: Vec<FieldName>,
     granted_at: SystemTime,
     expires_at: SystemTime,
     revoked: Option<Revocation>,
@@ -268,6 +313,15 @@ fn check_unique_fields(fields: &[FieldName]) -> Result<(), Error> {
     Ok(())
 }
 
+/// Refuses more than [`MAX_PURPOSES`] purposes, before any is parsed. Checked where purposes
+/// come in (filing, the policy file), not when stored records are read back.
+pub fn check_purpose_count(count: usize) -> Result<(), Error> {
+    if count > MAX_PURPOSES {
+        return Err(Error::TooManyPurposes { count });
+    }
+    Ok(())
+}
+
 fn check_purposes(purposes: &[Purpose]) -> Result<(), Error> {
     if purposes.is_empty() {
         return Err(Error::InvalidPurpose(
@@ -283,7 +337,7 @@ fn check_purposes(purposes: &[Purpose]) -> Result<(), Error> {
 }
 
 fn check_reason(reason: &str, missing: &'static str) -> Result<String, Error> {
-    let reason = reason.trim();
+    let reason = trim_text(reason);
     if reason.is_empty() {
         return Err(Error::InvalidReason(missing));
     }
@@ -340,6 +394,22 @@ impl Grant {
                 )));
             }
         }
+        for (i, field) in p.match_fields.iter().enumerate() {
+            if !p.fields.contains(field) {
+                return Err(Error::InvalidGrant(format!(
+                    "match_fields names field \"{field}\", which grant {} does not list (it lists: {}); \
+                     matching is allowed only on granted fields",
+                    p.id,
+                    join(&p.fields, ", ")
+                )));
+            }
+            if p.match_fields[..i].contains(field) {
+                return Err(Error::InvalidGrant(format!(
+                    "match_fields names field \"{field}\" twice in grant {}",
+                    p.id
+                )));
+            }
+        }
         if p.expires_at <= p.granted_at {
             return Err(Error::InvalidGrant(format!(
                 "grant {} expires ({}) before it is granted ({})",
@@ -358,6 +428,7 @@ impl Grant {
             fields: p.fields,
             purposes: p.purposes,
             masks: p.masks,
+            match_fields: p.match_fields,
             granted_at: p.granted_at,
             expires_at: p.expires_at,
             revoked: p.revoked,
@@ -374,6 +445,7 @@ impl Grant {
             fields: self.fields,
             purposes: self.purposes,
             masks: self.masks,
+            match_fields: self.match_fields,
             granted_at: self.granted_at,
             expires_at: self.expires_at,
             revoked: self.revoked,
@@ -438,6 +510,18 @@ impl Grant {
     /// The masks on its fields.
     pub fn masks(&self) -> &[(FieldName, Mask)] {
         &self.masks
+    }
+
+    /// The masked fields a filter or key may nevertheless match on.
+    pub fn match_fields(&self) -> &[FieldName] {
+        &self.match_fields
+    }
+
+    /// Whether a filter or key may match on `field`: always, unless the grant masks it and
+    /// does not name it in `match_fields`. An equality match on a masked field would confirm
+    /// the value the mask hides.
+    pub fn allows_match(&self, field: &FieldName) -> bool {
+        self.mask_for(field).is_none() || self.match_fields.contains(field)
     }
 
     /// When it was granted.
@@ -618,7 +702,7 @@ pub struct AccessRequest {
 }
 
 fn check_legal_basis(basis: &str) -> Result<String, Error> {
-    let basis = basis.trim();
+    let basis = trim_text(basis);
     if basis.is_empty() {
         return Err(Error::InvalidLegalBasis(
             "cite the legal basis (法律依据): the law, regulation or document under which your \
@@ -670,6 +754,7 @@ impl AccessRequest {
         }
         spec.check_shared()?;
         let fields = spec.check_requested_fields(form.fields.iter().map(String::as_str))?;
+        check_purpose_count(form.purposes.len())?;
         let purposes = form
             .purposes
             .iter()
@@ -826,8 +911,10 @@ impl AccessRequest {
     /// Approves the request and returns the grant it creates, which the caller stores.
     ///
     /// Only the provider may approve, and only a pending request. `fields`, if given, narrows
-    /// the grant to a subset of the requested fields; `masks` may be set on granted fields only.
-    /// The grant names the request's purposes and expires `duration_days` days after `now`.
+    /// the grant to a subset of the requested fields; `masks` may be set on granted fields only,
+    /// and so may `match_fields` (masked fields a filter or key may still match on, see
+    /// [`decide`]). The grant names the request's purposes and expires `duration_days` days
+    /// after `now`.
     pub fn approve(
         &mut self,
         by: &DeptId,
@@ -835,6 +922,7 @@ impl AccessRequest {
         grant_id: String,
         fields: Option<Vec<FieldName>>,
         masks: Vec<(FieldName, Mask)>,
+        match_fields: Vec<FieldName>,
     ) -> Result<Grant, Error> {
         self.check_decider("approve", by)?;
         let fields = match fields {
@@ -866,6 +954,7 @@ impl AccessRequest {
             fields,
             purposes: self.purposes.clone(),
             masks,
+            match_fields,
             granted_at: now,
             expires_at: after_days(now, self.duration_days),
             revoked: None,
@@ -924,9 +1013,30 @@ fn is_personal(s: Sensitivity) -> bool {
     matches!(s, Sensitivity::Personal | Sensitivity::Sensitive)
 }
 
+/// What a query selects records by, for [`decide`]: the fields its equality filters name and
+/// the fields of its key. Subscriptions select nothing ([`Selection::NONE`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Selection<'a> {
+    /// Fields filtered on. They count as released: a match reveals the value as surely as
+    /// releasing it does.
+    pub filters: &'a [FieldName],
+    /// Key fields. The consumer brings the key (it holds the person's id number already), so
+    /// the grant need not list them; but a key on a field the grant masks confirms the hidden
+    /// value like a filter does.
+    pub key: &'a [FieldName],
+}
+
+impl Selection<'_> {
+    /// Selects nothing: a subscription, or a test.
+    pub const NONE: Selection<'static> = Selection {
+        filters: &[],
+        key: &[],
+    };
+}
+
 /// Decides whether `consumer` may receive `fields` of `spec`'s resource for `purpose` at `now`,
-/// given the grants the exchange holds (`grants` may include other consumers' and other
-/// resources' grants; they are skipped).
+/// selecting records by `selection`, given the grants the exchange holds (`grants` may include
+/// other consumers' and other resources' grants; they are skipped).
 ///
 /// 1. A not-shared resource is refused ([`Error::NotShared`]), whoever asks.
 /// 2. The fields are checked against the catalogue: at least one, each declared, none twice.
@@ -935,28 +1045,38 @@ fn is_personal(s: Sensitivity) -> bool {
 ///    need an active grant that lists them and names the purpose.
 ///    Conditional resource: every field needs an active grant that lists it; personal and
 ///    sensitive fields also need the grant to name the purpose.
-/// 5. Grants are not combined: the first active grant that covers the whole request is used,
+///    Fields filtered on count as requested: the grant must release them.
+/// 5. A filter or key on a field the grant masks is refused unless the grant names the field
+///    in its `match_fields` ([`PolicyRefusal::MatchOnMaskedField`]): `address == <a full street
+///    address>` would otherwise list who lives there to a consumer allowed only the district.
+/// 6. Grants are not combined: the first active grant that covers the whole request is used,
 ///    and its masks on the requested fields are returned. If none does, the refusal describes
 ///    the active grant that comes closest; with no active grant, the most recently granted
 ///    expired or revoked one; with none at all, [`PolicyRefusal::NoGrant`].
 ///
-/// When no grant is needed, no masks are returned, even if the consumer holds a grant with masks.
+/// When no grant is needed, no masks are returned, even if the consumer holds a grant with
+/// masks, and so nothing is masked that a filter could probe.
 pub fn decide<'g>(
     spec: &ResourceSpec,
     consumer: &DeptId,
     fields: &[FieldName],
+    selection: Selection<'_>,
     purpose: &Purpose,
     grants: impl IntoIterator<Item = &'g Grant>,
     now: SystemTime,
 ) -> Result<Decision, Error> {
     spec.check_shared()?;
     spec.check_requested_fields(fields.iter().map(FieldName::as_str))?;
+    for f in selection.filters.iter().chain(selection.key) {
+        spec.check_filter(f.as_str(), ValueKind::Null)?;
+    }
     if consumer == spec.id().provider() {
         return Ok(Decision::default());
     }
     let class = spec.sharing_class;
     let requested: Vec<&FieldSpec> = fields
         .iter()
+        .chain(selection.filters.iter().filter(|f| !fields.contains(f)))
         .filter_map(|f| spec.field(f.as_str()))
         .collect();
     let need_grant: Vec<&FieldSpec> = requested
@@ -984,7 +1104,15 @@ pub fn decide<'g>(
             .map(|f| f.name.clone())
             .collect();
         let purpose_ok = need_purpose.is_empty() || g.names_purpose(purpose);
-        if missing.is_empty() && purpose_ok {
+        let unmatchable: Vec<(FieldName, MatchKind)> = selection
+            .filters
+            .iter()
+            .map(|f| (f, MatchKind::Filter))
+            .chain(selection.key.iter().map(|f| (f, MatchKind::Key)))
+            .filter(|(f, _)| !g.allows_match(f))
+            .map(|(f, kind)| (f.clone(), kind))
+            .collect();
+        if missing.is_empty() && purpose_ok && unmatchable.is_empty() {
             let masks = fields
                 .iter()
                 .filter_map(|f| g.mask_for(f).map(|m| (f.clone(), m)))
@@ -994,11 +1122,21 @@ pub fn decide<'g>(
                 masks,
             });
         }
-        let gaps = missing.len() + usize::from(!purpose_ok);
+        let gaps = missing.len() + usize::from(!purpose_ok) + unmatchable.len();
         if closest.as_ref().is_some_and(|(best, _)| *best <= gaps) {
             continue;
         }
-        let refusal = if missing.is_empty() {
+        let refusal = if let (true, true, Some((field, kind))) =
+            (missing.is_empty(), purpose_ok, unmatchable.first())
+        {
+            PolicyRefusal::MatchOnMaskedField {
+                grant: g.id.clone(),
+                mask: g.mask_for(field).unwrap_or(Mask::Redact),
+                field: field.clone(),
+                kind: *kind,
+                provider: spec.id().provider().clone(),
+            }
+        } else if missing.is_empty() {
             PolicyRefusal::PurposeNotNamed {
                 grant: g.id.clone(),
                 fields: need_purpose.clone(),

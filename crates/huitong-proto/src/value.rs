@@ -216,6 +216,31 @@ fn days_in_month(year: i32, month: i32) -> i32 {
     }
 }
 
+/// Whether the date exists: year 1 to 9999, month 1 to 12, a day the month has.
+pub fn is_valid_date(d: &Date) -> bool {
+    (1..=9999).contains(&d.year)
+        && (1..=12).contains(&d.month)
+        && d.day >= 1
+        && d.day <= days_in_month(d.year, d.month)
+}
+
+/// What is wrong with a value given to match on (a key or filter value), if anything: a date
+/// that does not exist (month 13, 0-0-0, 30 February), or a timestamp with nanoseconds out of
+/// range. Such a value can match nothing, so an answer of no records would mislead.
+pub fn match_value_problem(v: &Value) -> Option<String> {
+    match &v.kind {
+        Some(Kind::DateValue(d)) if !is_valid_date(d) => Some(format!(
+            "is not a date that exists ({}-{}-{}); give year 1 to 9999, month 1 to 12 and a day the month has",
+            d.year, d.month, d.day
+        )),
+        Some(Kind::TimestampValue(t)) if !(0..1_000_000_000).contains(&t.nanos) => Some(format!(
+            "is not a valid timestamp: nanos {} is outside 0 to 999999999",
+            t.nanos
+        )),
+        _ => None,
+    }
+}
+
 /// Parses `YYYY-MM-DD`, checking that the day exists.
 pub fn parse_date(s: &str) -> Option<Date> {
     let b = s.as_bytes();

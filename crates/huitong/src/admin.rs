@@ -58,6 +58,10 @@ enum Command {
         /// FIELD=MASK with MASK one of id-number, name, address, phone, redact; repeat.
         #[arg(long = "mask")]
         masks: Vec<String>,
+        /// Masked fields the consumer may still filter or key on (comma-separated). Without
+        /// this a filter or key on a masked field is refused: it would confirm the hidden value.
+        #[arg(long = "match-fields", value_delimiter = ',')]
+        match_fields: Vec<String>,
     },
     /// Deny a request for one of our resources, with a written reason.
     Deny {
@@ -108,8 +112,14 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             let list = admin.list_requests(overdue, state).await?;
             serde_json::Value::Array(list.iter().map(request_json).collect())
         }
-        Command::Approve { id, fields, masks } => {
+        Command::Approve {
+            id,
+            fields,
+            masks,
+            match_fields,
+        } => {
             let fields: Vec<&str> = fields.iter().map(|s| s.trim()).collect();
+            let match_fields: Vec<&str> = match_fields.iter().map(|s| s.trim()).collect();
             let masks = masks
                 .iter()
                 .map(|m| {
@@ -117,7 +127,11 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                         .with_context(|| format!("--mask {m:?} must be FIELD=MASK"))
                 })
                 .collect::<anyhow::Result<Vec<_>>>()?;
-            grant_json(&admin.approve(&id, &fields, &masks).await?)
+            grant_json(
+                &admin
+                    .approve_matching(&id, &fields, &masks, &match_fields)
+                    .await?,
+            )
         }
         Command::Deny { id, reason } => request_json(&admin.deny(&id, &reason).await?),
         Command::Grants { all } => serde_json::Value::Array(
@@ -175,6 +189,7 @@ fn grant_json(g: &Grant) -> serde_json::Value {
         "fields": g.fields,
         "purposes": g.purposes,
         "masks": masks.into_iter().collect::<std::collections::BTreeMap<_, _>>(),
+        "match_fields": g.match_fields,
         "granted_at": ts(&g.granted_at),
         "expires_at": ts(&g.expires_at),
         "revoked_at": ts(&g.revoked_at),

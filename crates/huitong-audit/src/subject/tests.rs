@@ -174,3 +174,82 @@ fn normalised_keys_ignore_order_case_and_surrounding_space() {
     );
     assert_eq!(normalise_key(&[]), "");
 }
+
+#[test]
+fn id_numbers_are_normalised_however_they_were_typed() {
+    let canonical = "id_number=11010519491231002X";
+    for typed in [
+        "11010519491231002X",
+        "11010519491231002x",
+        " 11010519491231002x\t",
+        "110105 19491231 002X",
+        "110105\u{3000}19491231\u{3000}002x",
+        "110105-19491231-002X",
+        "110105\u{2014}19491231\u{2013}002X",
+        "110105\u{FF0D}19491231\u{FF0D}002X",
+        "１１０１０５１９４９１２３１００２Ｘ",
+        "１１０１０５１９４９１２３１００２ｘ",
+        "110105\u{200B}19491231002X",
+        "1101 0519 4912 3100 2X",
+    ] {
+        assert_eq!(
+            normalise_key(&[("id_number", typed)]),
+            canonical,
+            "{typed:?}"
+        );
+    }
+    // Digits only: the check character may be a digit.
+    assert_eq!(
+        normalise_key(&[("id_number", "110105-19900101-1234")]),
+        "id_number=110105199001011234"
+    );
+    // Not shaped like an ID number: kept as before (trimmed, ASCII upper-cased).
+    for (typed, normal) in [
+        ("1990-01-02", "1990-01-02"),
+        ("110105 1949123100", "110105 1949123100"),
+        ("11010519491231002XX", "11010519491231002XX"),
+        ("1101051949123100X2", "1101051949123100X2"),
+        ("138-0013-8000", "138-0013-8000"),
+        ("li lei", "LI LEI"),
+        ("李 雷", "李 雷"),
+        ("91110108MA01ABCD2X", "91110108MA01ABCD2X"),
+    ] {
+        assert_eq!(normalise_value(typed), normal, "{typed:?}");
+    }
+}
+
+/// The normalisation before ID numbers were canonicalised, kept to prove that every key the
+/// broker recorded then (Query sent canonical ID numbers; names and dates unchanged) still has
+/// the same HMAC input, so old entries are still found.
+fn normalise_key_before(parts: &[(&str, &str)]) -> String {
+    let clean = |s: &str| -> String { s.trim().chars().filter(|c| !c.is_control()).collect() };
+    let mut pairs: Vec<(String, String)> = parts
+        .iter()
+        .map(|(name, value)| (clean(name), clean(value).to_ascii_uppercase()))
+        .collect();
+    pairs.sort();
+    let pairs: Vec<String> = pairs.iter().map(|(n, v)| format!("{n}={v}")).collect();
+    pairs.join("\u{1f}")
+}
+
+#[test]
+fn already_normal_keys_normalise_as_they_always_did() {
+    let cases: &[&[(&str, &str)]] = &[
+        &[("id_number", "11010519491231002X")],
+        &[("id_number", "110105199001011234")],
+        &[("id_number", " 11010519491231002x ")],
+        &[("name", "li lei"), ("birth_date", "1990-01-02")],
+        &[("name", "李 雷")],
+        &[("credit_code", "91110108MA01ABCD2X")],
+        &[("registration_no", "2024-000123")],
+        &[("household_id", "H-0001234"), ("member", "2")],
+        &[],
+    ];
+    for parts in cases {
+        assert_eq!(
+            normalise_key(parts),
+            normalise_key_before(parts),
+            "{parts:?}"
+        );
+    }
+}

@@ -102,3 +102,51 @@ fn quotas_are_read_and_their_mistakes_named() {
     // Grants still load from a file with quotas.
     assert_eq!(load_policy_file(&write("q4.toml", &text)).unwrap().len(), 1);
 }
+
+#[test]
+fn a_policy_file_grant_may_allow_matching_on_its_masked_fields() {
+    let text = GOOD.replace(
+        "masks = { address = \"address\" }",
+        "masks = { address = \"address\" }\nmatch_fields = [\"address\"]",
+    );
+    let grants = load_policy_file(&write("match.toml", &text)).unwrap();
+    assert_eq!(grants[0].match_fields().len(), 1);
+    assert!(grants[0].allows_match(&FieldName::new("address").unwrap()));
+    let grants = load_policy_file(&write("nomatch.toml", GOOD)).unwrap();
+    assert!(!grants[0].allows_match(&FieldName::new("address").unwrap()));
+    let e = problem(
+        "g.toml",
+        &text.replace(
+            "match_fields = [\"address\"]",
+            "match_fields = [\"salary\"]",
+        ),
+    );
+    assert!(
+        e.contains("g.toml: grants[0]") && e.contains("salary") && e.contains("match_fields"),
+        "{e}"
+    );
+    let e = problem(
+        "h.toml",
+        &text.replace(
+            "match_fields = [\"address\"]",
+            "match_fields = [\"Address\"]",
+        ),
+    );
+    assert!(e.contains("grants[0].match_fields:"), "{e}");
+}
+
+#[test]
+fn a_policy_file_grant_names_at_most_16_purposes() {
+    let many: Vec<String> = (0..17).map(|i| format!("\"purpose {i}\"")).collect();
+    let e = problem(
+        "p.toml",
+        &GOOD.replace(
+            "purposes = [\"marriage registration\"]",
+            &format!("purposes = [{}]", many.join(", ")),
+        ),
+    );
+    assert!(
+        e.contains("grants[0].purposes:") && e.contains("at most 16"),
+        "{e}"
+    );
+}

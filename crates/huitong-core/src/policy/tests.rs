@@ -112,6 +112,7 @@ fn grant_parts(id: &str, consumer: DeptId, resource: &ResourceSpec, f: &[&str]) 
         fields: fields(f),
         purposes: vec![marriage()],
         masks: vec![],
+        match_fields: vec![],
         granted_at: t0(),
         expires_at: t0() + days(365),
         revoked: None,
@@ -130,7 +131,15 @@ fn ask(
     grants: &[Grant],
     now: SystemTime,
 ) -> Result<Decision, Error> {
-    decide(resource, &civil(), &fields(f), p, grants, now)
+    decide(
+        resource,
+        &civil(),
+        &fields(f),
+        Selection::NONE,
+        p,
+        grants,
+        now,
+    )
 }
 
 fn refusal(r: Result<Decision, Error>) -> PolicyRefusal {
@@ -167,7 +176,16 @@ fn not_shared_is_refused_even_with_a_grant_and_even_to_the_provider() {
     let e = ask(&r, &["name"], &marriage(), &[g], t0()).unwrap_err();
     assert!(matches!(e, Error::NotShared { .. }), "{e}");
     assert_eq!(e.kind(), ErrorKind::PermissionDenied);
-    let e = decide(&r, &police(), &fields(&["name"]), &marriage(), [], t0()).unwrap_err();
+    let e = decide(
+        &r,
+        &police(),
+        &fields(&["name"]),
+        Selection::NONE,
+        &marriage(),
+        [],
+        t0(),
+    )
+    .unwrap_err();
     assert!(matches!(e, Error::NotShared { .. }), "{e}");
 }
 
@@ -593,6 +611,7 @@ fn the_provider_reads_its_own_resource_without_a_grant() {
         &register(),
         &police(),
         &fields(&["id_number", "address"]),
+        Selection::NONE,
         &purpose("data quality check"),
         [],
         t0(),
@@ -972,6 +991,7 @@ fn the_provider_approves_and_a_grant_is_created() {
             "G-12".into(),
             None,
             vec![(field("address"), Mask::Address)],
+            vec![],
         )
         .unwrap();
     assert_eq!(g.id(), "G-12");
@@ -998,7 +1018,7 @@ fn the_provider_approves_and_a_grant_is_created() {
 fn only_the_provider_decides() {
     let mut req = filed(&["name"]);
     let e = req
-        .approve(&civil(), t0(), "G-1".into(), None, vec![])
+        .approve(&civil(), t0(), "G-1".into(), None, vec![], vec![])
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::PermissionDenied);
     assert_eq!(
@@ -1018,10 +1038,24 @@ fn only_the_provider_decides() {
 #[test]
 fn a_decided_request_cannot_be_decided_again() {
     let mut req = filed(&["name"]);
-    req.approve(&police(), date(2026, 6, 5), "G-12".into(), None, vec![])
-        .unwrap();
+    req.approve(
+        &police(),
+        date(2026, 6, 5),
+        "G-12".into(),
+        None,
+        vec![],
+        vec![],
+    )
+    .unwrap();
     let e = req
-        .approve(&police(), date(2026, 6, 6), "G-13".into(), None, vec![])
+        .approve(
+            &police(),
+            date(2026, 6, 6),
+            "G-13".into(),
+            None,
+            vec![],
+            vec![],
+        )
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Conflict);
     assert_eq!(
@@ -1042,7 +1076,14 @@ fn a_decided_request_cannot_be_decided_again() {
     )
     .unwrap();
     let e = req
-        .approve(&police(), date(2026, 6, 6), "G-13".into(), None, vec![])
+        .approve(
+            &police(),
+            date(2026, 6, 6),
+            "G-13".into(),
+            None,
+            vec![],
+            vec![],
+        )
         .unwrap_err();
     assert_eq!(
         e.to_string(),
@@ -1064,6 +1105,7 @@ fn an_approval_may_narrow_the_fields() {
             "G-12".into(),
             Some(fields(&["address", "name"])),
             vec![(field("address"), Mask::Address)],
+            vec![],
         )
         .unwrap();
     assert_eq!(g.fields(), &fields(&["address", "name"])[..]);
@@ -1079,6 +1121,7 @@ fn an_approval_cannot_widen_or_empty_the_fields() {
             "G-12".into(),
             Some(fields(&["name", "address"])),
             vec![],
+            vec![],
         )
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::InvalidRequest);
@@ -1088,7 +1131,7 @@ fn an_approval_cannot_widen_or_empty_the_fields() {
          can only narrow a request"
     );
     let e = req
-        .approve(&police(), t0(), "G-12".into(), Some(vec![]), vec![])
+        .approve(&police(), t0(), "G-12".into(), Some(vec![]), vec![], vec![])
         .unwrap_err();
     assert!(
         e.to_string().contains("deny the request with a reason"),
@@ -1100,6 +1143,7 @@ fn an_approval_cannot_widen_or_empty_the_fields() {
             t0(),
             "G-12".into(),
             Some(fields(&["name", "name"])),
+            vec![],
             vec![],
         )
         .unwrap_err();
@@ -1117,6 +1161,7 @@ fn masks_go_only_on_granted_fields() {
             "G-12".into(),
             Some(fields(&["name"])),
             vec![(field("address"), Mask::Address)],
+            vec![],
         )
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::InvalidRequest);
@@ -1136,7 +1181,7 @@ fn masks_go_only_on_granted_fields() {
 fn an_approval_checks_the_grant_id() {
     let mut req = filed(&["name"]);
     let e = req
-        .approve(&police(), t0(), String::new(), None, vec![])
+        .approve(&police(), t0(), String::new(), None, vec![], vec![])
         .unwrap_err();
     assert!(
         matches!(
@@ -1196,7 +1241,7 @@ fn requests_round_trip_through_their_parts() {
     let mut req = filed(&["name", "address"]);
     let pending = AccessRequest::from_parts(req.clone().into_parts()).unwrap();
     assert_eq!(pending, req);
-    req.approve(&police(), t0(), "G-12".into(), None, vec![])
+    req.approve(&police(), t0(), "G-12".into(), None, vec![], vec![])
         .unwrap();
     assert_eq!(
         AccessRequest::from_parts(req.clone().into_parts()).unwrap(),
@@ -1249,6 +1294,7 @@ fn request_approve_query_revoke() {
                 (field("name"), Mask::Name),
                 (field("address"), Mask::Address),
             ],
+            vec![],
         )
         .unwrap();
 
@@ -1401,4 +1447,279 @@ fn releasable_fields_are_the_union_of_active_grants_and_for_open_resources_the_u
     );
     let g = Grant::new(grant_parts("G-9", civil(), &closed, &["id_number"])).unwrap();
     assert!(releasable_fields(&closed, &[g], t0()).is_empty());
+}
+// ---------------------------------------------------------------------------------------------
+// Matching on masked fields
+// ---------------------------------------------------------------------------------------------
+
+/// Civil affairs' grant: name and address, the address masked to the district.
+fn district_grant(match_fields: &[&str]) -> Grant {
+    let mut p = grant_parts(
+        "G-7",
+        civil(),
+        &register(),
+        &["name", "address", "id_number"],
+    );
+    p.masks = vec![
+        (field("address"), Mask::Address),
+        (field("id_number"), Mask::IdNumber),
+    ];
+    p.match_fields = fields(match_fields);
+    Grant::new(p).unwrap()
+}
+
+fn ask_selecting(
+    f: &[&str],
+    filters: &[&str],
+    key: &[&str],
+    grants: &[Grant],
+) -> Result<Decision, Error> {
+    let (filters, key) = (fields(filters), fields(key));
+    decide(
+        &register(),
+        &civil(),
+        &fields(f),
+        Selection {
+            filters: &filters,
+            key: &key,
+        },
+        &marriage(),
+        grants,
+        t0(),
+    )
+}
+
+#[test]
+fn a_filter_on_a_masked_field_is_refused_naming_the_grant_the_field_and_what_to_ask() {
+    let e = ask_selecting(&["name"], &["address"], &[], &[district_grant(&[])]).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::PermissionDenied);
+    assert_eq!(
+        e.to_string(),
+        "your grant G-7 releases field \"address\" only masked (address), so a filter on it is \
+         refused: matching the full value would confirm what the mask hides; select records by a \
+         field the grant releases unmasked, or ask public-security to allow matching on \
+         \"address\" (match_fields) when it approves an access request"
+    );
+}
+
+#[test]
+fn a_key_on_a_masked_field_is_refused() {
+    let e = ask_selecting(&["name"], &[], &["id_number"], &[district_grant(&[])]).unwrap_err();
+    assert!(
+        matches!(
+            &e,
+            Error::Policy(PolicyRefusal::MatchOnMaskedField { field: f, kind: MatchKind::Key, .. })
+                if f.as_str() == "id_number"
+        ),
+        "{e}"
+    );
+}
+
+#[test]
+fn match_fields_allow_matching_on_a_masked_field_and_it_stays_masked() {
+    let g = district_grant(&["id_number"]);
+    let d = ask_selecting(
+        &["name", "id_number"],
+        &[],
+        &["id_number"],
+        std::slice::from_ref(&g),
+    )
+    .unwrap();
+    assert_eq!(d.grant_id.as_deref(), Some("G-7"));
+    assert_eq!(d.masks, vec![(field("id_number"), Mask::IdNumber)]);
+    // Allowing one field allows no other.
+    let e = ask_selecting(&["name"], &["address"], &[], &[g]).unwrap_err();
+    assert!(matches!(
+        e,
+        Error::Policy(PolicyRefusal::MatchOnMaskedField { .. })
+    ));
+}
+
+#[test]
+fn a_filter_on_a_field_released_unmasked_works() {
+    let d = ask_selecting(&["address"], &["name"], &[], &[district_grant(&[])]).unwrap();
+    assert_eq!(d.grant_id.as_deref(), Some("G-7"));
+    assert_eq!(d.masks, vec![(field("address"), Mask::Address)]);
+}
+
+#[test]
+fn a_key_on_a_field_the_grant_does_not_list_works_but_a_filter_does_not() {
+    // The consumer brings the key; it learns nothing about a field it is not given.
+    let g = grant("G-1", &register(), &["name"]);
+    let d = ask_selecting(&["name"], &[], &["id_number"], std::slice::from_ref(&g)).unwrap();
+    assert_eq!(d.grant_id.as_deref(), Some("G-1"));
+    let e = ask_selecting(&["name"], &["birth_date"], &[], &[g]).unwrap_err();
+    assert_eq!(
+        refusal(Err(e)),
+        PolicyRefusal::FieldsOutsideGrant {
+            grant: "G-1".into(),
+            fields: fields(&["birth_date"]),
+            allowed: fields(&["name"]),
+        }
+    );
+}
+
+#[test]
+fn a_grant_that_allows_the_match_is_chosen_over_one_that_masks() {
+    let masked = district_grant(&[]);
+    let mut p = grant_parts("G-8", civil(), &register(), &["name", "address"]);
+    p.masks = vec![(field("address"), Mask::Address)];
+    p.match_fields = fields(&["address"]);
+    let matching = Grant::new(p).unwrap();
+    let d = ask_selecting(&["name"], &["address"], &[], &[masked, matching]).unwrap();
+    assert_eq!(d.grant_id.as_deref(), Some("G-8"));
+}
+
+#[test]
+fn the_provider_and_open_fields_match_freely() {
+    let (filters, key) = (fields(&["address"]), fields(&[]));
+    let sel = Selection {
+        filters: &filters,
+        key: &key,
+    };
+    let d = decide(
+        &register(),
+        &police(),
+        &fields(&["name"]),
+        sel,
+        &marriage(),
+        [&district_grant(&[])],
+        t0(),
+    )
+    .unwrap();
+    assert_eq!(d, Decision::default());
+    // An open resource's public fields need no grant, so nothing is masked to probe.
+    let cc = fields(&["credit_code"]);
+    let d = decide(
+        &licences(),
+        &civil(),
+        &fields(&["company_name"]),
+        Selection {
+            filters: &cc,
+            key: &[],
+        },
+        &marriage(),
+        [],
+        t0(),
+    )
+    .unwrap();
+    assert_eq!(d, Decision::default());
+}
+
+#[test]
+fn a_filter_on_an_unknown_field_is_refused() {
+    let e = ask_selecting(&["name"], &["shoe_size"], &[], &[district_grant(&[])]).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidRequest);
+}
+
+#[test]
+fn match_fields_are_checked() {
+    let mut p = grant_parts("G-9", civil(), &register(), &["name"]);
+    p.match_fields = fields(&["address"]);
+    let e = Grant::new(p.clone()).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "match_fields names field \"address\", which grant G-9 does not list (it lists: name); \
+         matching is allowed only on granted fields"
+    );
+    p.match_fields = fields(&["name", "name"]);
+    let e = Grant::new(p).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "match_fields names field \"name\" twice in grant G-9"
+    );
+}
+
+#[test]
+fn an_approval_may_allow_matching_on_granted_fields_only() {
+    let mut req = filed(&["name", "address"]);
+    let g = req
+        .approve(
+            &police(),
+            t0(),
+            "G-12".into(),
+            Some(fields(&["name", "address"])),
+            vec![(field("address"), Mask::Address)],
+            fields(&["address"]),
+        )
+        .unwrap();
+    assert_eq!(g.match_fields(), fields(&["address"]).as_slice());
+    assert!(g.allows_match(&field("address")));
+    let mut req = filed(&["name", "address"]);
+    let e = req
+        .approve(
+            &police(),
+            t0(),
+            "G-13".into(),
+            Some(fields(&["name"])),
+            vec![],
+            fields(&["address"]),
+        )
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidRequest);
+    assert!(req.is_pending());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Written text and purpose bounds
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn a_denial_reason_of_invisible_text_is_refused() {
+    for reason in [
+        "\u{200B}",
+        " \u{200B}\u{FEFF} ",
+        "\u{2060}\u{200D}",
+        "\u{3000}",
+        "\u{00AD}",
+    ] {
+        let mut req = filed(&["name"]);
+        let e = req.deny(&police(), t0(), reason).unwrap_err();
+        assert!(
+            matches!(e, Error::InvalidReason(_)),
+            "{reason:?} was accepted: {e}"
+        );
+        assert!(req.is_pending());
+    }
+    let mut req = filed(&["name"]);
+    req.deny(&police(), t0(), "\u{200B}not a lawful use\u{200B}")
+        .unwrap();
+    assert!(
+        matches!(req.state(), RequestState::Denied { reason, .. } if reason == "not a lawful use")
+    );
+}
+
+#[test]
+fn purposes_are_trimmed_of_invisible_characters_and_must_show_something() {
+    assert_eq!(
+        purpose("marriage registration \u{200B}"),
+        purpose("marriage registration")
+    );
+    assert!(Purpose::new("\u{200B}\u{FEFF}").is_err());
+    let g = grant("G-1", &register(), &["name"]);
+    assert!(
+        ask(
+            &register(),
+            &["name"],
+            &purpose(" marriage registration\t"),
+            &[g],
+            t0()
+        )
+        .is_ok()
+    );
+}
+
+#[test]
+fn an_access_request_names_at_most_16_purposes() {
+    let mut f = form(&["name"]);
+    f.purposes = (0..10_000).map(|i| format!("purpose {i}")).collect();
+    let e = AccessRequest::file(f, &register(), t0(), 10, &WorkCalendar::default()).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidRequest);
+    assert_eq!(
+        e.to_string(),
+        "10000 purposes were named; at most 16 are allowed: name the uses your department actually has"
+    );
+    let mut f = form(&["name"]);
+    f.purposes = (0..16).map(|i| format!("purpose {i}")).collect();
+    AccessRequest::file(f, &register(), t0(), 10, &WorkCalendar::default()).unwrap();
 }

@@ -444,6 +444,9 @@ pub async fn run(broker: &str, pki: &Path, register: &Path, data: &DemoData) -> 
             Decide::Approve {
                 by: "market-regulation",
                 masks: &[("legal_representative_id", "id-number")],
+                // The bureau already holds the person's id number; it may find their companies
+                // by it, and still receives it masked.
+                match_fields: &["legal_representative_id"],
             },
         )
         .await;
@@ -544,6 +547,27 @@ pub async fn run(broker: &str, pki: &Path, register: &Path, data: &DemoData) -> 
     .await;
     w.refused(
         person_check("civil-affairs", groom, &["name"], "税务稽查 tax audit"),
+        Code::PermissionDenied,
+    )
+    .await;
+    // Civil affairs sees addresses only to the district; a filter on the full street address
+    // would confirm it and list who lives there.
+    w.refused(
+        Ask {
+            consumer: "civil-affairs",
+            resource: REGISTER,
+            selector: format!(
+                "filter address={}",
+                huitong_core::masking::apply_text(huitong_core::Mask::Address, &groom.address)
+                    .unwrap_or_default()
+            ),
+            fields: &["name"],
+            purpose,
+            query: Query::search(REGISTER)
+                .filter("address", groom.address.as_str())
+                .fields(["name"])
+                .purpose(purpose),
+        },
         Code::PermissionDenied,
     )
     .await;
@@ -756,6 +780,8 @@ enum Decide<'a> {
     Approve {
         by: &'a str,
         masks: &'a [(&'a str, &'a str)],
+        /// Masked fields the consumer may still filter or key on.
+        match_fields: &'a [&'a str],
     },
     Deny {
         by: &'a str,
@@ -804,9 +830,16 @@ impl Walk {
             due.get(..10).unwrap_or(&due)
         );
         match decide {
-            Decide::Approve { by, masks } => {
+            Decide::Approve {
+                by,
+                masks,
+                match_fields,
+            } => {
                 let approved = match self.admin(by).await {
-                    Ok(mut a) => a.approve(&filed.id, &[], masks).await,
+                    Ok(mut a) => {
+                        a.approve_matching(&filed.id, &[], masks, match_fields)
+                            .await
+                    }
                     Err(e) => Err(e),
                 };
                 match approved {
@@ -814,10 +847,15 @@ impl Walk {
                         let masks: Vec<String> =
                             masks.iter().map(|(f, m)| format!("{f} as {m}")).collect();
                         println!(
-                            "  [admin] {by} approves {} → grant {} (masks: {})",
+                            "  [admin] {by} approves {} → grant {} (masks: {}; may match on: {})",
                             filed.id,
                             g.id,
-                            masks.join(", ")
+                            masks.join(", "),
+                            if match_fields.is_empty() {
+                                "masked fields not matchable".to_owned()
+                            } else {
+                                match_fields.join(", ")
+                            }
                         );
                         Some(g.id)
                     }
