@@ -13,7 +13,8 @@
 # so neither nightly nor cargo-fuzz is needed. `cargo fuzz run -s none <target>` in fuzz/
 # works too, for those who have cargo-fuzz.
 #
-# Each run reads the seeds in fuzz/corpus/<target> and keeps what it finds in
+# Each run reads the seeds in fuzz/corpus/<target> and the crash inputs of bugs already fixed
+# in fuzz/regressions/<target>, and keeps what it finds in
 # fuzz/work/<target> (ignored by git); a crash is written to fuzz/artifacts/<target>/ and
 # fails the script. Summary lines, one per target, go to stdout and to fuzz/work/summary.txt:
 #   <target> seconds=<n> execs=<n> execs_per_sec=<n> cov=<n> ft=<n> corpus=<n> crash=<no|file>
@@ -77,7 +78,10 @@ run_one() {
     local start end status=0
     start=$(date +%s)
     # -rss_limit_mb and -timeout make a runaway allocation or a hang a finding too.
-    "$bin_dir/$t" "$work" "$seeds" \
+    # Crash inputs found before (fuzz/regressions/<target>) are replayed first, every run.
+    local dirs=("$work" "$seeds")
+    [ -d "$fuzz/regressions/$t" ] && dirs+=("$fuzz/regressions/$t")
+    "$bin_dir/$t" "${dirs[@]}" \
         -max_total_time="$seconds" -print_final_stats=1 \
         -timeout=10 -rss_limit_mb=2048 -max_len=16384 \
         -artifact_prefix="$artifacts/" >"$log" 2>&1 || status=$?
