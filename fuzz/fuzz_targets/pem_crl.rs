@@ -7,14 +7,19 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use huitong_core::DeptId;
-use huitong_fuzz::{reset, scratch, sections};
+use huitong_fuzz::{reset, scratch, sections, write};
 use huitong_tls::pki::{self, IssueOptions};
 use huitong_tls::{ClientTls, Role, ServerTls, TlsFiles};
 use libfuzzer_sys::fuzz_target;
 use rustls_pki_types::CertificateDer;
 
 struct Pki {
-    files: TlsFiles,
+    /// The four files' bytes, held so that each run writes them afresh (`fs::copy` may fail
+    /// with EINTR when libFuzzer's timer signal lands).
+    ca: Vec<u8>,
+    cert: Vec<u8>,
+    key: Vec<u8>,
+    crl: Vec<u8>,
     server: ServerTls,
 }
 
@@ -43,7 +48,17 @@ fn pki() -> &'static Pki {
             Ok(s) => s,
             Err(e) => panic!("the harness's server TLS does not load: {e}"),
         };
-        Pki { files, server }
+        let read = |p: &PathBuf| match std::fs::read(p) {
+            Ok(b) => b,
+            Err(e) => panic!("the harness cannot read {}: {e}", p.display()),
+        };
+        Pki {
+            ca: read(&files.ca),
+            cert: read(&files.cert),
+            key: read(&files.key),
+            crl: read(&files.crl.clone().unwrap_or_default()),
+            server,
+        }
     })
 }
 
@@ -56,19 +71,16 @@ fuzz_target!(|data: &[u8]| {
         // One of the four files replaced by the input.
         n @ 0..=3 => {
             let dir = scratch("pki-case");
-            let copy = |from: &PathBuf, name: &str| -> PathBuf {
+            let put = |bytes: &[u8], name: &str| -> PathBuf {
                 let to = dir.join(name);
-                if let Err(e) = std::fs::copy(from, &to) {
-                    panic!("the harness cannot copy {}: {e}", from.display());
-                }
+                write(&to, bytes);
                 to
             };
-            let crl_path = p.files.crl.clone().unwrap_or_default();
             let mut files = TlsFiles {
-                ca: copy(&p.files.ca, "ca.pem"),
-                cert: copy(&p.files.cert, "cert.pem"),
-                key: copy(&p.files.key, "cert.key"),
-                crl: Some(copy(&crl_path, "crl.pem")),
+                ca: put(&p.ca, "ca.pem"),
+                cert: put(&p.cert, "cert.pem"),
+                key: put(&p.key, "cert.key"),
+                crl: Some(put(&p.crl, "crl.pem")),
             };
             let target = match n {
                 0 => files.ca.clone(),
@@ -76,7 +88,7 @@ fuzz_target!(|data: &[u8]| {
                 2 => files.key.clone(),
                 _ => dir.join("crl.pem"),
             };
-            huitong_fuzz::write(&target, rest);
+            write(&target, rest);
             let _ = ServerTls::load(&files);
             let _ = ClientTls::load(&files);
             files.crl = None;
