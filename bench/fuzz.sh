@@ -67,7 +67,8 @@ fi
 build
 
 mkdir -p "$fuzz/work"
-summary="$fuzz/work/summary.txt"
+# Per invocation, so that two runs at once do not mix their lines; kept as summary.txt at the end.
+summary="$fuzz/work/summary-$$.txt"
 : >"$summary"
 
 run_one() {
@@ -121,6 +122,7 @@ for t in "${selected[@]}"; do
     done
 done
 wait
+cp "$summary" "$fuzz/work/summary.txt"
 # Every run wrote its line; a failed one says which input.
 if [ "$(wc -l <"$summary")" -ne "${#selected[@]}" ] || grep -qv ' crash=no$' "$summary"; then
     echo "fuzzing found a crash; see fuzz/artifacts/ and fuzz/work/*.log" >&2
