@@ -880,6 +880,14 @@ pub(crate) fn next_request_id() -> String {
     format!("{epoch:x}-{:06x}", COUNTER.fetch_add(1, Ordering::Relaxed))
 }
 
+/// Steps 1 and 2 alone: the checks a query meets before policy, routing or the log, against
+/// one resource's description. The fuzz targets (fuzz/) run decoded requests through it, so
+/// they test the server's own checks rather than a copy of them.
+pub fn check_request(spec: &ResourceSpec, raw: &QueryRequest) -> Result<(), ExchangeError> {
+    validate(raw)?;
+    check_against_catalogue(spec, raw).map(|_| ())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -260,9 +260,22 @@ pub fn format_date(d: &Date) -> String {
     format!("{:04}-{:02}-{:02}", d.year, d.month, d.day)
 }
 
-/// RFC 3339 in UTC, whole seconds unless the timestamp has a fraction.
+/// The last second RFC 3339 can write (its years have four digits): 9999-12-31T23:59:59Z.
+const LAST_RFC3339_SECOND: u64 = 253_402_300_799;
+
+/// RFC 3339 in UTC, whole seconds unless the timestamp has a fraction; seconds since the epoch
+/// (`<n>s`) for a time RFC 3339 cannot write. Total: the value may come from any client, and
+/// humantime's formatter fails past year 9999, which `to_string` turns into a panic.
 pub fn format_timestamp(t: &prost_types::Timestamp) -> String {
     match timestamp_to_system_time(t) {
+        // Out-of-range nanos carry into the seconds, so the check is on the time itself.
+        Some(st)
+            if st
+                .duration_since(UNIX_EPOCH)
+                .map_or(true, |d| d.as_secs() > LAST_RFC3339_SECOND) =>
+        {
+            format!("{}s", t.seconds)
+        }
         Some(st) if t.nanos == 0 => humantime::format_rfc3339_seconds(st).to_string(),
         Some(st) => humantime::format_rfc3339_millis(st).to_string(),
         None => format!("{}s", t.seconds),
@@ -327,6 +340,38 @@ mod tests {
     fn timestamps_format_as_rfc3339_utc() {
         let v = Value::parse_text("2024-05-01T08:30:00Z", FieldType::Timestamp).unwrap();
         assert_eq!(v.to_json(), serde_json::json!("2024-05-01T08:30:00Z"));
+    }
+
+    /// Found by the adapter_response fuzz target: a timestamp past year 9999 (any client can
+    /// send one, as a key or filter value) panicked in humantime's formatter.
+    #[test]
+    fn timestamps_past_year_9999_format_without_panicking() {
+        for (seconds, nanos) in [
+            (253_402_300_799, 0),
+            (253_402_300_799, 999_999_999),
+            (253_402_300_799, 1_500_000_000),
+            (253_402_300_800, 0),
+            (i64::MAX, 0),
+            (-1, 0),
+        ] {
+            let t = prost_types::Timestamp { seconds, nanos };
+            let text = format_timestamp(&t);
+            assert!(!text.is_empty());
+            let v = Value {
+                kind: Some(Kind::TimestampValue(t)),
+            };
+            assert_eq!(v.to_json(), serde_json::json!(text));
+        }
+        let last = prost_types::Timestamp {
+            seconds: 253_402_300_799,
+            nanos: 0,
+        };
+        assert_eq!(format_timestamp(&last), "9999-12-31T23:59:59Z");
+        let past = prost_types::Timestamp {
+            seconds: 253_402_300_800,
+            nanos: 0,
+        };
+        assert_eq!(format_timestamp(&past), "253402300800s");
     }
 
     #[test]

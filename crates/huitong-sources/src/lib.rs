@@ -48,16 +48,22 @@ use huitong_core::{FieldName, ResourceName, ResourceSpec};
 
 mod error;
 pub mod file;
+#[cfg(feature = "http")]
 pub mod http;
+#[cfg(any(feature = "sql", feature = "http"))]
 mod secret;
+#[cfg(feature = "sql")]
 pub mod sql;
 #[cfg(test)]
 mod test_support;
+#[cfg(any(feature = "sql", feature = "http"))]
 mod token;
 
 pub use error::Error;
 pub use file::FileSource;
+#[cfg(feature = "http")]
 pub use http::HttpSource;
+#[cfg(feature = "sql")]
 pub use sql::SqlSource;
 
 /// Every resource of a configuration, each served by the source its `source` table names.
@@ -92,7 +98,9 @@ pub fn check(config: &AdapterConfig) -> Result<(), Error> {
 
 fn build(config: &AdapterConfig, start: bool) -> Result<Sources, Error> {
     let mut files = Vec::new();
+    #[cfg(feature = "sql")]
     let mut sqls = Vec::new();
+    #[cfg(feature = "http")]
     let mut https = Vec::new();
     for (index, (spec, source)) in config.sources().enumerate() {
         let at = Place {
@@ -108,7 +116,9 @@ fn build(config: &AdapterConfig, start: bool) -> Result<Sources, Error> {
                 let format = file::Format::csv(c).map_err(|p| at.error("delimiter", p))?;
                 files.push((spec.clone(), config.dir().join(&c.path), format));
             }
+            #[cfg(feature = "sql")]
             SourceConfig::Sql(c) => sqls.push((spec.clone(), c.clone(), at)),
+            #[cfg(feature = "http")]
             SourceConfig::Http(c) => https.push((spec.clone(), c.clone(), at)),
             other => {
                 return Err(at
@@ -130,10 +140,12 @@ fn build(config: &AdapterConfig, start: bool) -> Result<Sources, Error> {
         kinds.push("file");
         parts.push(Arc::new(source));
     }
+    #[cfg(feature = "sql")]
     if !sqls.is_empty() {
         kinds.push("sql");
         parts.push(Arc::new(SqlSource::load(sqls, start)?));
     }
+    #[cfg(feature = "http")]
     if !https.is_empty() {
         kinds.push("http");
         parts.push(Arc::new(HttpSource::load(https)?));
@@ -161,6 +173,7 @@ fn build(config: &AdapterConfig, start: bool) -> Result<Sources, Error> {
 pub(crate) struct Place {
     pub(crate) file: std::path::PathBuf,
     /// The configuration file's directory, which relative paths are taken from.
+    #[cfg_attr(not(any(feature = "sql", feature = "http")), allow(dead_code))]
     pub(crate) dir: std::path::PathBuf,
     /// E.g. `resources[2].source`.
     pub(crate) key: String,

@@ -1,5 +1,7 @@
 //! Helpers for this crate's tests: scratch directories, configurations, the test databases
 //! and a TCP proxy that can be cut to play a database going down.
+// Without the SQL and HTTP sources (the fuzz build) their helpers have no user.
+#![cfg_attr(not(all(feature = "sql", feature = "http")), allow(dead_code))]
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
