@@ -405,6 +405,8 @@ def make_servicer(pb, adapter_pb2_grpc, register, trust_domain, misbehave):
             if row is None:
                 if "unknown-key-ok" in misbehave:
                     return adapter_pb2.FetchResponse(record=records_pb2.Record())
+                if "not-found-names-key" in misbehave:
+                    raise Refused(grpc.StatusCode.NOT_FOUND, f"pension {key[0]} is unknown")
                 # The key is a personal identifier: never echo it.
                 raise Refused(grpc.StatusCode.NOT_FOUND, f"no record of {DEPT}/{RESOURCE} has that key")
             return adapter_pb2.FetchResponse(record=record(row, fields))
@@ -497,13 +499,13 @@ def main():
     ap.add_argument(
         "--misbehave",
         default="",
-        help="for testing the conformance checker: comma-separated unknown-key-ok, unstable-paging",
+        help="for testing the conformance checker: comma-separated unknown-key-ok, unstable-paging, not-found-names-key",
     )
     args = ap.parse_args()
     misbehave = {m for m in args.misbehave.split(",") if m}
-    unknown = misbehave - {"unknown-key-ok", "unstable-paging"}
+    unknown = misbehave - {"unknown-key-ok", "unstable-paging", "not-found-names-key"}
     if unknown:
-        sys.exit(f"error: --misbehave {','.join(sorted(unknown))}: use unknown-key-ok, unstable-paging")
+        sys.exit(f"error: --misbehave {','.join(sorted(unknown))}: use unknown-key-ok, unstable-paging, not-found-names-key")
 
     trust_domain = args.trust_domain
     if not trust_domain:

@@ -513,3 +513,94 @@ fn a_misbehaving_adapter_fails_and_the_report_names_the_broken_checks() {
         run.stdout
     );
 }
+
+/// The not-found contract is the NOT_FOUND code, never the wording: an adapter whose message
+/// repeats the key fails the check, and a broker in front of it answers "no record" and keeps
+/// the key out of its data directory (the log records the broker's own reason, not the
+/// adapter's text).
+#[test]
+fn a_not_found_that_quotes_the_key_fails_the_check_and_never_reaches_the_brokers_log() {
+    if !python_ready(
+        "a_not_found_that_quotes_the_key_fails_the_check_and_never_reaches_the_brokers_log",
+    ) {
+        return;
+    }
+    let dir = TempDir::new("conformance-quotes-key");
+    init_demo(dir.path(), 500);
+    let adapter = python_adapter(dir.path(), "not-found-names-key");
+    let run = check(&dir.path().join("pki"), &adapter.endpoint(), &[]);
+    assert_eq!(run.code, 1, "{}", run.both());
+    assert!(
+        run.stdout.lines().any(|l| l.starts_with(
+            "✗ fetch.unknown-key [pension-recipients]: Fetch of a key no record has is NOT_FOUND, but the message repeats the key's value"
+        )),
+        "{}",
+        run.stdout
+    );
+
+    // A broker in front of it, and a grant for civil affairs to look pensions up.
+    let policy = dir.path().join("policy.toml");
+    let mut text = std::fs::read_to_string(&policy).unwrap();
+    text.push_str(
+        "\n[[grants]]\nconsumer = \"civil-affairs\"\nresource = \"social-insurance/pension-recipients\"\n\
+         fields = [\"name\", \"status\"]\npurposes = [\"养老金核查 pension check\"]\nexpires = \"2099-12-31\"\n",
+    );
+    std::fs::write(&policy, text).unwrap();
+    let cfg = huitong_tests::write_broker_config(
+        dir.path(),
+        "broker-quotes.toml",
+        &[("social-insurance".into(), adapter.endpoint())],
+        "",
+    );
+    let broker = Proc::start(&[
+        "broker",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    let unknown = "SI-999999-0424242";
+    let pki = dir.path().join("pki");
+    let out = Command::new(huitong_bin())
+        .args(["query", "social-insurance/pension-recipients"])
+        .arg("--key")
+        .arg(format!("pension_no={unknown}"))
+        .args([
+            "--fields",
+            "name,status",
+            "--purpose",
+            "养老金核查 pension check",
+        ])
+        .args(["--broker", &broker.endpoint()])
+        .env("HUITONG_CA", pki.join("ca.pem"))
+        .env("HUITONG_CERT", pki.join("civil-affairs-consumer.pem"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("no record of social-insurance/pension-recipients has that key")
+            && !stderr.contains(unknown),
+        "{stderr}"
+    );
+    drop(broker);
+
+    let data = dir.path().join("broker-quotes.toml-data");
+    let mut files = vec![data.clone()];
+    let mut found = Vec::new();
+    while let Some(p) = files.pop() {
+        if p.is_dir() {
+            files.extend(std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
+        } else if std::fs::read(&p)
+            .unwrap()
+            .windows(unknown.len())
+            .any(|w| w == unknown.as_bytes())
+        {
+            found.push(p);
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "the adapter's wording put the key into {found:?}"
+    );
+}

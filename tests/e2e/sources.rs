@@ -589,7 +589,8 @@ async fn postgres_and_mariadb_through_the_binary_survive_an_outage() {
         .unwrap()
         .into_inner();
     assert_eq!(licence(&next(&mut pg_changes).await), "P1");
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // A NOTIFY before the adapter LISTENs would be lost, leaving the 10-minute poll.
+    huitong_tests::wait_until_listening(&pg, &channel).await;
     let started = Instant::now();
     sqlx::raw_sql(&format!(
         "INSERT INTO {table} VALUES ('P2', '国有丙', 1, NULL, 2); NOTIFY {channel}"

@@ -100,7 +100,14 @@ impl Drop for TempDir {
 pub struct Proc {
     child: Child,
     pub addr: SocketAddr,
-    stderr: std::sync::Arc<std::sync::Mutex<String>>,
+    stderr: std::sync::Arc<Output>,
+}
+
+/// A process's stderr as it arrives, for tests to wait on a line instead of sleeping.
+#[derive(Default)]
+pub struct Output {
+    text: std::sync::Mutex<String>,
+    grew: std::sync::Condvar,
 }
 
 impl Proc {
@@ -120,7 +127,7 @@ impl Proc {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap_or_else(|e| panic!("starting {what}: {e}"));
-        let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let stderr = std::sync::Arc::new(Output::default());
         {
             let mut pipe = child.stderr.take().unwrap();
             let sink = stderr.clone();
@@ -130,9 +137,11 @@ impl Proc {
                     if n == 0 {
                         break;
                     }
-                    sink.lock()
+                    sink.text
+                        .lock()
                         .unwrap()
                         .push_str(&String::from_utf8_lossy(&buf[..n]));
+                    sink.grew.notify_all();
                 }
             });
         }
@@ -157,7 +166,7 @@ impl Proc {
                 panic!(
                     "{what} did not start listening: {:?}\n{}",
                     out.status,
-                    stderr.lock().unwrap()
+                    stderr.text.lock().unwrap()
                 );
             }
         }
@@ -178,12 +187,29 @@ impl Proc {
         Proc {
             child,
             addr: ([127, 0, 0, 1], 0).into(),
-            stderr: std::sync::Arc::new(std::sync::Mutex::new(String::new())),
+            stderr: std::sync::Arc::new(Output::default()),
         }
     }
 
     pub fn stderr(&self) -> String {
-        self.stderr.lock().unwrap().clone()
+        self.stderr.text.lock().unwrap().clone()
+    }
+
+    /// Waits until the process's stderr satisfies `done` (a log line is written after the
+    /// answer it explains may already have left), for at most `within`; returns the stderr.
+    /// Panics with the stderr if it never does.
+    pub fn wait_for_stderr(&self, within: Duration, done: impl Fn(&str) -> bool) -> String {
+        let deadline = std::time::Instant::now() + within;
+        let mut text = self.stderr.text.lock().unwrap();
+        while !done(&text) {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            assert!(
+                !left.is_zero(),
+                "the process's log never showed what was waited for:\n{text}"
+            );
+            text = self.stderr.grew.wait_timeout(text, left).unwrap().0;
+        }
+        text.clone()
     }
 
     pub fn kill(&mut self) {
@@ -428,4 +454,27 @@ pub fn marriage_check(id: &str) -> huitong_client::Query {
     huitong_client::Query::by_key("public-security/household-register", "id_number", id)
         .fields(["name", "marital_status"])
         .purpose(MARRIAGE)
+}
+
+/// Waits until some PostgreSQL session LISTENs on `channel` (a session's last statement is
+/// shown in `pg_stat_activity`), so that a NOTIFY sent next is surely heard. Panics after 30 s.
+pub async fn wait_until_listening(pool: &sqlx::PgPool, channel: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM pg_stat_activity WHERE query ILIKE 'LISTEN%' AND query LIKE '%' || $1 || '%'",
+        )
+        .bind(channel)
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        if n > 0 {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nobody LISTENs on {channel} after 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

@@ -178,6 +178,13 @@ fn core_code(e: &huitong_core::Error) -> Code {
     }
 }
 
+/// Which adapter call an error answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdapterCall {
+    Fetch,
+    Search,
+}
+
 impl ExchangeError {
     /// Why `what` (an exchange, a delivery, a subscription) was not released: the log failed.
     pub fn from_log(e: &crate::log::LogError, what: &'static str) -> Self {
@@ -186,6 +193,23 @@ impl ExchangeError {
         } else {
             ExchangeError::LogUnavailable { what }
         }
+    }
+    /// What the exchange log keeps as the reason for this refusal.
+    ///
+    /// The consumer is told everything the display text says; the log, which is kept on disk
+    /// for years, never keeps an adapter's own wording: an adapter outside our control may
+    /// write key values into its messages, and no plain identifier may enter the log.
+    pub fn recorded(&self) -> String {
+        match self {
+            ExchangeError::ProviderRefused { dept, code, .. } => format!(
+                "department {dept} refused the request with {}; its message went to the consumer and is not recorded",
+                huitong_proto::transport::code_name(*code)
+            ),
+            e => e.to_string(),
+        }
+        .chars()
+        .take(300)
+        .collect()
     }
 
     /// The answer to the consumer, tagged with the request id.
@@ -206,15 +230,22 @@ impl ExchangeError {
         status
     }
 
-    /// Interprets an adapter's answer to a call for `resource`.
-    pub fn from_adapter(dept: &DeptId, resource: &ResourceId, status: &Status) -> Self {
+    /// Interprets an adapter's error answer to `call` for `resource`.
+    ///
+    /// The contract is the status code, never its wording: NOT_FOUND to a Fetch means "no record
+    /// has that key", whatever the message says, so that an outside adapter's phrasing decides
+    /// nothing here. (To Search or WatchChanges it means the resource is not served.)
+    pub fn from_adapter(
+        dept: &DeptId,
+        resource: &ResourceId,
+        call: AdapterCall,
+        status: &Status,
+    ) -> Self {
         let dept = dept.clone();
         match status.code() {
-            Code::NotFound if status.message().starts_with("no record") => {
-                ExchangeError::NoRecord {
-                    resource: resource.clone(),
-                }
-            }
+            Code::NotFound if call == AdapterCall::Fetch => ExchangeError::NoRecord {
+                resource: resource.clone(),
+            },
             Code::Unavailable | Code::Unknown | Code::Cancelled => {
                 ExchangeError::ProviderUnavailable { dept }
             }

@@ -47,7 +47,7 @@ use tracing::{Instrument, info, info_span};
 
 use crate::cache::{CacheKey, RecordCache};
 use crate::deadline::Deadline;
-use crate::error::ExchangeError;
+use crate::error::{AdapterCall, ExchangeError};
 use crate::events::EventLog;
 use crate::log::ExchangeLog;
 use crate::metrics::{Metrics, Stage};
@@ -113,7 +113,7 @@ impl Trail {
             Err(e) => {
                 self.record.outcome = "refused".into();
                 self.record.status_code = tonic::Code::from(e) as i32;
-                self.record.refusal = e.to_string().chars().take(300).collect();
+                self.record.refusal = e.recorded();
                 self.record.fields.clear();
             }
         }
@@ -823,10 +823,16 @@ async fn call_adapter(
             Err(timed_out())
         }
         Ok(Err(status)) => {
-            tracing::debug!(code = ?status.code(), message = status.message(), "adapter answered with an error");
+            // Only the code: the adapter's message may hold key values, and this log is on disk.
+            tracing::debug!(code = ?status.code(), "adapter answered with an error");
+            let call = match selector {
+                Selector::Key(_) => AdapterCall::Fetch,
+                Selector::Filters { .. } => AdapterCall::Search,
+            };
             Err(ExchangeError::from_adapter(
                 &provider.dept,
                 resource,
+                call,
                 &status,
             ))
         }

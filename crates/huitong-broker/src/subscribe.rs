@@ -98,7 +98,7 @@ pub(crate) async fn subscribe(
         Err(e) => {
             record.outcome = "refused".into();
             record.status_code = Code::from(e) as i32;
-            record.refusal = e.to_string().chars().take(300).collect();
+            record.refusal = e.recorded();
         }
     }
     if let Err(e) = svc.log.record(&record).await {

@@ -153,3 +153,26 @@ pub(crate) fn url_addr(url: &str) -> SocketAddr {
 pub(crate) fn url_via(url: &str, addr: SocketAddr) -> String {
     url.replacen(url_hostport(url), &addr.to_string(), 1)
 }
+
+/// Waits until some PostgreSQL session LISTENs on `channel` (a session's last statement is
+/// shown in `pg_stat_activity`), so that a NOTIFY sent next is surely heard. Panics after 30 s.
+pub(crate) async fn wait_until_listening(pool: &sqlx::PgPool, channel: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM pg_stat_activity WHERE query ILIKE 'LISTEN%' AND query LIKE '%' || $1 || '%'",
+        )
+        .bind(channel)
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        if n > 0 {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nobody LISTENs on {channel} after 30 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}

@@ -730,6 +730,16 @@ fn unlikely_value(ty: FieldType) -> Option<Value> {
     })
 }
 
+/// Whether `message` repeats `value`: its text as a consumer would have written it.
+fn quotes_value(message: &str, value: &Value) -> bool {
+    let text = match value.to_json() {
+        serde_json::Value::String(s) => s,
+        other => other.to_string(),
+    };
+    // Short values (a digit, `true`) occur in any sentence; the checker's own are long.
+    text.len() >= 6 && message.contains(&text)
+}
+
 /// A value of a type `ty` does not accept (ints count as doubles, so a double gets a string).
 fn wrong_typed_value(ty: FieldType) -> Value {
     match ty {
@@ -1457,14 +1467,28 @@ impl Checker {
         let mut checks = Vec::new();
         match unknown_key(spec, sample) {
             Some(key) => {
-                let got = self.fetch(name, key, fields.clone()).await;
-                checks.push(expect_code(
-                    "fetch.unknown-key",
-                    r,
-                    "Fetch of a key no record has",
-                    Code::NotFound,
-                    got,
-                ));
+                let got = self.fetch(name, key.clone(), fields.clone()).await;
+                let quoted = matches!(&got, Err(s) if s.code() == Code::NotFound
+                    && key.values().any(|v| quotes_value(s.message(), v)));
+                checks.push(if quoted {
+                    // The code is the contract; the message is read by people and kept in logs
+                    // along the way, so it must not carry the key a consumer asked about.
+                    fail(
+                        "fetch.unknown-key",
+                        r,
+                        "Fetch of a key no record has is NOT_FOUND, but the message repeats the \
+                         key's value; say only that no record has that key"
+                            .into(),
+                    )
+                } else {
+                    expect_code(
+                        "fetch.unknown-key",
+                        r,
+                        "Fetch of a key no record has",
+                        Code::NotFound,
+                        got,
+                    )
+                });
             }
             None => checks.push(skip(
                 "fetch.unknown-key",

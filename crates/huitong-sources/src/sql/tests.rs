@@ -11,7 +11,9 @@ use huitong_proto::v1::value::Kind;
 use tokio_stream::StreamExt;
 
 use crate::Sources;
-use crate::test_support::{Proxy, TempDir, config, names, rn, unique, url_addr, url_via};
+use crate::test_support::{
+    Proxy, TempDir, config, names, rn, unique, url_addr, url_via, wait_until_listening,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind2 {
@@ -724,8 +726,11 @@ async fn postgres_listen_notify_delivers_changes_at_once() {
     let s = load(&db, &resource);
     let r = rn("persons");
     let mut stream = s.watch(&r, None).await.unwrap();
-    // The first poll has found nothing; give the listener a moment to LISTEN.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The first poll has found nothing; a NOTIFY before the listener LISTENs would be lost.
+    let Admin::Postgres(pool) = &db.admin else {
+        unreachable!("notify tests run on PostgreSQL")
+    };
+    wait_until_listening(pool, &channel).await;
     let mut cursor = None;
     for (i, id) in ["n1", "n2"].iter().enumerate() {
         let started = Instant::now();
