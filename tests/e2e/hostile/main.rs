@@ -9,5 +9,6 @@
 
 mod at_rest;
 mod connections;
+mod decoders;
 mod log_evidence;
 mod policy;
