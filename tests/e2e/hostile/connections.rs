@@ -262,7 +262,7 @@ async fn a_broker_certificate_of_a_department_is_refused_by_adapters_and_the_exc
 
     let st = adapter_client(addr, &rogue)
         .await
-        .describe(describe.clone())
+        .describe(describe)
         .await
         .unwrap_err();
     assert_eq!(st.code(), Code::PermissionDenied, "{}", st.message());
@@ -296,7 +296,7 @@ async fn a_broker_certificate_of_a_department_is_refused_by_adapters_and_the_exc
     let broker = ex.identity("exchange-office", Role::Broker);
     adapter_client(addr, &broker)
         .await
-        .describe(describe.clone())
+        .describe(describe)
         .await
         .unwrap();
     // And the broker in front of it still answers a consumer end to end.
@@ -332,7 +332,7 @@ async fn an_adapter_serves_exactly_the_brokers_its_config_names() {
     for files in [&ex.identity("exchange-office", Role::Broker), &second] {
         adapter_client(adapter.addr, files)
             .await
-            .describe(describe.clone())
+            .describe(describe)
             .await
             .unwrap();
     }
