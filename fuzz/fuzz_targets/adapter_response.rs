@@ -5,6 +5,7 @@
 
 use huitong_broker::ExchangeError;
 use huitong_broker::cache::CacheKey;
+use huitong_broker::error::AdapterCall;
 use huitong_core::masking::apply_text;
 use huitong_core::{DeptId, Mask, ResourceId};
 use huitong_fuzz::{example_specs, sections};
@@ -80,8 +81,12 @@ fuzz_target!(|data: &[u8]| {
             let message = String::from_utf8_lossy(parts[1]);
             let status = tonic::Status::new(tonic::Code::from(code % 20), message.as_ref());
             for spec in example_specs().iter().take(2) {
-                let e = ExchangeError::from_adapter(spec.id().provider(), spec.id(), &status);
-                let _ = e.into_status("fuzz-request");
+                for call in [AdapterCall::Fetch, AdapterCall::Search] {
+                    let e =
+                        ExchangeError::from_adapter(spec.id().provider(), spec.id(), call, &status);
+                    let _ = e.recorded();
+                    let _ = e.into_status("fuzz-request");
+                }
             }
         }
     }

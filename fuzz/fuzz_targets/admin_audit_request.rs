@@ -85,8 +85,17 @@ fuzz_target!(|data: &[u8]| {
                 let Ok(masks) = convert::masks_from_wire(&approve.masks) else {
                     return;
                 };
+                let Ok(match_fields) = approve
+                    .match_fields
+                    .iter()
+                    .map(|f| FieldName::new(f))
+                    .collect::<Result<Vec<_>, _>>()
+                else {
+                    return;
+                };
                 let mut pending = request.clone();
-                if let Ok(mut grant) = pending.approve(&provider, now, "G-1".into(), fields, masks)
+                if let Ok(mut grant) =
+                    pending.approve(&provider, now, "G-1".into(), fields, masks, match_fields)
                 {
                     let wire = convert::grant_to_wire(&grant, now);
                     assert!(

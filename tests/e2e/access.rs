@@ -135,7 +135,9 @@ async fn an_expired_certificate_is_unauthenticated_with_its_date() {
 async fn a_revoked_certificate_is_refused_without_restarting_the_broker() {
     let ex = Exchange::start("");
     let id = ex.person(1);
-    let opts = pki::IssueOptions::new(DeptId::new("civil-affairs").unwrap(), Role::Consumer);
+    // A new certificate in place of the demo's (which `replace` keeps as .old), to revoke.
+    let mut opts = pki::IssueOptions::new(DeptId::new("civil-affairs").unwrap(), Role::Consumer);
+    opts.replace = true;
     let mut c = consumer_with(&ex, opts).await;
     c.query(register_query(&id, &["name"], MARRIAGE))
         .await
