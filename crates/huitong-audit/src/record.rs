@@ -9,6 +9,72 @@ use prost::Message;
 use ring::digest;
 use serde_json::json;
 
+/// The values of `ExchangeRecord.kind`: what an entry records.
+pub mod kind {
+    /// A consumer's query.
+    pub const QUERY: &str = "query";
+    /// A change event delivered on a subscription.
+    pub const DELIVERY: &str = "delivery";
+    /// A consumer department filed an access request.
+    pub const REQUEST_FILED: &str = "request_filed";
+    /// The provider approved an access request (the grant it created has its own entry).
+    pub const REQUEST_APPROVED: &str = "request_approved";
+    /// The provider denied an access request, with a reason.
+    pub const REQUEST_DENIED: &str = "request_denied";
+    /// A grant came into force (from an approval or a policy file).
+    pub const GRANT_CREATED: &str = "grant_created";
+    /// A grant reached its expiry.
+    pub const GRANT_EXPIRED: &str = "grant_expired";
+    /// A grant was revoked, with a reason.
+    pub const GRANT_REVOKED: &str = "grant_revoked";
+    /// The broker loaded a policy file (at start or on reload), with the file's digest.
+    pub const POLICY_RELOADED: &str = "policy_reloaded";
+    /// A certificate appeared on the exchange's revocation list.
+    pub const CERTIFICATE_REVOKED: &str = "certificate_revoked";
+    /// A department joined the exchange's configuration.
+    pub const DEPARTMENT_ADDED: &str = "department_added";
+    /// A department left the exchange's configuration.
+    pub const DEPARTMENT_REMOVED: &str = "department_removed";
+
+    /// Every kind, exchanges first.
+    pub const ALL: [&str; 12] = [
+        QUERY,
+        DELIVERY,
+        REQUEST_FILED,
+        REQUEST_APPROVED,
+        REQUEST_DENIED,
+        GRANT_CREATED,
+        GRANT_EXPIRED,
+        GRANT_REVOKED,
+        POLICY_RELOADED,
+        CERTIFICATE_REVOKED,
+        DEPARTMENT_ADDED,
+        DEPARTMENT_REMOVED,
+    ];
+
+    /// Whether entries of this kind are exchanges of data (as opposed to governance acts).
+    pub fn is_exchange(kind: &str) -> bool {
+        kind == QUERY || kind == DELIVERY
+    }
+}
+
+/// The values of `ExchangeRecord.outcome`.
+pub mod outcome {
+    /// Records were released (possibly none, for a search that matched nothing).
+    pub const ANSWERED: &str = "answered";
+    /// The provider has no record under the key asked for.
+    pub const NOT_FOUND: &str = "not_found";
+    /// Policy or the request's form refused it; nothing was released.
+    pub const REFUSED: &str = "refused";
+    /// The provider or the broker could not answer (unavailable, timed out, an error).
+    pub const FAILED: &str = "failed";
+    /// A governance act that took effect.
+    pub const DONE: &str = "done";
+
+    /// Every outcome.
+    pub const ALL: [&str; 5] = [ANSWERED, NOT_FOUND, REFUSED, FAILED, DONE];
+}
+
 /// SHA-256 over the released records, each length-delimited in its protobuf encoding, in order:
 /// what the consumer received, so that a consumer can prove which answer it got.
 pub fn answer_digest(records: &[Record]) -> Vec<u8> {

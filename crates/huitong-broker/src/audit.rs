@@ -329,6 +329,7 @@ impl Audit for AuditService {
                 entries: found,
                 unlinkable_periods: log.subjects().destroyed(),
                 next_start: cut.unwrap_or(0),
+                resources: vec![r.resource.clone()],
             })
         })
         .await?;

@@ -703,6 +703,7 @@ impl Audit {
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
                 .collect(),
             start: 0,
+            identifier: String::new(),
         };
         let mut report = self.inner.subject_report(req.clone()).await?.into_inner();
         while report.next_start > req.start {

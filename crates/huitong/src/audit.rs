@@ -397,6 +397,7 @@ async fn all_entries(audit: &mut Audit, f: &Filter) -> anyhow::Result<Vec<LogEnt
                 since_micros: f.since.unwrap_or(0),
                 until_micros: f.until.unwrap_or(0),
                 limit: f.limit.saturating_sub(out.len() as u32),
+                ..Default::default()
             })
             .await?;
         out.extend(resp.entries);

@@ -100,6 +100,13 @@ fn sample_record(i: u64) -> Vec<u8> {
         grant_id: "P-1".into(),
         record_count: 1,
         refusal: String::new(),
+        subjects: vec![vec![(i % 251) as u8; 32]],
+        official: vec![0xcd; 32],
+        case_ref: format!("HY-2026-{i:06}"),
+        fields_asked: ["name", "gender", "birth_date", "marital_status"]
+            .map(String::from)
+            .to_vec(),
+        ..Default::default()
     }
     .encode_to_vec()
 }

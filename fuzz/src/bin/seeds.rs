@@ -363,6 +363,7 @@ fn main() {
         resource: "public-security/household-register".into(),
         key: HashMap::from([("id_number".into(), format!(" {} ", id.to_lowercase()))]),
         start: 0,
+        ..Default::default()
     };
     c.put_sel(
         "admin_audit_request",
