@@ -638,3 +638,123 @@ async fn a_long_history_comes_in_pages_that_fit_the_default_message_limit() {
     seen.dedup();
     assert_eq!(seen.len() as u64, total, "no entry twice");
 }
+
+/// The hole a new user found: a filter query released hundreds of people and none of them
+/// showed in their subject report. Now every record released is recorded by its subject, on
+/// every page, whatever fields the consumer asked for, with who asked and for which case.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_person_released_on_page_three_of_a_search_is_in_their_report_with_official_and_case() {
+    let ex = Exchange::start("");
+    let people = ex.records("household-register.jsonl");
+    let mut civil = ex.consumer("civil-affairs").await;
+    let search = |token: &str| {
+        Query::search(REGISTER)
+            .filter("marital_status", "married")
+            .fields(["name", "birth_date", "gender"])
+            .purpose(MARRIAGE)
+            .official("clerk-0042")
+            .case_ref("HY-2026-1202-0007")
+            .page_size(5)
+            .page_token(token)
+    };
+    let mut token = String::new();
+    let mut page3 = None;
+    for page in 1..=3 {
+        let answer = civil.query(search(&token)).await.unwrap();
+        assert_eq!(answer.records.len(), 5, "page {page} should be full");
+        token = answer.next_page_token.clone();
+        if page == 3 {
+            page3 = Some(answer);
+        }
+    }
+    let page3 = page3.unwrap();
+    let index = page3.receipt.as_ref().unwrap().index;
+    // The consumer never saw an ID number; the test finds the people from the data file.
+    let reached: Vec<String> = page3
+        .records
+        .iter()
+        .filter_map(|r| {
+            let same: Vec<_> = people
+                .iter()
+                .filter(|p| {
+                    p["marital_status"] == "married"
+                        && ["name", "birth_date", "gender"]
+                            .iter()
+                            .all(|f| p[*f] == r.fields[*f].to_json())
+                })
+                .collect();
+            (same.len() == 1).then(|| same[0]["id_number"].as_str().unwrap().to_owned())
+        })
+        .collect();
+    assert!(
+        !reached.is_empty(),
+        "no uniquely identifiable person on page 3"
+    );
+    let mut audit = auditor(&ex).await;
+    for id in &reached {
+        let report = audit.person_report(id, None).await.unwrap();
+        let e = report
+            .entries
+            .iter()
+            .find(|e| e.index == index)
+            .unwrap_or_else(|| panic!("page 3 (entry {index}) is missing from a report"));
+        let r = e.record.clone().unwrap();
+        assert_eq!(r.consumer, "civil-affairs");
+        assert_eq!(r.purpose, MARRIAGE);
+        assert_eq!(r.case_ref, "HY-2026-1202-0007");
+        assert_eq!(r.official.len(), 32, "the official is recorded as its HMAC");
+        assert_eq!(r.fields, ["name", "birth_date", "gender"]);
+        assert_eq!(r.selected_by, ["marital_status"]);
+        assert!(r.time_micros > 0);
+        assert!(report.resources.iter().any(|res| res == REGISTER));
+    }
+    // Someone no page released is not in that entry's reach.
+    let other = people
+        .iter()
+        .find(|p| p["marital_status"] == "single")
+        .unwrap()["id_number"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let report = audit.person_report(&other, None).await.unwrap();
+    assert!(report.entries.iter().all(|e| e.index != index));
+
+    // The CLI finds the person by the identifier alone, across resources.
+    let (ok, out, err) = audit_cli(&ex, &["subject", &reached[0]]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("search") && out.contains("HY-2026-1202-0007"),
+        "{out}"
+    );
+
+    // The official's id is nowhere in the data directory, nor the case-insensitive ID numbers
+    // of the people reached.
+    let data = ex.dir.path().join("broker-test.toml-data");
+    assert!(
+        data.join("log").is_dir(),
+        "no data directory at {}",
+        data.display()
+    );
+    let mut hits = Vec::new();
+    grep_dir(&data, b"clerk-0042", &mut hits);
+    for id in &reached {
+        grep_dir(&data, id.as_bytes(), &mut hits);
+    }
+    assert!(hits.is_empty(), "found in plain text: {hits:?}");
+}
+
+fn grep_dir(dir: &Path, needle: &[u8], hits: &mut Vec<String>) {
+    let Ok(read) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in read.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            grep_dir(&p, needle, hits);
+        } else if let Ok(bytes) = std::fs::read(&p)
+            && bytes.windows(needle.len()).any(|w| w == needle)
+        {
+            hits.push(p.display().to_string());
+        }
+    }
+}

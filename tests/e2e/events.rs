@@ -340,3 +340,51 @@ async fn no_event_is_lost_when_the_broker_is_killed_mid_stream() {
         assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{seqs:?}");
     }
 }
+
+/// A delivery reaches a person as surely as a query does: it is in the report of the record it
+/// released, with the subscriber, purpose, official, case and fields.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_delivery_is_in_the_report_of_the_record_it_released_with_official_and_case() {
+    use huitong_tls::{Role, pki};
+    let land = Parcels::conditional("land-resources");
+    let s = Setup::start(&[&land], "", POLICY).await;
+    pki::issue(
+        &s.dir.path().join("pki"),
+        &pki::IssueOptions::new(
+            huitong_core::DeptId::new("discipline-inspection").unwrap(),
+            Role::Auditor,
+        ),
+    )
+    .unwrap();
+    let mut housing = s
+        .consumer("housing")
+        .await
+        .subscribe(parcels().official("clerk-7").case_ref("FC-2026-88"))
+        .await
+        .unwrap();
+    land.change_owner("P-2", "王五");
+    let got = next(&mut housing).await;
+    let index = got.receipt.as_ref().unwrap().index;
+    let mut audit = huitong_client::Audit::connect(
+        &s.broker.endpoint(),
+        &s.identity("discipline-inspection", Role::Auditor),
+    )
+    .await
+    .unwrap();
+    let report = audit.person_report("P-2", None).await.unwrap();
+    let e = report
+        .entries
+        .iter()
+        .find(|e| e.index == index)
+        .expect("the delivery is missing from the report of the parcel it released");
+    let r = e.record.clone().unwrap();
+    assert_eq!(r.kind, "delivery");
+    assert_eq!(r.consumer, "housing");
+    assert_eq!(r.purpose, PURPOSE);
+    assert_eq!(r.case_ref, "FC-2026-88");
+    assert_eq!(r.official.len(), 32);
+    assert_eq!(r.fields, ["parcel_no", "owner"]);
+    assert_eq!(r.masked_fields, ["owner"]);
+    let other = audit.person_report("P-1", None).await.unwrap();
+    assert!(other.entries.iter().all(|e| e.index != index));
+}

@@ -52,9 +52,10 @@ const INDEXED_SIZE: &[u8] = b"indexed_size";
 /// different log.
 const FIRST_LEAF: &[u8] = b"first_leaf";
 
-/// The index layout this code writes; see the module docs. Version 1 had a key per entry.
+/// The index layout this code writes; see the module docs. Version 1 had a key per entry;
+/// version 2 indexed only a key lookup's subject, not every record released.
 const LAYOUT: &[u8] = b"layout";
-const LAYOUT_VERSION: u8 = 2;
+const LAYOUT_VERSION: u8 = 3;
 
 /// Entries decoded and indexed per step of [`Index::catch_up`]: the most one block spans.
 pub const CATCH_UP_STEP: u64 = 1024;
@@ -681,7 +682,11 @@ struct Step {
 impl Step {
     /// Adds entry `index`; entries come in ascending order.
     fn add(&mut self, index: u64, r: &ExchangeRecord) {
+        // An entry is posted once per value, however often the value occurs in it (a key
+        // lookup's subject is also among the subjects it released): blocks hold ascending
+        // indexes without repeats.
         let post = |map: &mut HashMap<Vec<u8>, Vec<u64>>, value: &[u8]| match map.get_mut(value) {
+            Some(list) if list.last() == Some(&index) => {}
             Some(list) => list.push(index),
             None => {
                 map.insert(value.to_vec(), vec![index]);
@@ -691,9 +696,13 @@ impl Step {
         post(&mut self.provider, r.provider.as_bytes());
         post(&mut self.resource, r.resource.as_bytes());
         post(&mut self.outcome, r.outcome.as_bytes());
-        // Searches and early refusals have no subject; there is nothing to find them by.
-        if !r.subject.is_empty() {
-            post(&mut self.subject, hex(&r.subject).as_bytes());
+        // Every person the entry reached or tried to reach: the key looked up, and each record
+        // released, whether found by key, by filters or delivered. Early refusals of searches
+        // have none; there is nothing to find them by.
+        for subject in std::iter::once(&r.subject).chain(&r.subjects) {
+            if subject.len() == 32 {
+                post(&mut self.subject, hex(subject).as_bytes());
+            }
         }
         self.time
             .entry(bucket(r.time_micros))

@@ -148,6 +148,17 @@ pub fn to_json(index: u64, leaf_hash: &[u8], r: &ExchangeRecord) -> serde_json::
         "answer_digest": hex(&r.answer_digest),
         "subject": hex(&r.subject),
         "subject_period": r.subject_period,
+        "subjects": r.subjects.iter().map(|s| hex(s)).collect::<Vec<_>>(),
+        "official": hex(&r.official),
+        "case_ref": r.case_ref,
+        "fields_asked": r.fields_asked,
+        "masked_fields": r.masked_fields,
+        "selected_by": r.selected_by,
+        "actor": r.actor,
+        "access_request": r.access_request,
+        "reason": r.reason,
+        "digest": hex(&r.digest),
+        "detail": r.detail,
     })
 }
 

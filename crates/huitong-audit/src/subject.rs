@@ -209,6 +209,22 @@ impl SubjectKeys {
         Ok(out)
     }
 
+    /// `HMAC-SHA-256` of an acting official (the id `consumer` assigned) under the key of
+    /// `period`. The message starts with U+001E, which no normalised key contains
+    /// ([`normalise_key`] removes control characters), so an official never collides with a
+    /// subject; the consumer is part of it because official ids are each department's own.
+    pub fn official(
+        &self,
+        period: &str,
+        consumer: &str,
+        official: &str,
+    ) -> Result<[u8; 32], Error> {
+        self.subject(
+            period,
+            &format!("\u{1e}official\u{1f}{consumer}\u{1f}{}", official.trim()),
+        )
+    }
+
     /// Periods that have a key, oldest first.
     pub fn periods(&self) -> Vec<String> {
         self.keys.periods()

@@ -71,6 +71,74 @@ fn check_report_request(providers: &Providers, r: &SubjectReportRequest) -> Resu
         .map_err(invalid)
 }
 
+/// A resource and a key in it, as text: one place a subject report looks.
+type ReportTarget = (String, Vec<(String, String)>);
+
+/// The (resource, key) pairs a subject report looks for. With `identifier`, every resource of
+/// the catalogue whose key is one field (or only `resource`, if given); otherwise `resource`
+/// and `key`, checked as a query's are.
+fn report_targets(
+    providers: &Providers,
+    r: &SubjectReportRequest,
+) -> Result<Vec<ReportTarget>, Status> {
+    let identifier = r.identifier.trim();
+    if identifier.is_empty() {
+        check_report_request(providers, r)?;
+        let key = r.key.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        return Ok(vec![(r.resource.clone(), key)]);
+    }
+    if !r.key.is_empty() {
+        return Err(Status::invalid_argument(
+            "give either identifier (matched against every resource keyed by one field) or resource and key, not both",
+        ));
+    }
+    if identifier.chars().count() > 256 {
+        return Err(Status::invalid_argument(
+            "identifier is longer than 256 characters; give the person's identifier, e.g. a resident ID number",
+        ));
+    }
+    // A catalogue that has not loaded would leave resources out and make the report look
+    // complete when it is not.
+    if let Some(p) = providers.iter().find(|p| !p.is_described()) {
+        return Err(Status::unavailable(format!(
+            "the catalogue of {} has not loaded yet, so its resources cannot be searched; try again shortly, or name a resource with --resource",
+            p.dept
+        )));
+    }
+    let catalogue = providers.catalogue();
+    if !r.resource.is_empty() {
+        let id = huitong_core::ResourceId::parse(&r.resource)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        if catalogue.get(&id).is_err() {
+            return Err(Status::invalid_argument(format!(
+                "resource {id} is not in the catalogue; leave --resource out to search every resource"
+            )));
+        }
+    }
+    let targets: Vec<_> = catalogue
+        .iter()
+        .filter(|s| r.resource.is_empty() || s.id().to_string() == r.resource)
+        .filter(|s| s.key_fields().len() == 1)
+        .map(|s| {
+            (
+                s.id().to_string(),
+                vec![(s.key_fields()[0].to_string(), identifier.to_owned())],
+            )
+        })
+        .collect();
+    if targets.is_empty() {
+        return Err(Status::invalid_argument(if r.resource.is_empty() {
+            "no resource in the catalogue is keyed by a single field; name the resource and give its key".to_owned()
+        } else {
+            format!(
+                "{} is keyed by several fields; give its key (one value per key field) instead of an identifier",
+                r.resource
+            )
+        }));
+    }
+    Ok(targets)
+}
+
 fn key_names(spec: &huitong_core::ResourceSpec) -> String {
     let names: Vec<&str> = spec.key_fields().iter().map(|k| k.as_str()).collect();
     names.join(", ")
@@ -293,43 +361,49 @@ impl Audit for AuditService {
     ) -> Result<Response<SubjectReportResponse>, Status> {
         require_auditor(&request)?;
         let r = request.into_inner();
-        check_report_request(&self.providers, &r)?;
+        let targets = report_targets(&self.providers, &r)?;
+        let start = r.start;
         let log = Arc::clone(&self.log);
         let resp = blocking(move || {
             log.catch_up().map_err(log_status)?;
-            let parts: Vec<(&str, &str)> = r
-                .key
-                .iter()
-                .map(|(k, v)| (k.as_str(), v.as_str()))
-                .collect();
-            let normalised = normalise_key(&parts);
-            let mut indexes = Vec::new();
             let index = log.index().map_err(log_status)?;
-            for period in log.subjects().periods() {
-                let mac = log
-                    .subjects()
-                    .subject(&period, &normalised)
-                    .map_err(audit_status)?;
-                indexes.extend(index.by_subject(&mac).map_err(audit_status)?);
+            // Which resources each found entry may be of: a subject is the normalised key, so
+            // the same HMAC stands for the same key in every resource keyed by that field.
+            let mut found: std::collections::BTreeMap<u64, Vec<usize>> = Default::default();
+            let periods = log.subjects().periods();
+            for (t, (_, key)) in targets.iter().enumerate() {
+                let parts: Vec<(&str, &str)> =
+                    key.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+                let normalised = normalise_key(&parts);
+                for period in &periods {
+                    let mac = log
+                        .subjects()
+                        .subject(period, &normalised)
+                        .map_err(audit_status)?;
+                    for i in index.by_subject(&mac).map_err(audit_status)? {
+                        if i >= start {
+                            found.entry(i).or_default().push(t);
+                        }
+                    }
+                }
             }
-            indexes.sort_unstable();
-            indexes.dedup();
-            indexes.retain(|&i| i >= r.start);
-            // The subject is the key of one resource's records: keep accesses to that resource.
-            let (found, cut) = entries(&log, &indexes)?;
-            let found = found
+            let indexes: Vec<u64> = found.keys().copied().collect();
+            let (read, cut) = entries(&log, &indexes)?;
+            let entries = read
                 .into_iter()
                 .filter(|e| {
-                    e.record
-                        .as_ref()
-                        .is_some_and(|rec| rec.resource == r.resource)
+                    e.record.as_ref().is_some_and(|rec| {
+                        found
+                            .get(&e.index)
+                            .is_some_and(|ts| ts.iter().any(|&t| targets[t].0 == rec.resource))
+                    })
                 })
                 .collect();
             Ok(SubjectReportResponse {
-                entries: found,
+                entries,
                 unlinkable_periods: log.subjects().destroyed(),
                 next_start: cut.unwrap_or(0),
-                resources: vec![r.resource.clone()],
+                resources: targets.iter().map(|(res, _)| res.clone()).collect(),
             })
         })
         .await?;

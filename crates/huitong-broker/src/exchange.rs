@@ -29,8 +29,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use huitong_core::masking::apply_text;
-use huitong_core::policy::Decision;
 use huitong_core::{DeptId, FieldName, Purpose, ResourceId, ResourceSpec, Selection};
 use huitong_proto::trace::TraceContext;
 use huitong_proto::v1::exchange_server::Exchange;
@@ -53,6 +51,7 @@ use crate::log::ExchangeLog;
 use crate::metrics::{Metrics, Stage};
 use crate::policy::Policy;
 use crate::providers::{Provider, Providers};
+use crate::release::{Released, release, subject_of};
 use crate::resilience::{Refusal, backoff};
 
 /// What the exchange log records about one exchange, filled in as the steps run.
@@ -66,18 +65,47 @@ impl Trail {
         // of a malformed request is recorded too.
         let resource: String = raw.resource.chars().take(130).collect();
         let provider = resource.split('/').next().unwrap_or_default().to_owned();
+        let bounded = |s: &str, n: usize| s.chars().take(n).collect::<String>();
+        let mut selected_by: Vec<String> = raw
+            .key
+            .keys()
+            .chain(raw.filters.iter().map(|f| &f.field))
+            .take(32)
+            .map(|f| bounded(f, 64))
+            .collect();
+        selected_by.sort();
+        selected_by.dedup();
         Trail {
             record: ExchangeRecord {
                 time_micros: huitong_audit::record::micros(SystemTime::now()),
                 request_id: request_id.to_owned(),
-                kind: "query".into(),
+                kind: huitong_audit::record::kind::QUERY.into(),
                 consumer: consumer.to_string(),
                 provider,
                 resource,
                 purpose: raw.purpose.trim().chars().take(200).collect(),
+                fields_asked: raw.fields.iter().take(64).map(|f| bounded(f, 64)).collect(),
+                selected_by,
                 ..Default::default()
             },
         }
+    }
+
+    /// Who asked and for which case, once both are known to be well formed. The official is
+    /// recorded only as its HMAC: it is the consumer's assertion about one of its staff.
+    fn actor(&mut self, log: &ExchangeLog, official: Option<&str>, case_ref: Option<&str>) {
+        if let Some(id) = official {
+            match log.official(&self.record.consumer, id, self.record.time_micros) {
+                Ok((mac, period)) => {
+                    self.record.official = mac;
+                    self.record.subject_period = period;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "no subject key; the exchange is recorded without its official");
+                }
+            }
+        }
+        self.record.case_ref = case_ref.unwrap_or_default().to_owned();
     }
 
     /// The subject of a key lookup, once the key is known to be well formed.
@@ -93,10 +121,15 @@ impl Trail {
         self.record.stale = routed.stale;
     }
 
-    fn released(&mut self, fields: &[FieldName], records: &[Record]) {
+    fn released(&mut self, fields: &[FieldName], count: usize, released: Released) {
         self.record.fields = fields.iter().map(|f| f.to_string()).collect();
-        self.record.record_count = records.len() as u32;
-        self.record.answer_digest = huitong_audit::record::answer_digest(records);
+        self.record.record_count = count as u32;
+        self.record.answer_digest = released.answer_digest;
+        self.record.masked_fields = released.masked_fields;
+        if !released.subjects.is_empty() {
+            self.record.subjects = released.subjects;
+            self.record.subject_period = released.subject_period;
+        }
     }
 
     fn finish(
@@ -107,48 +140,36 @@ impl Trail {
         self.record.latency_micros = latency_micros;
         match result {
             Ok(_) => {
-                self.record.outcome = "answered".into();
+                self.record.outcome = huitong_audit::record::outcome::ANSWERED.into();
                 self.record.status_code = 0;
             }
             Err(e) => {
-                self.record.outcome = "refused".into();
+                self.record.outcome = outcome_of(e).into();
                 self.record.status_code = tonic::Code::from(e) as i32;
                 self.record.refusal = e.recorded();
                 self.record.fields.clear();
+                self.record.masked_fields.clear();
+                self.record.subjects.clear();
             }
         }
         self.record
     }
 }
 
-/// Whose record a key names: the HMAC of the normalised key under the period's subject key,
-/// and the period. `None` (logged) if the subject key is unavailable: the exchange is then
-/// recorded without a subject rather than not at all.
-pub(crate) fn subject_of(
-    log: &ExchangeLog,
-    key: &std::collections::HashMap<String, Value>,
-    time_micros: i64,
-) -> Option<(Vec<u8>, String)> {
-    if key.is_empty() {
-        return None;
-    }
-    let text: Vec<(String, String)> = key
-        .iter()
-        .map(|(k, v)| {
-            let t = match v.to_json() {
-                serde_json::Value::String(s) => s,
-                other => other.to_string(),
-            };
-            (k.clone(), t)
-        })
-        .collect();
-    let parts: Vec<(&str, &str)> = text.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    match log.subject(&parts, time_micros) {
-        Ok(s) => Some(s),
-        Err(e) => {
-            tracing::warn!(error = %e, "no subject key; the exchange is recorded without a subject");
-            None
+/// How an exchange that did not answer is recorded: the provider has no such record, the
+/// provider or broker could not answer, or policy or the request's form refused it. Auditors
+/// count these apart: a not-found is an answer about a person, a failure is an outage.
+pub(crate) fn outcome_of(e: &ExchangeError) -> &'static str {
+    use huitong_audit::record::outcome;
+    match e {
+        ExchangeError::NoRecord { .. } => outcome::NOT_FOUND,
+        e if could_not_answer(e) => outcome::FAILED,
+        e if tonic::Code::from(e) == tonic::Code::Internal
+            || tonic::Code::from(e) == tonic::Code::Unavailable =>
+        {
+            outcome::FAILED
         }
+        _ => outcome::REFUSED,
     }
 }
 
@@ -358,6 +379,11 @@ impl ExchangeService {
         let query = validate(&raw)?;
         // The log records the purpose as matched against the grants, not as typed.
         trail.record.purpose = query.purpose.to_string();
+        trail.actor(
+            &self.log,
+            query.official.as_deref(),
+            query.case_ref.as_deref(),
+        );
         // Rate limits come first among the checks that need no adapter: an over-quota consumer
         // costs the broker as little as possible.
         self.policy
@@ -407,11 +433,19 @@ impl ExchangeService {
                     .await
             }
             (_, selector) => {
+                // The adapter returns the key fields too, whatever the consumer asked for: they
+                // say whose records these are, for the subject report; minimising drops them.
+                let mut asked = fields.clone();
+                for k in spec.key_fields() {
+                    if !asked.contains(k) {
+                        asked.push(k.clone());
+                    }
+                }
                 route(
                     provider,
                     &query.resource,
                     &selector,
-                    &fields,
+                    &asked,
                     deadline,
                     trace,
                 )
@@ -422,9 +456,16 @@ impl ExchangeService {
         let routed = routed?;
         trail.served(&routed);
         let mut records = routed.records;
-        minimise(&mut records, &fields);
-        let masked_fields = mask(&mut records, &decision, &fields);
-        trail.released(&fields, &records);
+        let released = release(
+            &self.log,
+            spec,
+            &decision,
+            &fields,
+            &mut records,
+            trail.record.time_micros,
+        );
+        let masked_fields = released.masked_fields.clone();
+        trail.released(&fields, records.len(), released);
         Ok(QueryResponse {
             records,
             provenance: Some(Provenance {
@@ -561,6 +602,39 @@ fn canonicalise_id_numbers(raw: &mut QueryRequest) {
 struct ValidQuery {
     resource: ResourceId,
     purpose: Purpose,
+    official: Option<String>,
+    case_ref: Option<String>,
+}
+
+/// Most characters of an official id or a case reference.
+pub(crate) const MAX_ACTOR_CHARS: usize = 64;
+
+/// An official id or case reference: trimmed; empty means none; otherwise at most
+/// [`MAX_ACTOR_CHARS`] characters with no control or invisible formatting characters, so that
+/// what the auditor searches for is what was recorded.
+pub(crate) fn actor_text(
+    field: &'static str,
+    raw: &str,
+) -> Result<Option<String>, huitong_core::Error> {
+    let t = raw.trim();
+    if t.is_empty() {
+        return Ok(None);
+    }
+    if t.chars().count() > MAX_ACTOR_CHARS {
+        return Err(huitong_core::Error::BadActor {
+            field,
+            problem: "is longer than 64 characters; give the id your department's own system uses",
+        });
+    }
+    if t.chars().any(|c| {
+        c.is_control() || matches!(c, '\u{200B}'..='\u{200F}' | '\u{2028}'..='\u{202E}' | '\u{2060}'..='\u{2064}' | '\u{FEFF}')
+    }) {
+        return Err(huitong_core::Error::BadActor {
+            field,
+            problem: "contains control or invisible characters; give printable text",
+        });
+    }
+    Ok(Some(t.to_owned()))
 }
 
 /// Step 1: raw strings become checked identifiers.
@@ -575,7 +649,12 @@ fn validate(raw: &QueryRequest) -> Result<ValidQuery, ExchangeError> {
         };
         return Err(huitong_core::Error::BadSelector(msg.into()).into());
     }
-    Ok(ValidQuery { resource, purpose })
+    Ok(ValidQuery {
+        resource,
+        purpose,
+        official: actor_text("official", &raw.official)?,
+        case_ref: actor_text("case_ref", &raw.case_ref)?,
+    })
 }
 
 /// What step 2 found: the fields to release, and the fields records are selected by, which
@@ -839,41 +918,6 @@ async fn call_adapter(
     }
 }
 
-/// Step 5: only the requested fields leave the broker.
-pub(crate) fn minimise(records: &mut [Record], fields: &[FieldName]) {
-    for r in records {
-        r.fields
-            .retain(|name, _| fields.iter().any(|f| f.as_str() == name));
-    }
-}
-
-/// Step 5, second half: masks from the grant. A text mask on a value that is not text, and the
-/// `redact` mask, release null. Returns the names of the released fields that were masked.
-pub(crate) fn mask(
-    records: &mut [Record],
-    decision: &Decision,
-    released: &[FieldName],
-) -> Vec<String> {
-    for r in records.iter_mut() {
-        for (field, m) in &decision.masks {
-            if let Some(v) = r.fields.get_mut(field.as_str()) {
-                let masked = match &v.kind {
-                    Some(Kind::StringValue(s)) => apply_text(*m, s).map(Value::string),
-                    Some(Kind::NullValue(_)) | None => continue,
-                    _ => None,
-                };
-                *v = masked.unwrap_or_else(Value::null);
-            }
-        }
-    }
-    decision
-        .masks
-        .iter()
-        .filter(|(f, _)| released.contains(f))
-        .map(|(f, _)| f.to_string())
-        .collect()
-}
-
 /// Unique across restarts: the process start time, then a counter.
 pub(crate) fn next_request_id() -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -897,45 +941,6 @@ pub fn check_request(spec: &ResourceSpec, raw: &QueryRequest) -> Result<(), Exch
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn minimise_keeps_only_requested_fields() {
-        let mut r = Record::default();
-        for f in ["id_number", "name", "address"] {
-            r.fields.insert(f.into(), Value::string("x"));
-        }
-        let mut records = vec![r];
-        minimise(&mut records, &[FieldName::new("name").unwrap()]);
-        assert_eq!(records[0].fields.keys().collect::<Vec<_>>(), ["name"]);
-    }
-
-    #[test]
-    fn masks_apply_to_text_and_null_everything_else() {
-        use huitong_core::Mask;
-        let mut r = Record::default();
-        r.fields.insert("name".into(), Value::string("欧阳娜娜"));
-        r.fields
-            .insert("id_number".into(), Value::string("110105199001011234"));
-        r.fields.insert("score".into(), Value::int(7));
-        let decision = Decision {
-            grant_id: Some("G-1".into()),
-            masks: vec![
-                (FieldName::new("name").unwrap(), Mask::Name),
-                (FieldName::new("id_number").unwrap(), Mask::IdNumber),
-                (FieldName::new("score").unwrap(), Mask::Name),
-            ],
-        };
-        let mut records = vec![r];
-        let released: Vec<FieldName> = decision.masks.iter().map(|(f, _)| f.clone()).collect();
-        let masked = mask(&mut records, &decision, &released[..2]);
-        assert_eq!(masked, ["name", "id_number"]);
-        assert_eq!(records[0].fields["name"], Value::string("欧阳**"));
-        assert_eq!(
-            records[0].fields["id_number"],
-            Value::string("110105********1234")
-        );
-        assert_eq!(records[0].fields["score"], Value::null());
-    }
 
     #[test]
     fn a_query_needs_exactly_one_of_key_and_filters() {

@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod policy;
 pub mod providers;
 pub mod quota;
+pub mod release;
 pub mod resilience;
 pub mod server;
 pub mod subscribe;

@@ -113,6 +113,19 @@ impl ExchangeLog {
         Ok((mac.to_vec(), period))
     }
 
+    /// The HMAC of an acting official of `consumer`, and its period (see
+    /// [`SubjectKeys::official`]).
+    pub fn official(
+        &self,
+        consumer: &str,
+        official: &str,
+        time_micros: i64,
+    ) -> Result<(Vec<u8>, String), LogError> {
+        let period = SubjectKeys::period_of(time_micros);
+        let mac = self.subjects.official(&period, consumer, official)?;
+        Ok((mac.to_vec(), period))
+    }
+
     /// Appends `record`; returns once it is durable.
     pub async fn record(&self, record: &ExchangeRecord) -> Result<Receipt, LogError> {
         let receipt = self.log.append(record.encode_to_vec()).await?;

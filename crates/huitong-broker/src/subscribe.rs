@@ -38,7 +38,8 @@ use tonic::{Code, Request, Response, Status};
 use tracing::{Instrument, info, info_span, warn};
 
 use crate::error::ExchangeError;
-use crate::exchange::{ExchangeService, mask, minimise, next_request_id, subject_of};
+use crate::exchange::{ExchangeService, actor_text, next_request_id};
+use crate::release::{mask, minimise, release as release_records, subject_of};
 
 /// The stream of a subscription.
 pub type EventStream = ReceiverStream<Result<SubscribeResponse, Status>>;
@@ -59,6 +60,8 @@ struct Opened {
     fields: Vec<FieldName>,
     purpose: Purpose,
     grant_id: String,
+    official: Option<String>,
+    case_ref: Option<String>,
 }
 
 pub(crate) async fn subscribe(
@@ -84,6 +87,12 @@ pub(crate) async fn subscribe(
             .collect(),
         resource: raw.resource.chars().take(130).collect(),
         purpose: raw.purpose.trim().chars().take(200).collect(),
+        fields_asked: raw
+            .fields
+            .iter()
+            .take(64)
+            .map(|f| f.chars().take(64).collect())
+            .collect(),
         ..Default::default()
     };
     let opened = open(svc, &consumer, &raw)
@@ -94,6 +103,15 @@ pub(crate) async fn subscribe(
             record.outcome = "answered".into();
             record.fields = o.fields.iter().map(ToString::to_string).collect();
             record.grant_id = o.grant_id.clone();
+            record.case_ref = o.case_ref.clone().unwrap_or_default();
+            if let Some(official) = &o.official
+                && let Ok((mac, period)) =
+                    svc.log
+                        .official(&record.consumer, official, record.time_micros)
+            {
+                record.official = mac;
+                record.subject_period = period;
+            }
         }
         Err(e) => {
             record.outcome = "refused".into();
@@ -168,6 +186,8 @@ fn open(
         fields,
         purpose,
         grant_id: decision.grant_id.unwrap_or_default(),
+        official: actor_text("official", &raw.official)?,
+        case_ref: actor_text("case_ref", &raw.case_ref)?,
     })
 }
 
@@ -400,8 +420,15 @@ async fn release(
     let started = Instant::now();
     let mut responses = Vec::with_capacity(batch.len());
     let mut records = Vec::with_capacity(batch.len());
+    let time_micros = huitong_audit::record::micros(now);
+    let official = o.official.as_deref().and_then(|id| {
+        svc.log
+            .official(o.consumer.as_str(), id, time_micros)
+            .inspect_err(|e| warn!(error = %e, "no subject key; deliveries are recorded without their official"))
+            .ok()
+    });
     for mut event in batch {
-        let subject = subject_of(&svc.log, &event.key, huitong_audit::record::micros(now));
+        let subject = subject_of(&svc.log, &event.key, time_micros);
         // The key is released like any field: only the key fields asked for, masked alike.
         let mut key = [Record {
             fields: std::mem::take(&mut event.key),
@@ -411,13 +438,32 @@ async fn release(
         let [key] = key;
         event.key = key.fields;
         let mut released: Vec<Record> = event.record.take().into_iter().collect();
-        minimise(&mut released, &o.fields);
-        let masked_fields = mask(&mut released, &decision, &o.fields);
+        let r = release_records(
+            &svc.log,
+            spec,
+            &decision,
+            &o.fields,
+            &mut released,
+            time_micros,
+        );
+        let masked_fields = r.masked_fields.clone();
         event.record = released.first().cloned();
         let delivery_id = format!("{request_id}/{}", event.sequence);
         let (subject, subject_period) = subject.unwrap_or_default();
+        // A deletion releases only the key: the person is reached all the same.
+        let subjects = if r.subjects.is_empty() && !subject.is_empty() {
+            vec![subject.clone()]
+        } else {
+            r.subjects
+        };
+        let (official, official_period) = official.clone().unwrap_or_default();
+        let subject_period = if subject_period.is_empty() {
+            official_period
+        } else {
+            subject_period
+        };
         records.push(ExchangeRecord {
-            time_micros: huitong_audit::record::micros(now),
+            time_micros,
             request_id: delivery_id.clone(),
             kind: "delivery".into(),
             consumer: o.consumer.to_string(),
@@ -427,9 +473,14 @@ async fn release(
             fields: o.fields.iter().map(ToString::to_string).collect(),
             outcome: "answered".into(),
             record_count: u32::from(!released.is_empty()),
-            answer_digest: huitong_audit::record::answer_digest(&released),
+            answer_digest: r.answer_digest,
             subject,
+            subjects,
             subject_period,
+            official,
+            case_ref: o.case_ref.clone().unwrap_or_default(),
+            fields_asked: o.fields.iter().map(ToString::to_string).collect(),
+            masked_fields: masked_fields.clone(),
             grant_id: decision.grant_id.clone().unwrap_or_default(),
             latency_micros: event
                 .received_at

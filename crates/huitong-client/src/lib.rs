@@ -157,6 +157,20 @@ impl Query {
         self
     }
 
+    /// The official acting for your department: the opaque id your own system gives them (not
+    /// a name or an ID number). The broker records only its HMAC, and auditors can ask for
+    /// every exchange of that official.
+    pub fn official(mut self, id: &str) -> Self {
+        self.request.official = id.to_owned();
+        self
+    }
+
+    /// The case (办件编号) the data is needed for; some grants require one.
+    pub fn case_ref(mut self, case: &str) -> Self {
+        self.request.case_ref = case.to_owned();
+        self
+    }
+
     pub fn page_size(mut self, n: u32) -> Self {
         self.request.page_size = n;
         self
@@ -312,6 +326,18 @@ impl Subscribe {
 
     pub fn purpose(mut self, purpose: &str) -> Self {
         self.request.purpose = purpose.to_owned();
+        self
+    }
+
+    /// The official acting for your department, as for a query ([`Query::official`]).
+    pub fn official(mut self, id: &str) -> Self {
+        self.request.official = id.to_owned();
+        self
+    }
+
+    /// The case the deliveries are for, as for a query ([`Query::case_ref`]).
+    pub fn case_ref(mut self, case: &str) -> Self {
+        self.request.case_ref = case.to_owned();
         self
     }
 
@@ -689,22 +715,26 @@ impl Audit {
         Ok(self.inner.list_entries(request).await?.into_inner())
     }
 
-    /// Every recorded access to the record with `key` in `resource` (auditor certificates only).
-    /// Follows the broker's pages, so a long history arrives whole.
-    pub async fn subject_report(
+    /// Every recorded access to the person with `identifier` (e.g. a resident ID number) in
+    /// every resource keyed by one field, or only in `resource` (auditor certificates only):
+    /// key lookups, filter queries on any page and deliveries alike. Follows the broker's pages.
+    pub async fn person_report(
         &mut self,
-        resource: &str,
-        key: &[(&str, &str)],
+        identifier: &str,
+        resource: Option<&str>,
     ) -> Result<SubjectReportResponse, ClientError> {
-        let mut req = huitong_proto::v1::SubjectReportRequest {
-            resource: resource.to_owned(),
-            key: key
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect(),
-            start: 0,
-            identifier: String::new(),
+        let req = huitong_proto::v1::SubjectReportRequest {
+            resource: resource.unwrap_or_default().to_owned(),
+            identifier: identifier.to_owned(),
+            ..Default::default()
         };
+        self.report_pages(req).await
+    }
+
+    async fn report_pages(
+        &mut self,
+        mut req: huitong_proto::v1::SubjectReportRequest,
+    ) -> Result<SubjectReportResponse, ClientError> {
         let mut report = self.inner.subject_report(req.clone()).await?.into_inner();
         while report.next_start > req.start {
             req.start = report.next_start;
@@ -715,6 +745,24 @@ impl Audit {
         }
         report.next_start = 0;
         Ok(report)
+    }
+
+    /// Every recorded access to the record with `key` in `resource` (auditor certificates only).
+    /// Follows the broker's pages, so a long history arrives whole.
+    pub async fn subject_report(
+        &mut self,
+        resource: &str,
+        key: &[(&str, &str)],
+    ) -> Result<SubjectReportResponse, ClientError> {
+        let req = huitong_proto::v1::SubjectReportRequest {
+            resource: resource.to_owned(),
+            key: key
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            ..Default::default()
+        };
+        self.report_pages(req).await
     }
 
     /// Confirms that `receipt` is in the log the broker signed: fetches the latest checkpoint,

@@ -56,6 +56,15 @@ pub enum Error {
         expected: &'static str,
         got: &'static str,
     },
+    /// The acting official or the case reference of a request is not usable text. The value
+    /// is not repeated: an official id is the consumer's own data about its staff.
+    #[error("{field} {problem}")]
+    BadActor {
+        /// `official` or `case_ref`.
+        field: &'static str,
+        /// What is wrong and what to give instead.
+        problem: &'static str,
+    },
     /// A key or filter value cannot match anything, or is missing.
     #[error("the {what} on {field:?} {problem}")]
     BadValue {
@@ -202,6 +211,7 @@ impl Error {
             | Error::BadKey { .. }
             | Error::WrongValueType { .. }
             | Error::BadValue { .. }
+            | Error::BadActor { .. }
             | Error::OwnResource { .. }
             | Error::DuplicatePurpose(_)
             | Error::TooManyPurposes { .. }

@@ -63,14 +63,16 @@ enum Command {
     Subject {
         #[command(flatten)]
         conn: Conn,
-        /// The person's identifier, e.g. a citizen ID number.
+        /// The person's identifier, e.g. a citizen ID number. Without --key-field it is looked
+        /// for in every resource keyed by one field: key lookups, searches and deliveries.
         id: String,
-        /// The resource the identifier is a key of.
-        #[arg(long, default_value = "public-security/household-register")]
-        resource: String,
-        /// The key field the identifier is a value of.
-        #[arg(long, default_value = "id_number")]
-        key_field: String,
+        /// Only this resource.
+        #[arg(long)]
+        resource: Option<String>,
+        /// The key field of --resource the identifier is a value of (for a resource whose key
+        /// field is not its only one, give the resource and this).
+        #[arg(long, requires = "resource")]
+        key_field: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -212,11 +214,11 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             key_field,
             json,
         } => {
-            let report = conn
-                .audit()
-                .await?
-                .subject_report(&resource, &[(&key_field, &id)])
-                .await?;
+            let mut audit = conn.audit().await?;
+            let report = match (&resource, &key_field) {
+                (Some(res), Some(field)) => audit.subject_report(res, &[(field, &id)]).await?,
+                _ => audit.person_report(&id, resource.as_deref()).await?,
+            };
             if json {
                 for e in &report.entries {
                     let r = e.record.clone().unwrap_or_default();
@@ -224,17 +226,37 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 }
             } else {
                 println!(
-                    "{} recorded accesses to this person's {resource} entry:",
-                    report.entries.len()
+                    "{} recorded accesses to this person's records in {}:",
+                    report.entries.len(),
+                    report.resources.join(", ")
                 );
                 for e in &report.entries {
                     let r = e.record.clone().unwrap_or_default();
+                    let how = if r.kind == record::kind::DELIVERY {
+                        "delivery"
+                    } else if r.selected_by.is_empty() || r.subject.is_empty() {
+                        "search"
+                    } else {
+                        "lookup"
+                    };
                     println!(
-                        "  {}  {:<20} {:<9} purpose: {}  fields: {}  (entry {})",
+                        "  {}  {:<20} {:<8} {:<9} {}  purpose: {}  official: {}  case: {}  fields: {}  (entry {})",
                         &record::format_micros(r.time_micros)[..19],
                         r.consumer,
+                        how,
                         r.outcome,
+                        r.resource,
                         r.purpose,
+                        if r.official.is_empty() {
+                            "-".to_owned()
+                        } else {
+                            merkle::hex(&r.official[..6])
+                        },
+                        if r.case_ref.is_empty() {
+                            "-"
+                        } else {
+                            &r.case_ref
+                        },
                         if r.fields.is_empty() {
                             "-".to_owned()
                         } else {

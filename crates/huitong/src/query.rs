@@ -36,6 +36,13 @@ pub struct QueryArgs {
     /// Why the data is needed, e.g. "marriage registration".
     #[arg(long)]
     purpose: String,
+    /// The official acting for your department: the id your own system gives them (recorded
+    /// only as an HMAC).
+    #[arg(long, env = "HUITONG_OFFICIAL")]
+    official: Option<String>,
+    /// The case (办件编号) the data is needed for.
+    #[arg(long = "case")]
+    case_ref: Option<String>,
     /// Records per page, for filter queries.
     #[arg(long)]
     page_size: Option<u32>,
@@ -105,6 +112,12 @@ pub async fn run_query(args: QueryArgs) -> anyhow::Result<ExitCode> {
         .timeout(args.timeout);
     if let Some(n) = args.page_size {
         query = query.page_size(n);
+    }
+    if let Some(id) = &args.official {
+        query = query.official(id);
+    }
+    if let Some(case) = &args.case_ref {
+        query = query.case_ref(case);
     }
     let mut token = args.page_token.clone().unwrap_or_default();
     let mut pages = Vec::new();
