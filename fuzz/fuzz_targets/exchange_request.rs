@@ -32,7 +32,7 @@ fuzz_target!(|data: &[u8]| {
             for spec in candidates {
                 let _ = huitong_broker::exchange::check_request(spec, &q);
             }
-            // The subject the log indexes: each key value as text (as `exchange::subject_of`
+            // The subject the log indexes: each key value as text (as `release::subject_of`
             // renders it), normalised.
             let parts: Vec<(&str, String)> = q
                 .key
