@@ -37,13 +37,7 @@ fuzz_target!(|data: &[u8]| {
             let parts: Vec<(&str, String)> = q
                 .key
                 .iter()
-                .map(|(k, v)| {
-                    let text = match v.to_json() {
-                        serde_json::Value::String(s) => s,
-                        other => other.to_string(),
-                    };
-                    (k.as_str(), text)
-                })
+                .map(|(k, v)| (k.as_str(), huitong_broker::release::key_text(v)))
                 .collect();
             let parts: Vec<(&str, &str)> = parts.iter().map(|(k, v)| (*k, v.as_str())).collect();
             let _ = huitong_audit::normalise_key(&parts);

@@ -367,22 +367,28 @@ impl Audit for AuditService {
         let resp = blocking(move || {
             log.catch_up().map_err(log_status)?;
             let index = log.index().map_err(log_status)?;
-            // Which resources each found entry may be of: a subject is the normalised key, so
-            // the same HMAC stands for the same key in every resource keyed by that field.
-            let mut found: std::collections::BTreeMap<u64, Vec<usize>> = Default::default();
-            let periods = log.subjects().periods();
-            for (t, (_, key)) in targets.iter().enumerate() {
+            // A subject is the normalised key, so resources keyed by the same field share one
+            // HMAC: each distinct key is looked up once, and an entry it finds counts only if
+            // it is of one of that key's resources.
+            let mut keys: std::collections::BTreeMap<String, Vec<&str>> = Default::default();
+            for (resource, key) in &targets {
                 let parts: Vec<(&str, &str)> =
                     key.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-                let normalised = normalise_key(&parts);
+                keys.entry(normalise_key(&parts))
+                    .or_default()
+                    .push(resource.as_str());
+            }
+            let mut found: std::collections::BTreeMap<u64, Vec<&[&str]>> = Default::default();
+            let periods = log.subjects().periods();
+            for (normalised, resources) in &keys {
                 for period in &periods {
                     let mac = log
                         .subjects()
-                        .subject(period, &normalised)
+                        .subject(period, normalised)
                         .map_err(audit_status)?;
                     for i in index.by_subject(&mac).map_err(audit_status)? {
                         if i >= start {
-                            found.entry(i).or_default().push(t);
+                            found.entry(i).or_default().push(resources);
                         }
                     }
                 }
@@ -393,9 +399,9 @@ impl Audit for AuditService {
                 .into_iter()
                 .filter(|e| {
                     e.record.as_ref().is_some_and(|rec| {
-                        found
-                            .get(&e.index)
-                            .is_some_and(|ts| ts.iter().any(|&t| targets[t].0 == rec.resource))
+                        found.get(&e.index).is_some_and(|groups| {
+                            groups.iter().any(|g| g.contains(&rec.resource.as_str()))
+                        })
                     })
                 })
                 .collect();

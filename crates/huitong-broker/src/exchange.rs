@@ -163,9 +163,11 @@ pub(crate) fn outcome_of(e: &ExchangeError) -> &'static str {
     use huitong_audit::record::outcome;
     match e {
         ExchangeError::NoRecord { .. } => outcome::NOT_FOUND,
-        e if could_not_answer(e) => outcome::FAILED,
-        e if tonic::Code::from(e) == tonic::Code::Internal
-            || tonic::Code::from(e) == tonic::Code::Unavailable =>
+        e if could_not_answer(e)
+            || matches!(
+                tonic::Code::from(e),
+                tonic::Code::Internal | tonic::Code::Unavailable
+            ) =>
         {
             outcome::FAILED
         }
@@ -616,7 +618,8 @@ pub(crate) fn actor_text(
     field: &'static str,
     raw: &str,
 ) -> Result<Option<String>, huitong_core::Error> {
-    let t = raw.trim();
+    use huitong_core::ids::{is_invisible, trim_text};
+    let t = trim_text(raw);
     if t.is_empty() {
         return Ok(None);
     }
@@ -626,9 +629,8 @@ pub(crate) fn actor_text(
             problem: "is longer than 64 characters; give the id your department's own system uses",
         });
     }
-    if t.chars().any(|c| {
-        c.is_control() || matches!(c, '\u{200B}'..='\u{200F}' | '\u{2028}'..='\u{202E}' | '\u{2060}'..='\u{2064}' | '\u{FEFF}')
-    }) {
+    // Inner spaces are kept ("HY 2026 0007"); anything else that shows nothing is refused.
+    if t.chars().any(|c| c != ' ' && is_invisible(c)) {
         return Err(huitong_core::Error::BadActor {
             field,
             problem: "contains control or invisible characters; give printable text",

@@ -46,38 +46,32 @@ pub fn release(
     time_micros: i64,
 ) -> Released {
     let mut out = Released::default();
+    let key_fields = spec.key_fields();
     for r in records.iter() {
-        match key_of(spec, r) {
-            Some(key) => {
-                if let Some((mac, period)) = subject_of(log, &key, time_micros)
-                    && !out.subjects.contains(&mac)
-                {
-                    out.subjects.push(mac);
-                    out.subject_period = period;
-                }
-            }
-            None => {
-                tracing::warn!(resource = %spec.id(), "an adapter answered a record without its key fields; it is released without a subject");
-            }
+        let key: Option<Vec<(&str, &Value)>> = key_fields
+            .iter()
+            .map(|k| {
+                r.fields
+                    .get_key_value(k.as_str())
+                    .filter(|(_, v)| v.kind.is_some())
+                    .map(|(name, v)| (name.as_str(), v))
+            })
+            .collect();
+        let Some(key) = key else {
+            tracing::warn!(resource = %spec.id(), "an adapter answered a record without its key fields; it is released without a subject");
+            continue;
+        };
+        if let Some((mac, period)) = subject_from(log, &key, time_micros)
+            && !out.subjects.contains(&mac)
+        {
+            out.subjects.push(mac);
+            out.subject_period = period;
         }
     }
     minimise(records, fields);
     out.masked_fields = mask(records, decision, fields);
     out.answer_digest = huitong_audit::record::answer_digest(records);
     out
-}
-
-/// The record's key (one value per key field of the resource), if it has every key field.
-fn key_of(spec: &ResourceSpec, r: &Record) -> Option<HashMap<String, Value>> {
-    spec.key_fields()
-        .iter()
-        .map(|k| {
-            r.fields
-                .get(k.as_str())
-                .filter(|v| v.kind.is_some())
-                .map(|v| (k.to_string(), v.clone()))
-        })
-        .collect()
 }
 
 /// Whose record a key names: the HMAC of the normalised key under the period's subject key,
@@ -88,26 +82,36 @@ pub fn subject_of(
     key: &HashMap<String, Value>,
     time_micros: i64,
 ) -> Option<(Vec<u8>, String)> {
+    let pairs: Vec<(&str, &Value)> = key.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    subject_from(log, &pairs, time_micros)
+}
+
+/// [`subject_of`] for a key given as (field, value) pairs.
+fn subject_from(
+    log: &ExchangeLog,
+    key: &[(&str, &Value)],
+    time_micros: i64,
+) -> Option<(Vec<u8>, String)> {
     if key.is_empty() {
         return None;
     }
-    let text: Vec<(String, String)> = key
-        .iter()
-        .map(|(k, v)| {
-            let t = match v.to_json() {
-                serde_json::Value::String(s) => s,
-                other => other.to_string(),
-            };
-            (k.clone(), t)
-        })
-        .collect();
-    let parts: Vec<(&str, &str)> = text.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let text: Vec<(&str, String)> = key.iter().map(|(k, v)| (*k, key_text(v))).collect();
+    let parts: Vec<(&str, &str)> = text.iter().map(|(k, v)| (*k, v.as_str())).collect();
     match log.subject(&parts, time_micros) {
         Ok(s) => Some(s),
         Err(e) => {
             tracing::warn!(error = %e, "no subject key; the exchange is recorded without a subject");
             None
         }
+    }
+}
+
+/// A key value as the text its subject is computed from: a string as it is, anything else in
+/// its JSON form. The subject report types identifiers as text, so both sides must agree.
+pub fn key_text(v: &Value) -> String {
+    match v.to_json() {
+        serde_json::Value::String(s) => s,
+        other => other.to_string(),
     }
 }
 

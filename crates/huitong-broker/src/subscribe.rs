@@ -428,15 +428,6 @@ async fn release(
             .ok()
     });
     for mut event in batch {
-        let subject = subject_of(&svc.log, &event.key, time_micros);
-        // The key is released like any field: only the key fields asked for, masked alike.
-        let mut key = [Record {
-            fields: std::mem::take(&mut event.key),
-        }];
-        minimise(&mut key, &o.fields);
-        mask(&mut key, &decision, &o.fields);
-        let [key] = key;
-        event.key = key.fields;
         let mut released: Vec<Record> = event.record.take().into_iter().collect();
         let r = release_records(
             &svc.log,
@@ -448,14 +439,26 @@ async fn release(
         );
         let masked_fields = r.masked_fields.clone();
         event.record = released.first().cloned();
-        let delivery_id = format!("{request_id}/{}", event.sequence);
-        let (subject, subject_period) = subject.unwrap_or_default();
-        // A deletion releases only the key: the person is reached all the same.
-        let subjects = if r.subjects.is_empty() && !subject.is_empty() {
-            vec![subject.clone()]
-        } else {
-            r.subjects
+        // The key names the same person as the record; only a deletion, which releases the key
+        // alone, needs its subject computed from the key.
+        let (subject, subject_period) = match r.subjects.first() {
+            Some(s) => (s.clone(), r.subject_period.clone()),
+            None => subject_of(&svc.log, &event.key, time_micros).unwrap_or_default(),
         };
+        let subjects = if subject.is_empty() {
+            Vec::new()
+        } else {
+            vec![subject.clone()]
+        };
+        // The key is released like any field: only the key fields asked for, masked alike.
+        let mut key = [Record {
+            fields: std::mem::take(&mut event.key),
+        }];
+        minimise(&mut key, &o.fields);
+        mask(&mut key, &decision, &o.fields);
+        let [key] = key;
+        event.key = key.fields;
+        let delivery_id = format!("{request_id}/{}", event.sequence);
         let (official, official_period) = official.clone().unwrap_or_default();
         let subject_period = if subject_period.is_empty() {
             official_period
