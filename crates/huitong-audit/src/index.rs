@@ -1,5 +1,5 @@
 //! Secondary indexes over the exchange log, in sled: entries by consumer, provider, resource,
-//! subject, outcome and time.
+//! subject, outcome, kind, acting official, case and time.
 //!
 //! The indexes are derived data. The log ([`Log`]) is the only copy of the entries, and the
 //! indexes can be deleted at any time: [`Index::catch_up`] rebuilds them. That is also why sled
@@ -10,8 +10,8 @@
 //!
 //! One sled tree per field. Each catch-up step (up to [`CATCH_UP_STEP`] entries) writes, for each
 //! value seen in the step, one key `<value>\0<last log index of the block, u64 big-endian>`
-//! whose value lists the block's log indexes (LEB128: the first, then the gaps). The subject is
-//! stored as lowercase hex. The `time` tree buckets entries by second: key `<second,
+//! whose value lists the block's log indexes (LEB128: the first, then the gaps). The subject and
+//! the official (both HMACs, never the identifiers) are stored as lowercase hex. The `time` tree buckets entries by second: key `<second,
 //! sign-flipped i64 big-endian><last log index>`, value the block's `(index, time)` pairs.
 //!
 //! Why blocks and not a key per entry: sled writes are costly, and one key per entry and field
@@ -53,9 +53,10 @@ const INDEXED_SIZE: &[u8] = b"indexed_size";
 const FIRST_LEAF: &[u8] = b"first_leaf";
 
 /// The index layout this code writes; see the module docs. Version 1 had a key per entry;
-/// version 2 indexed only a key lookup's subject, not every record released.
+/// version 2 indexed only a key lookup's subject, not every record released; version 3 had no
+/// kind, official or case trees.
 const LAYOUT: &[u8] = b"layout";
-const LAYOUT_VERSION: u8 = 3;
+const LAYOUT_VERSION: u8 = 4;
 
 /// Entries decoded and indexed per step of [`Index::catch_up`]: the most one block spans.
 pub const CATCH_UP_STEP: u64 = 1024;
@@ -74,6 +75,13 @@ pub struct EntryFilter {
     pub provider: Option<String>,
     pub resource: Option<String>,
     pub outcome: Option<String>,
+    /// The entry kind (`huitong_audit::record::kind`).
+    pub kind: Option<String>,
+    /// The case reference, exactly as recorded.
+    pub case_ref: Option<String>,
+    /// HMACs of one official (one per subject-key period, since the key changes each period):
+    /// an entry matches if its official is any of them. Empty matches anything.
+    pub officials: Vec<[u8; 32]>,
     pub since_micros: Option<i64>,
     pub until_micros: Option<i64>,
 }
@@ -87,6 +95,9 @@ pub struct Index {
     resource: sled::Tree,
     subject: sled::Tree,
     outcome: sled::Tree,
+    kind: sled::Tree,
+    official: sled::Tree,
+    case: sled::Tree,
     time: sled::Tree,
     /// Serialises writers, so that the high-water mark only moves forward.
     writing: Mutex<()>,
@@ -271,6 +282,9 @@ impl Index {
             resource: tree("resource")?,
             subject: tree("subject")?,
             outcome: tree("outcome")?,
+            kind: tree("kind")?,
+            official: tree("official")?,
+            case: tree("case")?,
             time: tree("time")?,
             db,
             path,
@@ -390,13 +404,16 @@ impl Index {
         Ok(())
     }
 
-    fn trees(&self) -> [&sled::Tree; 6] {
+    fn trees(&self) -> [&sled::Tree; 9] {
         [
             &self.consumer,
             &self.provider,
             &self.resource,
             &self.subject,
             &self.outcome,
+            &self.kind,
+            &self.official,
+            &self.case,
             &self.time,
         ]
     }
@@ -423,6 +440,9 @@ impl Index {
             (&self.resource, step.resource),
             (&self.subject, step.subject),
             (&self.outcome, step.outcome),
+            (&self.kind, step.kind),
+            (&self.official, step.official),
+            (&self.case, step.case),
         ];
         for (tree, postings) in fields {
             let mut batch = sled::Batch::default();
@@ -495,12 +515,22 @@ impl Index {
             (&self.provider, &filter.provider),
             (&self.resource, &filter.resource),
             (&self.outcome, &filter.outcome),
+            (&self.kind, &filter.kind),
+            (&self.case, &filter.case_ref),
         ];
         for (tree, value) in equal {
             if let Some(v) = value {
                 let postings = Postings::new(self, tree, v.as_bytes(), end);
                 streams.push(Stream::Postings(Box::new(postings)));
             }
+        }
+        if !filter.officials.is_empty() {
+            let any = filter
+                .officials
+                .iter()
+                .map(|mac| Postings::new(self, &self.official, hex(mac).as_bytes(), end))
+                .collect();
+            streams.push(Stream::Any(any));
         }
         if filter.since_micros.is_some() || filter.until_micros.is_some() {
             let since = filter.since_micros.unwrap_or(i64::MIN);
@@ -585,7 +615,12 @@ impl Index {
 /// One condition of a query as a sorted stream of log indexes.
 enum Stream<'a> {
     Postings(Box<Postings<'a>>),
-    List { items: Vec<u64>, at: usize },
+    List {
+        items: Vec<u64>,
+        at: usize,
+    },
+    /// Any of several values of one field (an official's HMAC in each period).
+    Any(Vec<Postings<'a>>),
 }
 
 impl Stream<'_> {
@@ -597,6 +632,15 @@ impl Stream<'_> {
             Stream::List { items, at } => {
                 *at += items[*at..].partition_point(|&i| i < target);
                 Ok(items.get(*at).copied())
+            }
+            Stream::Any(all) => {
+                let mut least = None;
+                for p in all {
+                    if let Some(i) = p.seek(target)? {
+                        least = Some(least.map_or(i, |l: u64| l.min(i)));
+                    }
+                }
+                Ok(least)
             }
         }
     }
@@ -676,6 +720,9 @@ struct Step {
     resource: HashMap<Vec<u8>, Vec<u64>>,
     subject: HashMap<Vec<u8>, Vec<u64>>,
     outcome: HashMap<Vec<u8>, Vec<u64>>,
+    kind: HashMap<Vec<u8>, Vec<u64>>,
+    official: HashMap<Vec<u8>, Vec<u64>>,
+    case: HashMap<Vec<u8>, Vec<u64>>,
     time: HashMap<i64, Vec<(u64, i64)>>,
 }
 
@@ -696,6 +743,15 @@ impl Step {
         post(&mut self.provider, r.provider.as_bytes());
         post(&mut self.resource, r.resource.as_bytes());
         post(&mut self.outcome, r.outcome.as_bytes());
+        post(&mut self.kind, r.kind.as_bytes());
+        // Most entries name no official or case; posting the empty value would make one
+        // enormous useless list.
+        if r.official.len() == 32 {
+            post(&mut self.official, hex(&r.official).as_bytes());
+        }
+        if !r.case_ref.is_empty() {
+            post(&mut self.case, r.case_ref.as_bytes());
+        }
         // Every person the entry reached or tried to reach: the key looked up, and each record
         // released, whether found by key, by filters or delivered. Early refusals of searches
         // have none; there is nothing to find them by.

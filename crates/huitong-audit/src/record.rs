@@ -89,6 +89,12 @@ pub fn answer_digest(records: &[Record]) -> Vec<u8> {
     ctx.finish().as_ref().to_vec()
 }
 
+/// SHA-256 of a file as read (a policy file, a revocation list): what a governance entry's
+/// `digest` holds, so that an auditor can tell which version was in force.
+pub fn file_digest(bytes: &[u8]) -> Vec<u8> {
+    digest::digest(&digest::SHA256, bytes).as_ref().to_vec()
+}
+
 /// Microseconds since the Unix epoch.
 pub fn micros(t: SystemTime) -> i64 {
     t.duration_since(UNIX_EPOCH)

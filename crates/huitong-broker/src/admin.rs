@@ -1,7 +1,10 @@
 //! The `Admin` gRPC service: access requests and grants, for departments' administrators.
 //!
 //! The caller's department is always the one in its verified certificate: a department files
-//! requests as itself, and decides only on requests for its own resources.
+//! requests as itself, and decides only on requests for its own resources. Auditor
+//! certificates may list every department's requests and grants, and change nothing.
+//!
+//! Every act is in the exchange log before its answer leaves ([`crate::governance`]).
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -14,11 +17,13 @@ use huitong_proto::v1::{
     FileAccessRequestRequest, Grant, ListAccessRequestsRequest, ListAccessRequestsResponse,
     ListGrantsRequest, ListGrantsResponse, RevokeGrantRequest,
 };
+use huitong_tls::Role;
 use huitong_tls::guard::verified_peer;
 use tonic::{Request, Response, Status};
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::error::policy_status;
+use crate::governance::Governance;
 use crate::policy::Policy;
 use crate::providers::Providers;
 
@@ -27,16 +32,49 @@ use crate::providers::Providers;
 pub struct AdminService {
     policy: Arc<Policy>,
     providers: Arc<Providers>,
+    governance: Arc<Governance>,
 }
 
 impl AdminService {
-    pub fn new(policy: Arc<Policy>, providers: Arc<Providers>) -> Self {
-        Self { policy, providers }
+    pub fn new(
+        policy: Arc<Policy>,
+        providers: Arc<Providers>,
+        governance: Arc<Governance>,
+    ) -> Self {
+        Self {
+            policy,
+            providers,
+            governance,
+        }
+    }
+
+    /// Moves the act's entry into the log before the answer leaves. The act itself is already
+    /// in force with its entry queued beside it, so a log that cannot be written now delays
+    /// the entry (the recorder retries every second) but cannot lose it.
+    async fn record_act(&self) {
+        if let Err(e) = self.governance.flush().await {
+            warn!(error = %e, "a governance entry stays queued until the exchange log can be written");
+        }
     }
 }
 
-fn caller<T>(request: &Request<T>) -> Result<DeptId, Status> {
-    Ok(verified_peer(request)?.dept.clone())
+/// The department of an administrator who may act: auditors may read but not change.
+fn acting_admin<T>(request: &Request<T>, act: &str) -> Result<DeptId, Status> {
+    let peer = verified_peer(request)?;
+    if peer.role != Role::Admin {
+        return Err(Status::permission_denied(format!(
+            "only a department's admin certificate may {act}; yours is {} ({peer}), which may list grants and access requests but not change them",
+            peer.role.as_str()
+        )));
+    }
+    Ok(peer.dept.clone())
+}
+
+/// Whose requests and grants the caller may list: its own department's, or (an auditor)
+/// every department's.
+fn reader<T>(request: &Request<T>) -> Result<Option<DeptId>, Status> {
+    let peer = verified_peer(request)?;
+    Ok((peer.role != Role::Auditor).then(|| peer.dept.clone()))
 }
 
 #[tonic::async_trait]
@@ -45,7 +83,7 @@ impl Admin for AdminService {
         &self,
         request: Request<FileAccessRequestRequest>,
     ) -> Result<Response<AccessRequest>, Status> {
-        let consumer = caller(&request)?;
+        let consumer = acting_admin(&request, "file an access request")?;
         let r = request.into_inner();
         let resource = ResourceId::parse(&r.resource).map_err(|e| policy_status(e.into()))?;
         let catalogue = self.providers.catalogue();
@@ -67,6 +105,7 @@ impl Admin for AdminService {
             .await
             .map_err(policy_status)?;
         info!(request = filed.id(), consumer = %filed.consumer(), resource = %filed.resource(), "access request filed");
+        self.record_act().await;
         Ok(Response::new(convert::request_to_wire(
             &filed,
             SystemTime::now(),
@@ -77,7 +116,7 @@ impl Admin for AdminService {
         &self,
         request: Request<ListAccessRequestsRequest>,
     ) -> Result<Response<ListAccessRequestsResponse>, Status> {
-        let dept = caller(&request)?;
+        let dept = reader(&request)?;
         let r = request.into_inner();
         let state = AccessRequestState::try_from(r.state).map_err(|_| {
             Status::invalid_argument("state must be PENDING, APPROVED, DENIED or unspecified")
@@ -85,9 +124,11 @@ impl Admin for AdminService {
         let now = SystemTime::now();
         let requests = self
             .policy
-            .requests_of(&dept)
+            .requests_of(dept.as_ref())
             .map_err(policy_status)?
             .iter()
+            .filter(|a| r.consumer.is_empty() || a.consumer().as_str() == r.consumer)
+            .filter(|a| r.resource.is_empty() || a.resource().to_string() == r.resource)
             .map(|a| convert::request_to_wire(a, now))
             .filter(|w| !r.overdue_only || w.overdue)
             .filter(|w| state == AccessRequestState::Unspecified || w.state == state as i32)
@@ -99,7 +140,7 @@ impl Admin for AdminService {
         &self,
         request: Request<ApproveAccessRequestRequest>,
     ) -> Result<Response<Grant>, Status> {
-        let by = caller(&request)?;
+        let by = acting_admin(&request, "approve an access request")?;
         let r = request.into_inner();
         let fields = if r.fields.is_empty() {
             None
@@ -125,6 +166,7 @@ impl Admin for AdminService {
             .await
             .map_err(policy_status)?;
         info!(grant = grant.id(), consumer = %grant.consumer(), resource = %grant.resource(), "access request approved");
+        self.record_act().await;
         Ok(Response::new(convert::grant_to_wire(
             &grant,
             SystemTime::now(),
@@ -135,7 +177,7 @@ impl Admin for AdminService {
         &self,
         request: Request<DenyAccessRequestRequest>,
     ) -> Result<Response<AccessRequest>, Status> {
-        let by = caller(&request)?;
+        let by = acting_admin(&request, "deny an access request")?;
         let r = request.into_inner();
         let denied = self
             .policy
@@ -143,6 +185,7 @@ impl Admin for AdminService {
             .await
             .map_err(policy_status)?;
         info!(request = denied.id(), "access request denied");
+        self.record_act().await;
         Ok(Response::new(convert::request_to_wire(
             &denied,
             SystemTime::now(),
@@ -153,14 +196,27 @@ impl Admin for AdminService {
         &self,
         request: Request<ListGrantsRequest>,
     ) -> Result<Response<ListGrantsResponse>, Status> {
-        let dept = caller(&request)?;
-        let all = request.into_inner().include_inactive;
+        let dept = reader(&request)?;
+        let r = request.into_inner();
+        let at = match &r.in_force_at {
+            Some(t) => Some(huitong_proto::value::timestamp_to_system_time(t).ok_or_else(|| {
+                Status::invalid_argument(
+                    "in_force_at is before 1970 or has a negative fraction; give a time from 1970 on",
+                )
+            })?),
+            None => None,
+        };
         let now = SystemTime::now();
         let grants = self
             .policy
-            .grants_of(&dept)
+            .grants_of(dept.as_ref())
             .iter()
-            .filter(|g| all || g.is_active(now))
+            .filter(|g| match at {
+                Some(t) => was_in_force(g, t),
+                None => r.include_inactive || g.is_active(now),
+            })
+            .filter(|g| r.consumer.is_empty() || g.consumer().as_str() == r.consumer)
+            .filter(|g| r.resource.is_empty() || g.resource().to_string() == r.resource)
             .map(|g| convert::grant_to_wire(g, now))
             .collect();
         Ok(Response::new(ListGrantsResponse { grants }))
@@ -170,7 +226,7 @@ impl Admin for AdminService {
         &self,
         request: Request<RevokeGrantRequest>,
     ) -> Result<Response<Grant>, Status> {
-        let by = caller(&request)?;
+        let by = acting_admin(&request, "revoke a grant")?;
         let r = request.into_inner();
         let grant = self
             .policy
@@ -178,9 +234,15 @@ impl Admin for AdminService {
             .await
             .map_err(policy_status)?;
         info!(grant = grant.id(), "grant revoked");
+        self.record_act().await;
         Ok(Response::new(convert::grant_to_wire(
             &grant,
             SystemTime::now(),
         )))
     }
+}
+
+/// Whether `g` was in force at `t`: granted by then, not yet expired, not yet revoked.
+fn was_in_force(g: &huitong_core::Grant, t: SystemTime) -> bool {
+    g.granted_at() <= t && t < g.expires_at() && g.revocation().is_none_or(|r| t < r.at)
 }

@@ -309,9 +309,36 @@ impl Audit for AuditService {
     ) -> Result<Response<ListEntriesResponse>, Status> {
         require_auditor(&request)?;
         let r = request.into_inner();
+        let invalid = |e: huitong_core::Error| Status::invalid_argument(e.to_string());
+        // Checked as a query's are, so that what is searched for can have been recorded.
+        let official = crate::exchange::actor_text("official", &r.official).map_err(invalid)?;
+        let case_ref = crate::exchange::actor_text("case_ref", &r.case_ref).map_err(invalid)?;
+        if official.is_some() && r.consumer.is_empty() {
+            return Err(Status::invalid_argument(
+                "an official is one consumer department's own id: give the consumer as well (--consumer)",
+            ));
+        }
+        if !r.kind.is_empty() && !huitong_audit::record::kind::ALL.contains(&r.kind.as_str()) {
+            return Err(Status::invalid_argument(format!(
+                "kind {:?} is not an entry kind; use one of {}",
+                r.kind,
+                huitong_audit::record::kind::ALL.join(", ")
+            )));
+        }
         let log = Arc::clone(&self.log);
         let resp = blocking(move || {
             log.catch_up().map_err(log_status)?;
+            // The official's HMAC key changes every period: look for it under each one kept.
+            let mut officials = Vec::new();
+            if let Some(official) = &official {
+                for period in log.subjects().periods() {
+                    let mac = log
+                        .subjects()
+                        .official(&period, &r.consumer, official)
+                        .map_err(audit_status)?;
+                    officials.push(mac);
+                }
+            }
             if r.end != 0 && r.end < r.start {
                 return Err(Status::invalid_argument(format!(
                     "end ({}) is before start ({}); give end > start, or end = 0 for the end of the log",
@@ -330,6 +357,9 @@ impl Audit for AuditService {
                 provider: text(&r.provider),
                 resource: text(&r.resource),
                 outcome: text(&r.outcome),
+                kind: text(&r.kind),
+                case_ref,
+                officials,
                 since_micros: (r.since_micros != 0).then_some(r.since_micros),
                 until_micros: (r.until_micros != 0).then_some(r.until_micros),
             };

@@ -15,6 +15,7 @@ pub mod deadline;
 pub mod error;
 pub mod events;
 pub mod exchange;
+pub mod governance;
 pub mod log;
 pub mod metrics;
 pub mod policy;

@@ -11,12 +11,16 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use huitong_audit::record::kind;
 use huitong_core::{
     AccessRequest, AccessRequestForm, Decision, DeptId, FieldName, Grant, GrantOrigin, GrantParts,
     Mask, Purpose, ResourceId, ResourceSpec, Selection,
 };
 use huitong_proto::convert;
+use huitong_proto::v1::ExchangeRecord;
 use prost::Message;
+
+use crate::governance;
 
 use crate::quota::{QuotaRule, Quotas};
 use serde::Deserialize;
@@ -68,10 +72,23 @@ pub struct Policy {
     changed: tokio::sync::watch::Sender<u64>,
     reply_working_days: u32,
     calendar: huitong_core::calendar::WorkCalendar,
+    /// Woken whenever a governance entry is queued (see [`crate::governance`]).
+    outbox_filled: Arc<tokio::sync::Notify>,
+    /// Grant expiries already recorded, so that the once-a-second look reads no store.
+    expiries_noted: Mutex<std::collections::HashSet<String>>,
 }
 
 const REQUEST: &str = "request/";
 const GRANT: &str = "grant/";
+/// Governance entries written with the act they describe, waiting to be appended to the log.
+const OUTBOX: &str = "outbox/";
+/// `expired/<grant id>/<expiry, Unix micros>`: the grant's expiry is in the log.
+const EXPIRED: &str = "expired/";
+/// What the log was last told about the files and configuration, to record changes at start.
+const META_POLICY_DIGEST: &str = "meta/policy_digest";
+const META_POLICY_GRANTS: &str = "meta/policy_grants";
+const META_DEPARTMENTS: &str = "meta/departments";
+const META_REVOKED: &str = "meta/revoked";
 
 impl Policy {
     /// Opens (or creates) the store in `data_dir` and loads the grants declared in `policy_file`.
@@ -112,7 +129,7 @@ impl Policy {
             Some(path) => load_cache_limits(path)?,
             None => CacheLimits::new(),
         };
-        Ok(Policy {
+        let policy = Policy {
             db,
             quotas,
             cache_limits: RwLock::new(Arc::new(cache_limits)),
@@ -121,13 +138,83 @@ impl Policy {
             changed: tokio::sync::watch::Sender::new(0),
             reply_working_days,
             calendar,
-        })
+            outbox_filled: Arc::new(tokio::sync::Notify::new()),
+            expiries_noted: Mutex::new(Default::default()),
+        };
+        if let Some(path) = policy_file {
+            // A file edited while the broker was down is a reload nobody saw: record it now.
+            let digest = file_digest(path)?;
+            if policy.db.get(META_POLICY_DIGEST)?.as_deref() != Some(&digest[..]) {
+                let mut batch = sled::Batch::default();
+                let declared = policy.policy_file_grants();
+                let changes = policy.note_policy_grants(&mut batch, &declared)?;
+                let entry = governance::policy_entry(
+                    digest.clone(),
+                    huitong_audit::record::outcome::DONE,
+                    format!(
+                        "{} loaded at start: {} grants declared{changes}",
+                        path.display(),
+                        declared.len()
+                    ),
+                    SystemTime::now(),
+                );
+                policy.queue(&mut batch, entry)?;
+                batch.insert(META_POLICY_DIGEST, digest);
+                policy.db.apply_batch(batch)?;
+                policy.db.flush()?;
+            }
+        }
+        Ok(policy)
     }
 
     /// Replaces the grants declared in the policy file with those now in `path`. A file with a
     /// mistake changes nothing: the grants in force stay, and the error says what to fix.
     /// Exchanges in flight keep the snapshot they started with.
+    /// Every reload, and every failed one, is an entry in the exchange log with the file's
+    /// digest.
     pub fn reload_policy_file(&self, path: &Path) -> Result<usize, PolicyError> {
+        let _w = self.lock_writes();
+        let digest = file_digest(path).unwrap_or_default();
+        match self.apply_policy_file(path) {
+            Ok(count) => {
+                let mut batch = sled::Batch::default();
+                let declared = self.policy_file_grants();
+                let grants = self.note_policy_grants(&mut batch, &declared)?;
+                let entry = governance::policy_entry(
+                    digest.clone(),
+                    huitong_audit::record::outcome::DONE,
+                    format!(
+                        "{} reloaded: {count} grants declared{grants}",
+                        path.display()
+                    ),
+                    SystemTime::now(),
+                );
+                self.queue(&mut batch, entry)?;
+                batch.insert(META_POLICY_DIGEST, digest);
+                self.db.apply_batch(batch)?;
+                self.db.flush()?;
+                Ok(count)
+            }
+            Err(e) => {
+                let mut batch = sled::Batch::default();
+                let entry = governance::policy_entry(
+                    digest,
+                    huitong_audit::record::outcome::FAILED,
+                    format!(
+                        "{} NOT reloaded, the grants in force stay: {e}",
+                        path.display()
+                    ),
+                    SystemTime::now(),
+                );
+                self.queue(&mut batch, entry)?;
+                self.db.apply_batch(batch)?;
+                self.db.flush()?;
+                Err(e)
+            }
+        }
+    }
+
+    fn apply_policy_file(&self, path: &Path) -> Result<usize, PolicyError> {
         // Both parts are read before either is applied: a mistake in one changes nothing.
         let quotas = load_quotas(path)?;
         let cache_limits = Arc::new(load_cache_limits(path)?);
@@ -155,6 +242,213 @@ impl Policy {
         }
         self.changed.send_modify(|n| *n += 1);
         Ok(count)
+    }
+
+    /// The grants the policy file declares now.
+    fn policy_file_grants(&self) -> Vec<Grant> {
+        let mut out: Vec<Grant> = self
+            .snapshot()
+            .values()
+            .flatten()
+            .filter(|g| *g.origin() == GrantOrigin::PolicyFile)
+            .cloned()
+            .collect();
+        out.sort_by(|a, b| a.id().cmp(b.id()));
+        out
+    }
+
+    /// Queues `grant_created` for each policy-file grant not declared at the last load and
+    /// `grant_revoked` for each no longer declared; returns a summary for the reload's entry.
+    fn note_policy_grants(
+        &self,
+        batch: &mut sled::Batch,
+        declared: &[Grant],
+    ) -> Result<String, PolicyError> {
+        let before = self.list(META_POLICY_GRANTS)?;
+        let now = SystemTime::now();
+        let mut added = Vec::new();
+        for g in declared
+            .iter()
+            .filter(|g| !before.iter().any(|b| b == g.id()))
+        {
+            added.push(g.id().to_owned());
+            let entry =
+                governance::grant_entry(kind::GRANT_CREATED, g, governance::BROKER, "", now);
+            self.queue(batch, entry)?;
+        }
+        let mut removed = Vec::new();
+        for id in before
+            .iter()
+            .filter(|b| !declared.iter().any(|g| g.id() == *b))
+        {
+            removed.push(id.clone());
+            let mut entry = governance::policy_entry(
+                Vec::new(),
+                huitong_audit::record::outcome::DONE,
+                format!("grant {id} is no longer declared in the policy file"),
+                now,
+            );
+            entry.kind = kind::GRANT_REVOKED.to_owned();
+            entry.grant_id = id.clone();
+            entry.reason = "removed from the policy file".to_owned();
+            self.queue(batch, entry)?;
+        }
+        let ids: Vec<&str> = declared.iter().map(|g| g.id()).collect();
+        batch.insert(META_POLICY_GRANTS, ids.join("\n").as_bytes());
+        let mut summary = String::new();
+        if !added.is_empty() {
+            summary.push_str(&format!("; added {}", added.join(", ")));
+        }
+        if !removed.is_empty() {
+            summary.push_str(&format!("; removed {}", removed.join(", ")));
+        }
+        Ok(summary)
+    }
+
+    /// Adds `entry` to `batch` as the next queued governance entry, with its `request_id`.
+    fn queue(&self, batch: &mut sled::Batch, mut entry: ExchangeRecord) -> Result<(), PolicyError> {
+        let n = self.db.generate_id()?;
+        entry.request_id = format!("gov-{n}");
+        batch.insert(format!("{OUTBOX}{n:020}").as_bytes(), entry.encode_to_vec());
+        self.outbox_filled.notify_one();
+        Ok(())
+    }
+
+    /// The governance entries waiting for the log, oldest first, with their outbox keys.
+    pub fn outbox(&self) -> Result<Vec<(Vec<u8>, ExchangeRecord)>, PolicyError> {
+        let mut out = Vec::new();
+        for item in self.db.scan_prefix(OUTBOX) {
+            let (k, v) = item?;
+            let entry = ExchangeRecord::decode(v.as_ref()).map_err(|e| corrupt(&k, e))?;
+            out.push((k.to_vec(), entry));
+        }
+        Ok(out)
+    }
+
+    /// Deletes a queued entry once the log holds it.
+    pub fn outbox_done(&self, key: &[u8]) -> Result<(), PolicyError> {
+        self.db.remove(key)?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Woken whenever a governance entry is queued.
+    pub fn outbox_filled(&self) -> Arc<tokio::sync::Notify> {
+        Arc::clone(&self.outbox_filled)
+    }
+
+    /// Queues `grant_expired` for each grant whose expiry has passed (unless it was revoked
+    /// before), once per grant and expiry.
+    pub fn note_expiries(&self, now: SystemTime) -> Result<usize, PolicyError> {
+        let due: Vec<Grant> = {
+            let noted = self
+                .expiries_noted
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            self.snapshot()
+                .values()
+                .flatten()
+                .filter(|g| g.expires_at() <= now)
+                .filter(|g| g.revocation().is_none_or(|r| r.at > g.expires_at()))
+                .filter(|g| !noted.contains(&expiry_key(g)))
+                .cloned()
+                .collect()
+        };
+        if due.is_empty() {
+            return Ok(0);
+        }
+        let _w = self.lock_writes();
+        let mut batch = sled::Batch::default();
+        let mut recorded = 0;
+        for g in &due {
+            let k = expiry_key(g);
+            if self.db.get(&k)?.is_none() {
+                let entry = governance::grant_entry(
+                    kind::GRANT_EXPIRED,
+                    g,
+                    governance::BROKER,
+                    "",
+                    g.expires_at(),
+                );
+                self.queue(&mut batch, entry)?;
+                batch.insert(k.as_bytes(), &[][..]);
+                recorded += 1;
+            }
+        }
+        self.db.apply_batch(batch)?;
+        self.db.flush()?;
+        let mut noted = self
+            .expiries_noted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        noted.extend(due.iter().map(expiry_key));
+        Ok(recorded)
+    }
+
+    /// Queues `department_added` / `department_removed` for the providers configured now
+    /// against those at the last start.
+    pub fn note_departments(&self, providers: &[String]) -> Result<(), PolicyError> {
+        let _w = self.lock_writes();
+        let before = self.list(META_DEPARTMENTS)?;
+        let now = SystemTime::now();
+        let mut batch = sled::Batch::default();
+        for d in providers.iter().filter(|d| !before.contains(d)) {
+            self.queue(
+                &mut batch,
+                governance::department_entry(kind::DEPARTMENT_ADDED, d, now),
+            )?;
+        }
+        for d in before.iter().filter(|d| !providers.contains(d)) {
+            self.queue(
+                &mut batch,
+                governance::department_entry(kind::DEPARTMENT_REMOVED, d, now),
+            )?;
+        }
+        let mut sorted = providers.to_vec();
+        sorted.sort();
+        batch.insert(META_DEPARTMENTS, sorted.join("\n").as_bytes());
+        self.db.apply_batch(batch)?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Queues `certificate_revoked` for each certificate on the revocation list at `crl` that
+    /// was not on it when last looked at (at start, or when the broker saw the file change).
+    pub fn note_revocations(&self, crl: &Path) -> Result<usize, PolicyError> {
+        let bad = |problem: String| PolicyError::PolicyFile {
+            path: crl.to_owned(),
+            problem,
+        };
+        let bytes = std::fs::read(crl).map_err(|e| bad(e.to_string()))?;
+        let listed = huitong_tls::pki::revoked_serials(crl).map_err(|e| bad(e.to_string()))?;
+        let digest = huitong_audit::record::file_digest(&bytes);
+        let _w = self.lock_writes();
+        let before = self.list(META_REVOKED)?;
+        let now = SystemTime::now();
+        let mut batch = sled::Batch::default();
+        let mut n = 0;
+        for r in listed.iter().filter(|r| !before.contains(&r.serial)) {
+            let entry = governance::certificate_entry(&r.serial, &r.reason, digest.clone(), now);
+            self.queue(&mut batch, entry)?;
+            n += 1;
+        }
+        let mut serials: Vec<&str> = listed.iter().map(|r| r.serial.as_str()).collect();
+        serials.sort_unstable();
+        batch.insert(META_REVOKED, serials.join("\n").as_bytes());
+        self.db.apply_batch(batch)?;
+        self.db.flush()?;
+        Ok(n)
+    }
+
+    fn list(&self, key: &str) -> Result<Vec<String>, PolicyError> {
+        Ok(match self.db.get(key)? {
+            Some(v) => String::from_utf8_lossy(&v)
+                .split('\n')
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect(),
+            None => Vec::new(),
+        })
     }
 
     /// Changes whenever the grants do (approved, revoked, the policy file reloaded).
@@ -268,7 +562,20 @@ impl Policy {
                 me.reply_working_days,
                 &me.calendar,
             )?;
-            me.store_request(&request)?;
+            let mut batch = sled::Batch::default();
+            batch.insert(
+                key(REQUEST, request.id()).as_bytes(),
+                encode_request(&request),
+            );
+            let entry = governance::request_entry(
+                kind::REQUEST_FILED,
+                &request,
+                request.consumer(),
+                "",
+                request.filed_at(),
+            );
+            me.queue(&mut batch, entry)?;
+            me.db.apply_batch(batch)?;
             me.db.flush()?;
             Ok(request)
         })
@@ -297,13 +604,25 @@ impl Policy {
                 masks,
                 match_fields,
             )?;
-            // Request and grant are written in one batch: a crash leaves neither or both.
+            // Request, grant and their log entries are written in one batch: a crash leaves
+            // none or all.
             let mut batch = sled::Batch::default();
             batch.insert(
                 key(REQUEST, request.id()).as_bytes(),
                 encode_request(&request),
             );
             batch.insert(key(GRANT, grant.id()).as_bytes(), encode_grant(&grant));
+            let at = grant.granted_at();
+            let approved = governance::request_entry(kind::REQUEST_APPROVED, &request, &by, "", at);
+            me.queue(
+                &mut batch,
+                ExchangeRecord {
+                    grant_id: grant.id().to_owned(),
+                    ..approved
+                },
+            )?;
+            let created = governance::grant_entry(kind::GRANT_CREATED, &grant, by.as_str(), "", at);
+            me.queue(&mut batch, created)?;
             me.db.apply_batch(batch)?;
             me.db.flush()?;
             Ok(grant)
@@ -324,8 +643,17 @@ impl Policy {
         blocking(move || {
             let _w = me.lock_writes();
             let mut request = me.request(&id)?;
-            request.deny(&by, SystemTime::now(), &reason)?;
-            me.store_request(&request)?;
+            let now = SystemTime::now();
+            request.deny(&by, now, &reason)?;
+            let mut batch = sled::Batch::default();
+            batch.insert(
+                key(REQUEST, request.id()).as_bytes(),
+                encode_request(&request),
+            );
+            let entry =
+                governance::request_entry(kind::REQUEST_DENIED, &request, &by, &reason, now);
+            me.queue(&mut batch, entry)?;
+            me.db.apply_batch(batch)?;
             me.db.flush()?;
             Ok(request)
         })
@@ -363,8 +691,14 @@ impl Policy {
             if *grant.origin() == GrantOrigin::PolicyFile {
                 return Err(PolicyError::PolicyFileGrant(id));
             }
-            grant.revoke(&by, SystemTime::now(), &reason)?;
-            me.db.insert(key(GRANT, grant.id()), encode_grant(&grant))?;
+            let now = SystemTime::now();
+            grant.revoke(&by, now, &reason)?;
+            let mut batch = sled::Batch::default();
+            batch.insert(key(GRANT, grant.id()).as_bytes(), encode_grant(&grant));
+            let entry =
+                governance::grant_entry(kind::GRANT_REVOKED, &grant, by.as_str(), &reason, now);
+            me.queue(&mut batch, entry)?;
+            me.db.apply_batch(batch)?;
             me.db.flush()?;
             Ok(grant)
         })
@@ -373,13 +707,14 @@ impl Policy {
         Ok(grant)
     }
 
-    /// Access requests `dept` filed or must decide, oldest first.
-    pub fn requests_of(&self, dept: &DeptId) -> Result<Vec<AccessRequest>, PolicyError> {
+    /// Access requests `dept` filed or must decide (every department's, for `None`: an
+    /// auditor), oldest first.
+    pub fn requests_of(&self, dept: Option<&DeptId>) -> Result<Vec<AccessRequest>, PolicyError> {
         let mut out = Vec::new();
         for item in self.db.scan_prefix(REQUEST) {
             let (k, v) = item?;
             let r = decode_request(&k, &v)?;
-            if r.consumer() == dept || r.resource().provider() == dept {
+            if dept.is_none_or(|d| r.consumer() == d || r.resource().provider() == d) {
                 out.push(r);
             }
         }
@@ -387,13 +722,13 @@ impl Policy {
         Ok(out)
     }
 
-    /// Grants `dept` holds or has given.
-    pub fn grants_of(&self, dept: &DeptId) -> Vec<Grant> {
+    /// Grants `dept` holds or has given (every department's, for `None`: an auditor).
+    pub fn grants_of(&self, dept: Option<&DeptId>) -> Vec<Grant> {
         let mut out: Vec<Grant> = self
             .snapshot()
             .values()
             .flatten()
-            .filter(|g| g.consumer() == dept || g.resource().provider() == dept)
+            .filter(|g| dept.is_none_or(|d| g.consumer() == d || g.resource().provider() == d))
             .cloned()
             .collect();
         out.sort_by(|a, b| a.id().cmp(b.id()));
@@ -415,11 +750,6 @@ impl Policy {
             .ok_or_else(|| PolicyError::NoSuchRequest(id.chars().take(40).collect()))?;
         decode_request(k.as_bytes(), &v)
     }
-
-    fn store_request(&self, r: &AccessRequest) -> Result<(), PolicyError> {
-        self.db.insert(key(REQUEST, r.id()), encode_request(r))?;
-        Ok(())
-    }
 }
 
 /// Runs store work off the async workers: sled's writes and flushes block.
@@ -432,6 +762,23 @@ async fn blocking<T: Send + 'static>(
             key: "-".into(),
             problem: format!("store task failed: {e}"),
         })?
+}
+
+fn expiry_key(g: &Grant) -> String {
+    format!(
+        "{EXPIRED}{}/{}",
+        g.id(),
+        huitong_audit::record::micros(g.expires_at())
+    )
+}
+
+/// SHA-256 of the file as it is now.
+fn file_digest(path: &Path) -> Result<Vec<u8>, PolicyError> {
+    let bytes = std::fs::read(path).map_err(|e| PolicyError::PolicyFile {
+        path: path.to_owned(),
+        problem: format!("cannot be read: {e}"),
+    })?;
+    Ok(huitong_audit::record::file_digest(&bytes))
 }
 
 fn key(prefix: &str, id: &str) -> String {

@@ -21,6 +21,7 @@ use crate::config::BrokerConfig;
 use crate::error::Error;
 use crate::events::EventLog;
 use crate::exchange::{ExchangeParts, ExchangeService, Paging};
+use crate::governance::Governance;
 use crate::log::ExchangeLog;
 use crate::metrics::Metrics;
 use crate::policy::Policy;
@@ -58,6 +59,14 @@ impl Broker {
             config.reply_deadline_working_days,
             config.work_calendar.clone(),
         )?);
+        // What changed while the broker was down is recorded before it serves: a provider
+        // added to or removed from the configuration, a certificate revoked.
+        let providers_now: Vec<String> =
+            config.adapters.iter().map(|a| a.dept.to_string()).collect();
+        policy.note_departments(&providers_now)?;
+        if let Some(crl) = &config.tls.crl {
+            policy.note_revocations(crl)?;
+        }
         let providers = Arc::new(Providers::new(&config)?);
         let events = Arc::new(EventLog::open(
             &config.data_dir,
@@ -220,7 +229,20 @@ async fn serve_ready(
         std::time::Duration::from_secs(30),
     )));
 
-    let admin = AdminService::new(Arc::clone(&policy), Arc::clone(&providers));
+    let governance = Arc::new(Governance::new(Arc::clone(&policy), Arc::clone(&log)));
+    // Entries queued at start (or left by a crash) reach the log before anything is served.
+    if let Err(e) = governance.flush().await {
+        tracing::warn!(error = %e, "governance entries stay queued until the exchange log can be written");
+    }
+    watchers.push(tokio::spawn(Arc::clone(&governance).run(
+        config.tls.crl.as_ref().map(|_| tls.revocation_changes()),
+        config.tls.crl.clone(),
+    )));
+    let admin = AdminService::new(
+        Arc::clone(&policy),
+        Arc::clone(&providers),
+        Arc::clone(&governance),
+    );
     let audit = AuditService::new(Arc::clone(&log), Arc::clone(&providers));
     let exchange = ExchangeService::new(ExchangeParts {
         providers: Arc::clone(&providers),
@@ -283,7 +305,12 @@ async fn serve_ready(
             AdminServer::new(admin)
                 .max_decoding_message_size(max)
                 .max_encoding_message_size(max),
-            guard::require(Arc::clone(&tls), "the Admin service", &[Role::Admin]),
+            // Auditors may list grants and access requests; the handlers refuse them changes.
+            guard::require(
+                Arc::clone(&tls),
+                "the Admin service",
+                &[Role::Admin, Role::Auditor],
+            ),
         ))
         .add_service(InterceptedService::new(
             AuditServer::new(audit)

@@ -589,7 +589,17 @@ impl Admin {
         let req = ListAccessRequestsRequest {
             overdue_only,
             state: state.unwrap_or(AccessRequestState::Unspecified) as i32,
+            ..Default::default()
         };
+        self.requests(req).await
+    }
+
+    /// Requests matching `req`: our department's, or every department's for an auditor
+    /// certificate (which may list but not change them).
+    pub async fn requests(
+        &mut self,
+        req: ListAccessRequestsRequest,
+    ) -> Result<Vec<AccessRequest>, ClientError> {
         Ok(self
             .inner
             .list_access_requests(req)
@@ -639,7 +649,16 @@ impl Admin {
     }
 
     pub async fn list_grants(&mut self, include_inactive: bool) -> Result<Vec<Grant>, ClientError> {
-        let req = ListGrantsRequest { include_inactive };
+        self.grants(ListGrantsRequest {
+            include_inactive,
+            ..Default::default()
+        })
+        .await
+    }
+
+    /// Grants matching `req` (say, those in force on a date): our department's, or every
+    /// department's for an auditor certificate (which may list but not change them).
+    pub async fn grants(&mut self, req: ListGrantsRequest) -> Result<Vec<Grant>, ClientError> {
         Ok(self.inner.list_grants(req).await?.into_inner().grants)
     }
 

@@ -719,6 +719,35 @@ fn random_serial() -> Result<SerialNumber, Error> {
     Ok(SerialNumber::from_slice(&bytes))
 }
 
+/// A certificate on a revocation list, as the list says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RevokedSerial {
+    /// The certificate's serial number, lowercase hex (as `huitong pki` prints it).
+    pub serial: String,
+    /// The CRL's reason code (e.g. `KeyCompromise`), or empty when it gives none.
+    pub reason: String,
+}
+
+/// Every certificate on the revocation list(s) in the PEM file at `crl`, in the list's order.
+/// The broker records each newly listed one in the exchange log.
+pub fn revoked_serials(crl: &Path) -> Result<Vec<RevokedSerial>, Error> {
+    let mut out = Vec::new();
+    for der in files::crls(crl)? {
+        let (_, list) = CertificateRevocationList::from_der(&der)
+            .map_err(|_| Error::file(crl, "the CRL cannot be parsed"))?;
+        for rc in list.iter_revoked_certificates() {
+            out.push(RevokedSerial {
+                serial: hex(&rc.user_certificate.to_bytes_be()),
+                reason: rc
+                    .reason_code()
+                    .map(|(_, code)| code.to_string())
+                    .unwrap_or_default(),
+            });
+        }
+    }
+    Ok(out)
+}
+
 fn hex(bytes: &[u8]) -> String {
     let mut s = String::with_capacity(bytes.len() * 2);
     for b in bytes {

@@ -142,6 +142,12 @@ struct Cache {
 }
 
 impl ServerTls {
+    /// Changes each time the revocation list is reloaded (within a quarter second of the file
+    /// changing, inside a Tokio runtime): for those who record revocations as they happen.
+    pub fn revocation_changes(&self) -> watch::Receiver<u64> {
+        self.auth.revocation.generations()
+    }
+
     /// Reads the CA, our certificate and key, and the CRL.
     ///
     /// Refuses a certificate that would make the server useless: one not issued by the CA, expired,

@@ -1,4 +1,7 @@
 //! `huitong admin`: access requests and grants, for a department's administrator. Prints JSON.
+//!
+//! With an auditor certificate, `requests` and `grants` list every department's (read-only:
+//! the broker refuses auditors every change).
 
 use std::process::ExitCode;
 
@@ -40,7 +43,7 @@ enum Command {
         #[arg(long, default_value_t = 365)]
         days: u32,
     },
-    /// List requests we filed or must decide.
+    /// List requests we filed or must decide (an auditor: every department's).
     Requests {
         /// Only those past their reply deadline.
         #[arg(long)]
@@ -48,6 +51,12 @@ enum Command {
         /// pending, approved or denied.
         #[arg(long)]
         state: Option<String>,
+        /// Only those filed by this consumer department.
+        #[arg(long)]
+        consumer: Option<String>,
+        /// Only those for this resource.
+        #[arg(long)]
+        resource: Option<String>,
     },
     /// Approve a request for one of our resources.
     Approve {
@@ -69,11 +78,21 @@ enum Command {
         #[arg(long)]
         reason: String,
     },
-    /// List grants we hold or have given.
+    /// List grants we hold or have given (an auditor: every department's).
     Grants {
         /// Include expired and revoked grants.
         #[arg(long)]
         all: bool,
+        /// Only grants in force at this time (YYYY-MM-DD or RFC 3339 with any offset),
+        /// expired and revoked ones included: "which grants existed on that date".
+        #[arg(long, value_parser = crate::audit::time_micros)]
+        at: Option<i64>,
+        /// Only grants held by this consumer department.
+        #[arg(long)]
+        consumer: Option<String>,
+        /// Only grants of this resource.
+        #[arg(long)]
+        resource: Option<String>,
     },
     /// Revoke a grant.
     Revoke {
@@ -101,7 +120,12 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                     .await?,
             )
         }
-        Command::Requests { overdue, state } => {
+        Command::Requests {
+            overdue,
+            state,
+            consumer,
+            resource,
+        } => {
             let state = match state.as_deref() {
                 None => None,
                 Some("pending") => Some(AccessRequestState::Pending),
@@ -109,7 +133,14 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 Some("denied") => Some(AccessRequestState::Denied),
                 Some(other) => anyhow::bail!("--state {other:?}: use pending, approved or denied"),
             };
-            let list = admin.list_requests(overdue, state).await?;
+            let list = admin
+                .requests(huitong_proto::v1::ListAccessRequestsRequest {
+                    overdue_only: overdue,
+                    state: state.unwrap_or(AccessRequestState::Unspecified) as i32,
+                    consumer: consumer.unwrap_or_default(),
+                    resource: resource.unwrap_or_default(),
+                })
+                .await?;
             serde_json::Value::Array(list.iter().map(request_json).collect())
         }
         Command::Approve {
@@ -134,9 +165,22 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             )
         }
         Command::Deny { id, reason } => request_json(&admin.deny(&id, &reason).await?),
-        Command::Grants { all } => serde_json::Value::Array(
+        Command::Grants {
+            all,
+            at,
+            consumer,
+            resource,
+        } => serde_json::Value::Array(
             admin
-                .list_grants(all)
+                .grants(huitong_proto::v1::ListGrantsRequest {
+                    include_inactive: all,
+                    consumer: consumer.unwrap_or_default(),
+                    resource: resource.unwrap_or_default(),
+                    in_force_at: at.map(|us| huitong_proto::Timestamp {
+                        seconds: us.div_euclid(1_000_000),
+                        nanos: (us.rem_euclid(1_000_000) * 1000) as i32,
+                    }),
+                })
                 .await?
                 .iter()
                 .map(grant_json)

@@ -131,9 +131,20 @@ struct Filter {
     provider: Option<String>,
     #[arg(long)]
     resource: Option<String>,
-    /// answered or refused.
+    /// answered, not_found, refused, failed (exchanges) or done (governance acts).
     #[arg(long)]
     outcome: Option<String>,
+    /// Only entries of this kind: query, delivery, or a governance act such as
+    /// request_approved, request_denied, grant_revoked, policy_reloaded, certificate_revoked.
+    #[arg(long)]
+    kind: Option<String>,
+    /// Only entries of this acting official (the id the consumer department assigned; needs
+    /// --consumer). Matched through its HMAC: the id itself is never stored.
+    #[arg(long, requires = "consumer")]
+    official: Option<String>,
+    /// Only entries of this case reference.
+    #[arg(long = "case")]
+    case_ref: Option<String>,
     /// From this time on: YYYY-MM-DD or RFC 3339.
     #[arg(long, value_parser = time_micros)]
     since: Option<i64>,
@@ -145,7 +156,8 @@ struct Filter {
     limit: u32,
 }
 
-fn time_micros(s: &str) -> Result<i64, String> {
+/// A time as given on the command line, in Unix microseconds.
+pub(crate) fn time_micros(s: &str) -> Result<i64, String> {
     let full = if s.len() == 10 {
         format!("{s}T00:00:00Z")
     } else {
@@ -416,10 +428,12 @@ async fn all_entries(audit: &mut Audit, f: &Filter) -> anyhow::Result<Vec<LogEnt
                 provider: f.provider.clone().unwrap_or_default(),
                 resource: f.resource.clone().unwrap_or_default(),
                 outcome: f.outcome.clone().unwrap_or_default(),
+                kind: f.kind.clone().unwrap_or_default(),
+                official: f.official.clone().unwrap_or_default(),
+                case_ref: f.case_ref.clone().unwrap_or_default(),
                 since_micros: f.since.unwrap_or(0),
                 until_micros: f.until.unwrap_or(0),
                 limit: f.limit.saturating_sub(out.len() as u32),
-                ..Default::default()
             })
             .await?;
         out.extend(resp.entries);

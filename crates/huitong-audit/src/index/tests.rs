@@ -10,7 +10,17 @@ fn record(i: u64) -> ExchangeRecord {
     ExchangeRecord {
         time_micros: BASE + ((i * 37) % 300) as i64 * 1000,
         request_id: format!("req-{i}"),
-        kind: "query".into(),
+        kind: ["query", "search", "approved"][(i % 3) as usize].into(),
+        official: match i % 6 {
+            0 => vec![0xa1; 32],
+            1 => vec![0xb2; 32],
+            _ => Vec::new(),
+        },
+        case_ref: if i.is_multiple_of(5) {
+            format!("case-{}", i % 3)
+        } else {
+            String::new()
+        },
         consumer: ["civil-affairs", "tax", "health"][(i % 3) as usize].into(),
         provider: ["public-security", "housing"][(i % 2) as usize].into(),
         resource: format!("res-{}", i % 5),
@@ -36,6 +46,9 @@ fn matches(f: &EntryFilter, r: &ExchangeRecord) -> bool {
         && eq(&f.provider, &r.provider)
         && eq(&f.resource, &r.resource)
         && eq(&f.outcome, &r.outcome)
+        && eq(&f.kind, &r.kind)
+        && eq(&f.case_ref, &r.case_ref)
+        && (f.officials.is_empty() || f.officials.iter().any(|o| o[..] == r.official[..]))
         && f.since_micros.is_none_or(|s| r.time_micros >= s)
         && f.until_micros.is_none_or(|u| r.time_micros < u)
 }
@@ -104,6 +117,30 @@ fn filters() -> Vec<EntryFilter> {
         EntryFilter {
             since_micros: Some(BASE + 10),
             until_micros: Some(BASE + 10),
+            ..Default::default()
+        },
+        EntryFilter {
+            kind: s("search"),
+            consumer: s("tax"),
+            ..Default::default()
+        },
+        EntryFilter {
+            case_ref: s("case-1"),
+            ..Default::default()
+        },
+        EntryFilter {
+            // One official's HMACs in two periods: either matches.
+            officials: vec![[0xa1; 32], [0xb2; 32]],
+            ..Default::default()
+        },
+        EntryFilter {
+            officials: vec![[0xb2; 32], [0xc3; 32]],
+            kind: s("query"),
+            since_micros: Some(BASE + 20_000),
+            ..Default::default()
+        },
+        EntryFilter {
+            officials: vec![[0xc3; 32]],
             ..Default::default()
         },
     ]
