@@ -24,6 +24,7 @@ use prost::Message;
 mod connections;
 mod events;
 mod load;
+mod subjects;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -53,6 +54,8 @@ enum Command {
     /// Publish/subscribe fan-out through a broker: events per second to 1, 10 and 100
     /// subscribers and delivery latency. Exits 1 if any subscriber missed an event.
     Events(events::Args),
+    /// Subject reports (index lookup and entry reads) at growing log sizes.
+    Subjects(subjects::Args),
 }
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -72,6 +75,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         Command::Load(args) => return load::run(*args).await,
         Command::Connections(args) => return connections::run(args).await,
         Command::Events(args) => return events::run(args).await,
+        Command::Subjects(args) => subjects::run(args).await?,
     }
     Ok(ExitCode::SUCCESS)
 }
