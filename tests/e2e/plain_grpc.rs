@@ -139,4 +139,22 @@ async fn a_python_grpcio_consumer_can_query_the_broker() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(stdout.contains("all checks passed"), "{stdout}");
+    // The official and case it sent are on the record, found by both.
+    let mut audit = huitong_client::Audit::connect(
+        &ex.broker.endpoint(),
+        &ex.identity("discipline-inspection", Role::Auditor),
+    )
+    .await
+    .unwrap();
+    let found = audit
+        .entries(huitong_client::ListEntriesRequest {
+            consumer: "civil-affairs".into(),
+            official: "clerk-0042".into(),
+            case_ref: "HY-2026-1202-0007".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .entries;
+    assert_eq!(found.len(), 1, "{found:?}");
 }

@@ -61,10 +61,14 @@ def with_stubs(channel, person) -> None:
     resources = {e.resource for e in catalogue.entries}
     check("public-security/household-register" in resources, "catalogue lists the household register")
 
+    # The acting official (the department's own staff id) and the case (办件编号) travel with
+    # every query, so that an auditor can ask "which official, for which case".
     req = exchange_pb2.QueryRequest(
         resource="public-security/household-register",
         fields=["name", "birth_date"],
         purpose=PURPOSE,
+        official="clerk-0042",
+        case_ref="HY-2026-1202-0007",
     )
     req.key["id_number"].CopyFrom(records_pb2.Value(string_value=person["id_number"]))
     answer = stub.Query(req, timeout=10)
