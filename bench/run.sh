@@ -262,7 +262,9 @@ load() {
     local label=$1 target=$2 url=$3 cert=$4 resource=$5
     shift 5
     local args=(bench load --label "$label" --target "$target" --addr "$url" --resource "$resource"
-        --key "id_number=$person" --fields "$fields" --ca "$pki/ca.pem")
+        --fields "$fields" --ca "$pki/ca.pem")
+    # A search (search=FIELD=VALUE) instead of the key lookup every other run makes.
+    if [ -n "${search:-}" ]; then args+=(--filter "$search"); else args+=(--key "id_number=$person"); fi
     [ -n "$cert" ] && args+=(--cert "$pki/$cert")
     [ "$target" = broker ] && args+=(--purpose "$purpose")
     local out
@@ -291,6 +293,10 @@ load huitong-miss broker "https://$broker" civil-affairs-consumer.pem "$live" "$
 scrape after-miss
 load huitong-hit broker "https://$broker" civil-affairs-consumer.pem "$reg" "${shape[@]}"
 scrape after-hit
+# The cost of recording every person a search reached: 100-record pages against the key
+# lookups of huitong-miss, on the same uncached register and grant.
+search=gender=female load huitong-search broker "https://$broker" civil-affairs-consumer.pem "$live" "${shape[@]}" \
+    --page-size 100
 
 # --- the limit: a static server replaying the adapter's answer ------------------------------
 # nghttpd answers every POST to /huitong.v1.Adapter/Fetch with the file below: the adapter's
@@ -362,7 +368,13 @@ pids=()
 
 # --- the exchange log ------------------------------------------------------------------------
 say "exchange log: durable appends, proofs, verification"
-"$huitong" bench log --dir "$scratch/log" "${log_args[@]}" >"$scratch/log.md"
+{
+    "$huitong" bench log --dir "$scratch/log" "${log_args[@]}"
+    echo
+    # Subject reports at 10^4 and 10^6 entries (BENCH_SUBJECT_SIZES=10000,1000000,10000000 for
+    # 10^7: about 3 GB of scratch and several minutes).
+    "$huitong" bench subjects --dir "$scratch/subjects" --sizes "${BENCH_SUBJECT_SIZES:-10000,1000000}"
+} >"$scratch/log.md"
 cat "$scratch/log.md" >&2
 
 # --- publish/subscribe fan-out ---------------------------------------------------------------

@@ -72,8 +72,19 @@ pub struct Args {
     #[arg(long)]
     resource: String,
     /// The key as FIELD=VALUE (repeat for composite keys). Values are sent as strings.
-    #[arg(long = "key", value_name = "FIELD=VALUE", required = true)]
+    #[arg(
+        long = "key",
+        value_name = "FIELD=VALUE",
+        required_unless_present = "filters"
+    )]
     keys: Vec<String>,
+    /// Instead of a key, a search (broker target): FIELD=VALUE, repeat for several. Each
+    /// request asks for the first page of `--page-size` records.
+    #[arg(long = "filter", value_name = "FIELD=VALUE", conflicts_with = "keys")]
+    filters: Vec<String>,
+    /// Records per page of a search.
+    #[arg(long, default_value_t = 100, requires = "filters")]
+    page_size: u32,
     /// The fields wanted, comma-separated.
     #[arg(long, value_delimiter = ',', required = true)]
     fields: Vec<String>,
@@ -397,6 +408,19 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("--key {k:?} must be FIELD=VALUE"))?;
         key.insert(field.to_owned(), Value::from(value));
     }
+    let mut filters = Vec::new();
+    for f in &args.filters {
+        let (field, value) = f
+            .split_once('=')
+            .with_context(|| format!("--filter {f:?} must be FIELD=VALUE"))?;
+        filters.push(huitong_proto::v1::Filter {
+            field: field.to_owned(),
+            value: Some(Value::from(value)),
+        });
+    }
+    if !filters.is_empty() && args.target == Target::Adapter {
+        bail!("--filter is for the broker target; an adapter's Search is not measured here");
+    }
     let fields: Vec<String> = args.fields.iter().map(|f| f.trim().to_owned()).collect();
     if let Some(rate) = args.rate
         && !(rate.is_finite() && rate > 0.0)
@@ -436,6 +460,12 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 QueryRequest {
                     resource: args.resource.clone(),
                     key: key.clone(),
+                    filters: filters.clone(),
+                    page_size: if filters.is_empty() {
+                        0
+                    } else {
+                        args.page_size
+                    },
                     fields: fields.clone(),
                     purpose: args.purpose.clone().unwrap_or_default(),
                     ..Default::default()
