@@ -9,6 +9,7 @@ use huitong_proto::value::format_timestamp;
 use serde_json::json;
 
 use crate::identity::IdentityArgs;
+use crate::out::outln;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -144,7 +145,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         ),
         Command::Revoke { id, reason } => grant_json(&admin.revoke(&id, &reason).await?),
     };
-    println!("{}", serde_json::to_string_pretty(&out)?);
+    outln!("{}", serde_json::to_string_pretty(&out)?)?;
     Ok(ExitCode::SUCCESS)
 }
 
