@@ -25,6 +25,8 @@ fn the_demo_walks_through_exchanges_across_three_departments_and_exits_zero() {
     }
     assert!(stdout.contains("0 surprises"), "{stdout}");
     assert!(stdout.contains("refused as it should be"), "{stdout}");
+    // The auditor reads times in the exchange's zone, and the zone is shown.
+    assert!(stdout.contains("+08:00  civil-affairs"), "{stdout}");
     // ID numbers are shown masked only. `--init` with the same size and seed writes the same people.
     let dir = TempDir::new("demo-ids");
     init_demo(dir.path(), 800);
@@ -231,12 +233,15 @@ fn the_commands_demo_serve_suggests_work_and_ctrl_c_stops_it() {
             break;
         }
     }
-    assert_eq!(suggested.len(), 4, "{suggested:?}");
+    assert_eq!(suggested.len(), 5, "{suggested:?}");
     for args in &suggested {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let (ok, stdout, stderr) = run(&args);
         assert!(ok, "huitong {args:?} failed: {stderr}");
         assert!(!stdout.trim().is_empty());
+        if args.contains(&"--zone") {
+            assert!(stdout.contains("+08:00"), "{stdout}");
+        }
     }
     Command::new("kill")
         .args(["-INT", &child.id().to_string()])
