@@ -547,7 +547,7 @@ fn entry_text(e: &LogEntry, zone: &Zone) -> String {
         .find(|s| !s.is_empty())
         .map_or("-", |s| s.as_str());
     let mut line = format!(
-        "{:>7}  {}  {:<19} {:<9} {who} → {}",
+        "{:>7}  {}  {:<19} {:<10} {who} → {}",
         e.index,
         zone.seconds(r.time_micros),
         or_dash(&r.kind),
