@@ -1227,6 +1227,12 @@ async fn editing_any_byte_of_a_readable_export_file_fails_verification_with_the_
     assert!(!ok && text.contains("entry 3"), "{text}");
     std::fs::write(&entries, &data).unwrap();
 
+    // Without the file a person reads, the bundle is incomplete.
+    std::fs::remove_file(&jsonl).unwrap();
+    let (ok, text) = verify(&bundle, &key);
+    assert!(!ok && text.contains("entries.jsonl"), "{text}");
+    std::fs::write(&jsonl, &pristine).unwrap();
+
     // A file an export does not write cannot be vouched for.
     std::fs::write(bundle.join("summary.txt"), "all fine").unwrap();
     let (ok, text) = verify(&bundle, &key);

@@ -294,8 +294,13 @@ pub fn verify(dir: &Path, verifier_key: &str) -> Result<Verified, BundleError> {
         return Err(BundleError::HashListAltered);
     }
 
-    let p = dir.join(ENTRIES_JSON);
-    let readable = std::fs::read(&p).map_err(io(&p))?;
+    // A missing entries.jsonl is reported after the entries themselves are checked: a
+    // tampered entry is the graver finding.
+    let readable_path = dir.join(ENTRIES_JSON);
+    let (readable, missing_readable) = match std::fs::read(&readable_path) {
+        Ok(bytes) => (bytes, None),
+        Err(e) => (Vec::new(), Some(e)),
+    };
     // Invalid UTF-8 becomes U+FFFD, which no rendering contains: the line is reported.
     let readable = String::from_utf8_lossy(&readable);
     let mut readable_at = 0usize;
@@ -332,7 +337,7 @@ pub fn verify(dir: &Path, verifier_key: &str) -> Result<Verified, BundleError> {
         };
         let rest = &readable[readable_at..];
         let got = &rest[..rest.find('\n').map_or(rest.len(), |e| e + 1)];
-        if got.strip_suffix('\n') != Some(want.as_str()) {
+        if missing_readable.is_none() && got.strip_suffix('\n') != Some(want.as_str()) {
             return Err(BundleError::ReadableEntry {
                 file: ENTRIES_JSON,
                 line: index + 1,
@@ -349,6 +354,9 @@ pub fn verify(dir: &Path, verifier_key: &str) -> Result<Verified, BundleError> {
             got: index,
             want: size,
         });
+    }
+    if let Some(e) = missing_readable {
+        return Err(io(&readable_path)(e));
     }
     if readable_at < readable.len() {
         return Err(BundleError::ReadableExtra {
