@@ -772,3 +772,647 @@ fn grep_dir(dir: &Path, needle: &[u8], hits: &mut Vec<String>) {
         }
     }
 }
+
+/// Runs `huitong audit ...` as the auditor with extra environment variables.
+fn audit_cli_env(ex: &Exchange, env: &[(&str, &str)], args: &[&str]) -> (bool, String, String) {
+    let id = ex.identity("discipline-inspection", Role::Auditor);
+    let (sub, rest) = args.split_first().unwrap();
+    let out = Command::new(huitong_bin())
+        .envs(env.iter().copied())
+        .arg("audit")
+        .arg(sub)
+        .args(["--broker", &ex.broker.endpoint()])
+        .arg("--ca")
+        .arg(&id.ca)
+        .arg("--cert")
+        .arg(&id.cert)
+        .args(rest)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn json_lines(out: &str) -> Vec<serde_json::Value> {
+    out.lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+/// The `--start` a text or CSV notice tells the reader to continue with.
+fn continue_at(text: &str) -> u64 {
+    let at = text
+        .find("continue with --start ")
+        .unwrap_or_else(|| panic!("no continuation in {text}"));
+    text[at + "continue with --start ".len()..]
+        .split(|c: char| !c.is_ascii_digit())
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_listing_cut_by_limit_says_so_in_every_format() {
+    let ex = Exchange::start("");
+    let mut civil = ex.consumer("civil-affairs").await;
+    for i in 0..5 {
+        civil.query(marriage_check(&ex.person(i))).await.unwrap();
+    }
+    // Another consumer's entries in between, so that the next start is not just the count.
+    let _ = ex
+        .consumer("human-resources")
+        .await
+        .query(marriage_check(&ex.person(6)))
+        .await;
+    civil.query(marriage_check(&ex.person(7))).await.unwrap();
+    let filter = ["entries", "--consumer", "civil-affairs"];
+    let (ok, out, err) = audit_cli(&ex, &[&filter[..], &["--json"]].concat());
+    assert!(ok, "{err}");
+    let all: Vec<u64> = json_lines(&out)
+        .iter()
+        .map(|l| l["index"].as_u64().unwrap())
+        .collect();
+    assert_eq!(all.len(), 6, "{out}");
+
+    // Text: the entries, then a closing line that says how to continue.
+    let (ok, out, err) = audit_cli(&ex, &[&filter[..], &["--limit", "2"]].concat());
+    assert!(ok, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    assert!(lines[2].contains("stopped at --limit 2"), "{out}");
+    let text_next = continue_at(lines[2]);
+    assert_eq!(text_next, all[1] + 1);
+
+    // JSON lines: the entries, then one object that is not an entry.
+    let (ok, out, err) = audit_cli(&ex, &[&filter[..], &["--limit", "2", "--json"]].concat());
+    assert!(ok, "{err}");
+    let lines = json_lines(&out);
+    assert_eq!(lines.len(), 3, "{out}");
+    assert!(lines[..2].iter().all(|l| l["index"].is_u64()));
+    let last = &lines[2];
+    assert_eq!(last["truncated"], true, "{last}");
+    assert_eq!(last["limit"], 2);
+    assert!(
+        last.get("index").is_none(),
+        "the notice passes for an entry"
+    );
+    assert_eq!(last["next_start"].as_u64(), Some(text_next));
+
+    // CSV: stdout stays plain CSV (header and rows); the notice is on stderr.
+    let (ok, out, err) = audit_cli(&ex, &[&filter[..], &["--limit", "2", "--csv"]].concat());
+    assert!(ok, "{err}");
+    let rows: Vec<&str> = out.lines().collect();
+    assert_eq!(rows.len(), 3, "{out}");
+    assert!(rows[0].starts_with("index,time,"), "{out}");
+    assert!(!out.contains("stopped") && !out.contains('#'), "{out}");
+    assert!(err.contains("stopped at --limit 2"), "{err}");
+    assert_eq!(continue_at(&err), text_next);
+
+    // Following the notices visits every entry once.
+    let mut seen = Vec::new();
+    let mut start = 0;
+    loop {
+        let (ok, out, err) = audit_cli(
+            &ex,
+            &[
+                &filter[..],
+                &["--limit", "2", "--json", "--start", &start.to_string()],
+            ]
+            .concat(),
+        );
+        assert!(ok, "{err}");
+        let mut lines = json_lines(&out);
+        let notice = lines
+            .last()
+            .filter(|l| l["truncated"] == true)
+            .map(|l| l["next_start"].as_u64().unwrap());
+        if notice.is_some() {
+            lines.pop();
+        }
+        seen.extend(lines.iter().map(|l| l["index"].as_u64().unwrap()));
+        match notice {
+            Some(next) => start = next,
+            None => break,
+        }
+    }
+    assert_eq!(seen, all);
+
+    // A listing that the limit does not cut says nothing of the kind, in any format.
+    for format in [&[][..], &["--json"], &["--csv"]] {
+        let (ok, out, err) = audit_cli(&ex, &[&filter[..], &["--limit", "6"], format].concat());
+        assert!(ok, "{err}");
+        assert!(
+            !out.contains("truncated") && !out.contains("stopped"),
+            "{out}"
+        );
+        assert!(!err.contains("stopped"), "{err}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn text_and_csv_entries_carry_kind_reason_official_case_asked_masked_and_subjects() {
+    let ex = Exchange::start("");
+    let mut civil = ex.consumer("civil-affairs").await;
+    civil
+        .query(
+            Query::by_key(REGISTER, "id_number", ex.person(0).as_str())
+                .fields(["name", "address"])
+                .purpose(MARRIAGE)
+                .official("clerk-0042")
+                .case_ref("HY-2026-1202-0007"),
+        )
+        .await
+        .unwrap();
+    let refused = ex
+        .consumer("human-resources")
+        .await
+        .query(
+            Query::by_key(REGISTER, "id_number", ex.person(1).as_str())
+                .fields(["name", "marital_status"])
+                .purpose("employment screening"),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Some(tonic::Code::PermissionDenied));
+    let (ok, out, err) = audit_cli(&ex, &["entries", "--json"]);
+    assert!(ok, "{err}");
+    let json = json_lines(&out);
+    let answered = json
+        .iter()
+        .find(|l| l["consumer"] == "civil-affairs")
+        .unwrap();
+    let refusal = json
+        .iter()
+        .find(|l| l["consumer"] == "human-resources")
+        .unwrap();
+    let official = answered["official"].as_str().unwrap();
+    assert_eq!(official.len(), 64);
+    let reason = refusal["refusal"].as_str().unwrap();
+    assert!(!reason.is_empty());
+
+    let (ok, out, err) = audit_cli(&ex, &["entries"]);
+    assert!(ok, "{err}");
+    let line = out.lines().find(|l| l.contains("civil-affairs")).unwrap();
+    for want in [
+        "query",
+        "answered",
+        "fields: name,address",
+        "asked: name,address",
+        "masked: address",
+        &format!("official: {}", &official[..12]),
+        "case: HY-2026-1202-0007",
+        "subjects: 1",
+    ] {
+        assert!(line.contains(want), "{want:?} missing from {line}");
+    }
+    let line = out.lines().find(|l| l.contains("human-resources")).unwrap();
+    for want in [
+        "query",
+        "refused",
+        "fields: -",
+        "asked: name,marital_status",
+        "subjects: 0",
+        &format!("reason: {reason}"),
+    ] {
+        assert!(line.contains(want), "{want:?} missing from {line}");
+    }
+
+    let (ok, out, err) = audit_cli(&ex, &["entries", "--csv"]);
+    assert!(ok, "{err}");
+    let mut rows = out.lines();
+    let header: Vec<&str> = rows.next().unwrap().split(',').collect();
+    assert_eq!(
+        header[..14],
+        "index,time,request_id,consumer,provider,resource,purpose,fields,outcome,status_code,cache_hit,latency_micros,record_count,grant_id"
+            .split(',')
+            .collect::<Vec<_>>()[..],
+        "the columns scripts already read stay where they were"
+    );
+    let rows: Vec<Vec<String>> = rows.map(csv_cells).collect();
+    let col =
+        |row: &[String], name: &str| row[header.iter().position(|h| *h == name).unwrap()].clone();
+    let a = rows
+        .iter()
+        .find(|r| col(r, "consumer") == "civil-affairs")
+        .unwrap();
+    assert_eq!(col(a, "kind"), "query");
+    assert_eq!(col(a, "official"), official);
+    assert_eq!(col(a, "case_ref"), "HY-2026-1202-0007");
+    assert_eq!(col(a, "fields_asked"), "name address");
+    assert_eq!(col(a, "masked_fields"), "address");
+    assert_eq!(col(a, "subject_count"), "1");
+    let r = rows
+        .iter()
+        .find(|r| col(r, "consumer") == "human-resources")
+        .unwrap();
+    assert_eq!(col(r, "outcome"), "refused");
+    assert_eq!(col(r, "refusal"), reason);
+    assert_eq!(col(r, "fields_asked"), "name marital_status");
+    assert_eq!(col(r, "subject_count"), "0");
+}
+
+/// The cells of one RFC 4180 row (no line breaks inside cells here).
+fn csv_cells(row: &str) -> Vec<String> {
+    let mut cells = vec![String::new()];
+    let mut quoted = false;
+    let mut chars = row.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' if quoted && chars.peek() == Some(&'"') => {
+                chars.next();
+                cells.last_mut().unwrap().push('"');
+            }
+            '"' => quoted = !quoted,
+            ',' if !quoted => cells.push(String::new()),
+            c => cells.last_mut().unwrap().push(c),
+        }
+    }
+    cells
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn times_take_any_rfc3339_offset_and_are_shown_in_the_display_zone() {
+    let ex = Exchange::start("");
+    let mut civil = ex.consumer("civil-affairs").await;
+    for i in 0..4 {
+        civil.query(marriage_check(&ex.person(i))).await.unwrap();
+        // Distinct microseconds, so that a time picks one entry.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let filter = ["entries", "--consumer", "civil-affairs", "--json"];
+    let (ok, out, err) = audit_cli(&ex, &filter);
+    assert!(ok, "{err}");
+    let utc = json_lines(&out);
+    assert!(
+        utc.iter()
+            .all(|l| l["time"].as_str().unwrap().ends_with('Z'))
+    );
+
+    let shanghai = [("HUITONG_DISPLAY_ZONE", "Asia/Shanghai")];
+    let (ok, out, err) = audit_cli_env(&ex, &shanghai, &filter);
+    assert!(ok, "{err}");
+    let local = json_lines(&out);
+    let t2 = local[2]["time"].as_str().unwrap().to_owned();
+    assert!(t2.ends_with("+08:00"), "{t2}");
+    assert_ne!(t2[..19], utc[2]["time"].as_str().unwrap()[..19]);
+    // --zone wins over the environment; text shows the zone too.
+    let (ok, out, err) = audit_cli_env(&ex, &shanghai, &["entries", "--zone", "UTC"]);
+    assert!(ok, "{err}");
+    assert!(
+        out.lines()
+            .all(|l| l.contains("Z  ") && !l.contains("+08:00")),
+        "{out}"
+    );
+
+    // A time written in +08:00 is the instant it names, whatever the display zone.
+    for env in [&[][..], &shanghai[..]] {
+        let (ok, out, err) = audit_cli_env(&ex, env, &[&filter[..], &["--since", &t2]].concat());
+        assert!(ok, "{err}");
+        let got: Vec<u64> = json_lines(&out)
+            .iter()
+            .map(|l| l["index"].as_u64().unwrap())
+            .collect();
+        let want: Vec<u64> = utc[2..]
+            .iter()
+            .map(|l| l["index"].as_u64().unwrap())
+            .collect();
+        assert_eq!(got, want, "--since {t2}");
+        let (ok, out, err) = audit_cli_env(&ex, env, &[&filter[..], &["--until", &t2]].concat());
+        assert!(ok, "{err}");
+        assert_eq!(json_lines(&out).len(), 2, "--until {t2}: {out}");
+    }
+    for (args, want) in [
+        (
+            &["--zone", "Asia/Shangai"][..],
+            "not a zone in the tz database",
+        ),
+        (&["--since", "2026-12-02T00:00:00+8"], "RFC 3339"),
+        (&["--until", "02/12/2026"], "RFC 3339"),
+    ] {
+        let (ok, _, err) = audit_cli(&ex, &[&filter[..], args].concat());
+        assert!(!ok && err.contains(want), "{args:?}: {err}");
+    }
+}
+
+/// A person reads `entries.jsonl`, not `entries.log`: an edit to what they read must fail
+/// verification as surely as an edit to what is hashed, and name the entry.
+#[tokio::test(flavor = "multi_thread")]
+async fn editing_any_byte_of_a_readable_export_file_fails_verification_with_the_index() {
+    let ex = Exchange::start("");
+    let mut civil = ex.consumer("civil-affairs").await;
+    for i in 0..3 {
+        civil.query(marriage_check(&ex.person(i))).await.unwrap();
+    }
+    let _ = ex
+        .consumer("human-resources")
+        .await
+        .query(marriage_check(&ex.person(3)))
+        .await;
+    let key = log_key(&ex).await;
+    let out = TempDir::new("readable");
+    let first = out.path().join("first");
+    let (ok, _, err) = audit_cli(&ex, &["export", "--out", first.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    civil.query(marriage_check(&ex.person(4))).await.unwrap();
+    // A second bundle with a consistency proof, the other readable file.
+    let bundle = out.path().join("bundle");
+    let previous = first.join("checkpoint.note");
+    let (ok, _, err) = audit_cli(
+        &ex,
+        &[
+            "export",
+            "--out",
+            bundle.to_str().unwrap(),
+            "--previous",
+            previous.to_str().unwrap(),
+        ],
+    );
+    assert!(ok, "{err}");
+    let (ok, text) = verify(&bundle, &key);
+    assert!(ok, "{text}");
+    let size = huitong_audit::bundle::verify(&bundle, &key)
+        .unwrap()
+        .entries;
+    assert!(size >= 5);
+
+    // Every byte of entries.jsonl: changed, it fails and names the entry of its line.
+    let jsonl = bundle.join("entries.jsonl");
+    let pristine = std::fs::read(&jsonl).unwrap();
+    assert_eq!(
+        pristine.iter().filter(|b| **b == b'\n').count() as u64,
+        size,
+        "one line per entry"
+    );
+    let mut line = 0u64;
+    for at in 0..pristine.len() {
+        let mut edited = pristine.clone();
+        edited[at] ^= 0x01;
+        std::fs::write(&jsonl, &edited).unwrap();
+        let err = huitong_audit::bundle::verify(&bundle, &key)
+            .expect_err("an edited entries.jsonl verified")
+            .to_string();
+        assert!(
+            err.contains(&format!("line {} (entry {line})", line + 1)),
+            "byte {at}: {err}"
+        );
+        if pristine[at] == b'\n' {
+            line += 1;
+        }
+    }
+    std::fs::write(&jsonl, &pristine).unwrap();
+
+    // The same through the command, with what differs.
+    let text_lines: Vec<&str> = std::str::from_utf8(&pristine).unwrap().lines().collect();
+    let civil_line = text_lines
+        .iter()
+        .position(|l| l.contains("\"consumer\":\"civil-affairs\""))
+        .unwrap();
+    let mut edited: Vec<String> = text_lines.iter().map(|l| l.to_string()).collect();
+    edited[civil_line] = edited[civil_line].replace("civil-affairs", "civil-affairx");
+    std::fs::write(&jsonl, edited.join("\n") + "\n").unwrap();
+    let (ok, text) = verify(&bundle, &key);
+    assert!(!ok && text.contains("FAILED"), "{text}");
+    assert!(
+        text.contains(&format!("entry {civil_line}"))
+            && text.contains("\"consumer\" reads \"civil-affairx\""),
+        "{text}"
+    );
+
+    // Lines dropped, reordered or added.
+    let write_lines = |lines: &[&str]| {
+        let mut t = lines.join("\n");
+        t.push('\n');
+        std::fs::write(&jsonl, t).unwrap();
+    };
+    let mut dropped = text_lines.clone();
+    dropped.remove(2);
+    write_lines(&dropped);
+    let (ok, text) = verify(&bundle, &key);
+    assert!(
+        !ok && text.contains("(entry 2)") && text.contains("line of entry 3"),
+        "{text}"
+    );
+    let mut swapped = text_lines.clone();
+    swapped.swap(0, 1);
+    write_lines(&swapped);
+    let (ok, text) = verify(&bundle, &key);
+    assert!(
+        !ok && text.contains("(entry 0)") && text.contains("line of entry 1"),
+        "{text}"
+    );
+    let mut added = text_lines.clone();
+    added.push(text_lines[0]);
+    write_lines(&added);
+    let (ok, text) = verify(&bundle, &key);
+    assert!(
+        !ok && text.contains(&format!("from line {} on", size + 1)),
+        "{text}"
+    );
+    std::fs::write(&jsonl, &pristine).unwrap();
+
+    // The other files a person reads: any byte changed fails.
+    for name in ["consistency.json", "checkpoint.note"] {
+        let path = bundle.join(name);
+        let pristine = std::fs::read(&path).unwrap();
+        for at in 0..pristine.len() {
+            let mut edited = pristine.clone();
+            edited[at] ^= 0x01;
+            std::fs::write(&path, &edited).unwrap();
+            assert!(
+                huitong_audit::bundle::verify(&bundle, &key).is_err(),
+                "{name}: byte {at} changed and the bundle still verifies"
+            );
+        }
+        std::fs::write(&path, &pristine).unwrap();
+    }
+
+    // A byte of an entry's hashed data: the entry is named.
+    let entries = bundle.join("entries.log");
+    let data = std::fs::read(&entries).unwrap();
+    let spans = frames(&entries);
+    let mut edited = data.clone();
+    edited[spans[3].0 + 12] ^= 0x01;
+    std::fs::write(&entries, &edited).unwrap();
+    let (ok, text) = verify(&bundle, &key);
+    assert!(!ok && text.contains("entry 3"), "{text}");
+    std::fs::write(&entries, &data).unwrap();
+
+    // Without the file a person reads, the bundle is incomplete.
+    std::fs::remove_file(&jsonl).unwrap();
+    let (ok, text) = verify(&bundle, &key);
+    assert!(!ok && text.contains("entries.jsonl"), "{text}");
+    std::fs::write(&jsonl, &pristine).unwrap();
+
+    // A file an export does not write cannot be vouched for.
+    std::fs::write(bundle.join("summary.txt"), "all fine").unwrap();
+    let (ok, text) = verify(&bundle, &key);
+    assert!(!ok && text.contains("summary.txt"), "{text}");
+    std::fs::remove_file(bundle.join("summary.txt")).unwrap();
+    let (ok, text) = verify(&bundle, &key);
+    assert!(ok, "{text}");
+}
+
+/// Runs `huitong <args>` with `dept`'s consumer certificate.
+fn as_consumer(ex: &Exchange, dept: &str, args: &[&str]) -> (bool, String, String) {
+    let id = ex.identity(dept, Role::Consumer);
+    let (sub, rest) = args.split_first().unwrap();
+    let mut cmd = Command::new(huitong_bin());
+    cmd.arg(sub);
+    if *sub == "audit" {
+        cmd.arg(rest[0]);
+    }
+    cmd.args(["--broker", &ex.broker.endpoint()])
+        .arg("--ca")
+        .arg(&id.ca)
+        .arg("--cert")
+        .arg(&id.cert)
+        .args(if *sub == "audit" { &rest[1..] } else { rest });
+    let out = cmd.output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_consumer_checks_its_receipt_from_the_command_line_and_a_wrong_leaf_hash_is_rejected() {
+    let ex = Exchange::start("");
+    let key = log_key(&ex).await;
+    let id = ex.person(0);
+    let (ok, answer, err) = as_consumer(
+        &ex,
+        "civil-affairs",
+        &[
+            "query",
+            REGISTER,
+            "--key",
+            &format!("id_number={id}"),
+            "--fields",
+            "name",
+            "--purpose",
+            MARRIAGE,
+        ],
+    );
+    assert!(ok, "{err}");
+    let json: serde_json::Value = serde_json::from_str(&answer).unwrap();
+    let receipt = &json["receipts"][0];
+    let index = receipt["index"].as_u64().unwrap();
+    let leaf = receipt["leaf_hash"].as_str().unwrap().to_owned();
+    let dir = TempDir::new("receipt");
+    let saved = dir.path().join("answer.json");
+    std::fs::write(&saved, &answer).unwrap();
+
+    // What the query printed, checked with a consumer certificate.
+    let (ok, out, err) = as_consumer(
+        &ex,
+        "civil-affairs",
+        &[
+            "audit",
+            "receipt",
+            "--log-key",
+            &key,
+            "--from",
+            saved.to_str().unwrap(),
+        ],
+    );
+    assert!(ok, "{out}{err}");
+    assert!(
+        out.contains(&format!("OK: entry {index} (leaf {leaf})")),
+        "{out}"
+    );
+    // The same receipt typed in.
+    let (ok, out, err) = as_consumer(
+        &ex,
+        "civil-affairs",
+        &[
+            "audit",
+            "receipt",
+            "--log-key",
+            &key,
+            "--index",
+            &index.to_string(),
+            "--leaf-hash",
+            &leaf,
+        ],
+    );
+    assert!(ok && out.starts_with("OK:"), "{out}{err}");
+
+    // A wrong leaf hash, another entry's leaf hash, an index past the log: not confirmed.
+    let mut wrong = leaf.clone().into_bytes();
+    wrong[0] = if wrong[0] == b'0' { b'1' } else { b'0' };
+    let wrong = String::from_utf8(wrong).unwrap();
+    one_more_exchange(&ex).await;
+    for (i, hash) in [
+        (index.to_string(), wrong.as_str()),
+        ((index + 1).to_string(), leaf.as_str()),
+        ("999999".to_owned(), leaf.as_str()),
+    ] {
+        let (ok, out, err) = as_consumer(
+            &ex,
+            "civil-affairs",
+            &[
+                "audit",
+                "receipt",
+                "--log-key",
+                &key,
+                "--index",
+                &i,
+                "--leaf-hash",
+                hash,
+            ],
+        );
+        assert!(!ok, "entry {i} with leaf {hash} was confirmed: {out}");
+        assert!(out.contains(&format!("FAILED: entry {i}")), "{out}{err}");
+    }
+    // The wrong log key: the checkpoint itself is not believed.
+    let other = huitong_audit::note::Signer::generate("someone-else").unwrap();
+    let (ok, out, _) = as_consumer(
+        &ex,
+        "civil-affairs",
+        &[
+            "audit",
+            "receipt",
+            "--log-key",
+            &other.verifier_key(),
+            "--from",
+            saved.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        !ok && out.contains("FAILED") && out.contains("checkpoint"),
+        "{out}"
+    );
+    // Malformed input says what to give.
+    let (ok, _, err) = as_consumer(
+        &ex,
+        "civil-affairs",
+        &[
+            "audit",
+            "receipt",
+            "--log-key",
+            &key,
+            "--index",
+            "0",
+            "--leaf-hash",
+            "abc",
+        ],
+    );
+    assert!(!ok && err.contains("64 hex digits"), "{err}");
+    // Consumers check receipts; they still cannot list the log.
+    let (ok, _, err) = as_consumer(&ex, "civil-affairs", &["audit", "entries"]);
+    assert!(!ok && err.contains("auditor"), "{err}");
+}
+
+/// One more exchange, so that the entry after a receipt exists.
+async fn one_more_exchange(ex: &Exchange) {
+    ex.consumer("civil-affairs")
+        .await
+        .query(marriage_check(&ex.person(1)))
+        .await
+        .unwrap();
+}

@@ -25,6 +25,8 @@ fn the_demo_walks_through_exchanges_across_three_departments_and_exits_zero() {
     }
     assert!(stdout.contains("0 surprises"), "{stdout}");
     assert!(stdout.contains("refused as it should be"), "{stdout}");
+    // The auditor reads times in the exchange's zone, and the zone is shown.
+    assert!(stdout.contains("+08:00  civil-affairs"), "{stdout}");
     // ID numbers are shown masked only. `--init` with the same size and seed writes the same people.
     let dir = TempDir::new("demo-ids");
     init_demo(dir.path(), 800);
@@ -231,12 +233,15 @@ fn the_commands_demo_serve_suggests_work_and_ctrl_c_stops_it() {
             break;
         }
     }
-    assert_eq!(suggested.len(), 4, "{suggested:?}");
+    assert_eq!(suggested.len(), 5, "{suggested:?}");
     for args in &suggested {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let (ok, stdout, stderr) = run(&args);
         assert!(ok, "huitong {args:?} failed: {stderr}");
         assert!(!stdout.trim().is_empty());
+        if args.contains(&"--zone") {
+            assert!(stdout.contains("+08:00"), "{stdout}");
+        }
     }
     Command::new("kill")
         .args(["-INT", &child.id().to_string()])
@@ -462,4 +467,69 @@ fn overdue_access_requests_are_listed() {
     assert_eq!(list.len(), 1, "{overdue}");
     assert_eq!(list[0]["id"], id.as_str());
     assert_eq!(list[0]["overdue"], true);
+}
+
+/// `huitong audit entries --json | head -1`: the reader leaves after one line and the listing
+/// ends quietly, with no panic message and a success exit, through a real pipe.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_listing_into_a_closed_pipe_ends_quietly() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+    let ex = Exchange::start("");
+    let mut civil = ex.consumer("civil-affairs").await;
+    for i in 0..300 {
+        civil
+            .query(huitong_tests::marriage_check(&ex.person(i)))
+            .await
+            .unwrap();
+    }
+    let id = ex.identity("discipline-inspection", Role::Auditor);
+    let entries = || {
+        let mut cmd = Command::new(huitong_bin());
+        cmd.args([
+            "audit",
+            "entries",
+            "--json",
+            "--broker",
+            &ex.broker.endpoint(),
+        ])
+        .arg("--ca")
+        .arg(&id.ca)
+        .arg("--cert")
+        .arg(&id.cert);
+        cmd
+    };
+    // The whole listing is far more than a pipe holds, so the writer must meet the closed end.
+    let whole = entries().output().unwrap();
+    assert!(whole.status.success());
+    assert!(
+        whole.stdout.len() > 4 * 65_536,
+        "only {} bytes: too little to fill a pipe",
+        whole.stdout.len()
+    );
+
+    let mut child = entries()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    // The reader is dropped here, as `head -1` exits: the pipe's read end is closed.
+    assert!(first.starts_with("{\""), "{first}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "the listing did not end");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(status.success(), "{status:?}: {stderr}");
+    assert!(stderr.is_empty(), "not quiet: {stderr}");
 }

@@ -251,7 +251,7 @@ async fn an_auditor_lists_every_departments_grants_and_cannot_change_them() {
             "--consumer",
             "taxation",
             "--at",
-            "2099-01-01T00:00:00Z",
+            "2099-01-01T08:00:00+08:00",
         ],
     );
     assert!(ok, "{err}");

@@ -14,6 +14,13 @@
 //! signature; that `hashes.bin` hashes to the signed root (so the list of hashes is the one the
 //! log signed); that every entry's leaf hash equals its listed hash (so the first tampered,
 //! missing or reordered entry is named by index); and the consistency proof if present.
+//!
+//! People read `entries.jsonl` and `consistency.json`, not the binary files, so "verified" must
+//! cover them too: each line of `entries.jsonl` must be, byte for byte, the rendering
+//! ([`readable_line`]) of the signed entry at its index, and `consistency.json` the rendering of
+//! the proof that verified. A file the bundle does not define is refused as well, since verify
+//! could not vouch for it. The rendering is fixed (times in UTC, keys sorted), so that it does
+//! not depend on who exports or verifies.
 
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -23,12 +30,16 @@ use prost::Message;
 
 use crate::merkle::{self, Hash};
 use crate::note::{CheckpointBody, Verifier};
+use crate::record;
 
 pub const CHECKPOINT: &str = "checkpoint.note";
 pub const ENTRIES: &str = "entries.log";
 pub const HASHES: &str = "hashes.bin";
 pub const ENTRIES_JSON: &str = "entries.jsonl";
 pub const CONSISTENCY: &str = "consistency.json";
+
+/// Every file a bundle may hold.
+const FILES: [&str; 5] = [CHECKPOINT, ENTRIES, HASHES, ENTRIES_JSON, CONSISTENCY];
 
 /// Why a bundle could not be written or does not verify. Verification failures name the first
 /// bad index where there is one.
@@ -59,6 +70,30 @@ pub enum BundleError {
     ExtraEntries(u64),
     #[error("the consistency proof from size {old} to {new} does not verify: {problem}")]
     Inconsistent { old: u64, new: u64, problem: String },
+    #[error("{file} line {line} (entry {index}) does not show the signed entry: {problem}")]
+    ReadableEntry {
+        file: &'static str,
+        line: u64,
+        index: u64,
+        problem: String,
+    },
+    #[error(
+        "{file} has lines from line {line} on after the {size} signed entries (entries {size} and later are not in the signed log)"
+    )]
+    ReadableExtra {
+        file: &'static str,
+        line: u64,
+        size: u64,
+    },
+    #[error(
+        "{file} is not the rendering of the proof it carries (it was edited); the proof itself {proof}"
+    )]
+    ReadableProof { file: &'static str, proof: String },
+    #[error(
+        "the bundle holds {} that an export does not write; verify cannot vouch for what it does not check: move it out of the bundle",
+        .0.join(", ")
+    )]
+    UnexpectedFiles(Vec<String>),
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> BundleError + '_ {
@@ -76,16 +111,30 @@ pub struct Consistency {
     pub proof: Vec<Hash>,
 }
 
+/// The line of `entries.jsonl` for the entry at `index` with leaf `data` (no newline): its
+/// [`record::to_json`] rendering with the time in UTC. `None` if `data` is not an
+/// `ExchangeRecord`.
+pub fn readable_line(index: u64, leaf_hash: &Hash, data: &[u8]) -> Option<String> {
+    let r = huitong_proto::v1::ExchangeRecord::decode(data).ok()?;
+    Some(record::to_json(index, leaf_hash, &r).to_string())
+}
+
 /// Writes a bundle of `entries` (leaf data, in index order from 0) and `hashes` (their stored
-/// leaf hashes) cut at the signed `note`. `describe` renders one entry as a JSON object line.
+/// leaf hashes) cut at the signed `note`.
 pub fn write(
     dir: &Path,
     note: &str,
     entries: &[Vec<u8>],
     hashes: &[Hash],
     consistency: Option<&Consistency>,
-    describe: impl Fn(u64, &[u8]) -> String,
 ) -> Result<(), BundleError> {
+    if entries.len() != hashes.len() {
+        return Err(BundleError::Malformed(format!(
+            "{} entries but {} leaf hashes to write",
+            entries.len(),
+            hashes.len()
+        )));
+    }
     std::fs::create_dir_all(dir).map_err(io(dir))?;
     let p = dir.join(CHECKPOINT);
     std::fs::write(&p, note).map_err(io(&p))?;
@@ -104,8 +153,12 @@ pub fn write(
 
     let p = dir.join(ENTRIES_JSON);
     let mut text = String::new();
-    for (i, e) in entries.iter().enumerate() {
-        text.push_str(&describe(i as u64, e));
+    for (i, (e, h)) in entries.iter().zip(hashes).enumerate() {
+        let line = readable_line(i as u64, h, e).ok_or_else(|| BundleError::BadEntry {
+            index: i as u64,
+            problem: "it is not an ExchangeRecord".into(),
+        })?;
+        text.push_str(&line);
         text.push('\n');
     }
     std::fs::write(&p, text).map_err(io(&p))?;
@@ -194,6 +247,18 @@ pub struct Verified {
 pub fn verify(dir: &Path, verifier_key: &str) -> Result<Verified, BundleError> {
     let verifier = Verifier::from_vkey(verifier_key)
         .map_err(|e| BundleError::Malformed(format!("the log key is not usable: {e}")))?;
+    let mut unexpected = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(io(dir))? {
+        let name = entry.map_err(io(dir))?.file_name();
+        let name = name.to_string_lossy();
+        if !FILES.contains(&name.as_ref()) {
+            unexpected.push(name.into_owned());
+        }
+    }
+    if !unexpected.is_empty() {
+        unexpected.sort();
+        return Err(BundleError::UnexpectedFiles(unexpected));
+    }
     let p = dir.join(CHECKPOINT);
     let note = std::fs::read_to_string(&p).map_err(io(&p))?;
     let checkpoint = verifier
@@ -229,6 +294,17 @@ pub fn verify(dir: &Path, verifier_key: &str) -> Result<Verified, BundleError> {
         return Err(BundleError::HashListAltered);
     }
 
+    // A missing entries.jsonl is reported after the entries themselves are checked: a
+    // tampered entry is the graver finding.
+    let readable_path = dir.join(ENTRIES_JSON);
+    let (readable, missing_readable) = match std::fs::read(&readable_path) {
+        Ok(bytes) => (bytes, None),
+        Err(e) => (Vec::new(), Some(e)),
+    };
+    // Invalid UTF-8 becomes U+FFFD, which no rendering contains: the line is reported.
+    let readable = String::from_utf8_lossy(&readable);
+    let mut readable_at = 0usize;
+
     let p = dir.join(ENTRIES);
     let data = std::fs::read(&p).map_err(io(&p))?;
     let mut offset = 0usize;
@@ -256,9 +332,20 @@ pub fn verify(dir: &Path, verifier_key: &str) -> Result<Verified, BundleError> {
                 "its leaf hash differs from the signed one (altered, dropped or reordered)".into(),
             ));
         }
-        if huitong_proto::v1::ExchangeRecord::decode(payload).is_err() {
+        let Some(want) = readable_line(index, &signed[index as usize], payload) else {
             return Err(bad("it is not an ExchangeRecord".into()));
+        };
+        let rest = &readable[readable_at..];
+        let got = &rest[..rest.find('\n').map_or(rest.len(), |e| e + 1)];
+        if missing_readable.is_none() && got.strip_suffix('\n') != Some(want.as_str()) {
+            return Err(BundleError::ReadableEntry {
+                file: ENTRIES_JSON,
+                line: index + 1,
+                index,
+                problem: line_difference(index, got, &want),
+            });
         }
+        readable_at += got.len();
         offset += 8 + len;
         index += 1;
     }
@@ -268,6 +355,16 @@ pub fn verify(dir: &Path, verifier_key: &str) -> Result<Verified, BundleError> {
             want: size,
         });
     }
+    if let Some(e) = missing_readable {
+        return Err(io(&readable_path)(e));
+    }
+    if readable_at < readable.len() {
+        return Err(BundleError::ReadableExtra {
+            file: ENTRIES_JSON,
+            line: size + 1,
+            size,
+        });
+    }
 
     let p = dir.join(CONSISTENCY);
     let extends = match std::fs::read_to_string(&p) {
@@ -275,8 +372,23 @@ pub fn verify(dir: &Path, verifier_key: &str) -> Result<Verified, BundleError> {
             let c = parse_consistency(&text).ok_or_else(|| {
                 BundleError::Malformed(format!("{} is not a consistency proof", p.display()))
             })?;
-            merkle::verify_consistency(c.old_size, size, &c.old_root, &checkpoint.root, &c.proof)
-                .map_err(|e| BundleError::Inconsistent {
+            let checked = merkle::verify_consistency(
+                c.old_size,
+                size,
+                &c.old_root,
+                &checkpoint.root,
+                &c.proof,
+            );
+            if text != consistency_json(&c) {
+                return Err(BundleError::ReadableProof {
+                    file: CONSISTENCY,
+                    proof: match &checked {
+                        Ok(()) => "verifies, as parsed from the edited text".into(),
+                        Err(e) => format!("does not verify either: {e}"),
+                    },
+                });
+            }
+            checked.map_err(|e| BundleError::Inconsistent {
                 old: c.old_size,
                 new: size,
                 problem: e.to_string(),
@@ -291,4 +403,55 @@ pub fn verify(dir: &Path, verifier_key: &str) -> Result<Verified, BundleError> {
         entries: index,
         extends,
     })
+}
+
+/// What differs between a line of `entries.jsonl` (with its newline, if any) and the rendering
+/// of the signed entry, in words an auditor can act on.
+fn line_difference(index: u64, got: &str, want: &str) -> String {
+    use serde_json::Value;
+    if got.is_empty() {
+        return "the file ends before this entry's line".into();
+    }
+    let Ok(Value::Object(got_obj)) = serde_json::from_str::<Value>(got) else {
+        return "the line is not a JSON object".into();
+    };
+    let Ok(Value::Object(want_obj)) = serde_json::from_str::<Value>(want) else {
+        return "the signed entry has no rendering".into();
+    };
+    if let Some(other) = got_obj.get("index").and_then(Value::as_u64)
+        && other != index
+    {
+        return format!(
+            "it is the line of entry {other}: lines were dropped, inserted or reordered"
+        );
+    }
+    let short = |v: &Value| {
+        let s = v.to_string();
+        match s.char_indices().nth(80) {
+            Some((i, _)) => format!("{}…", &s[..i]),
+            None => s,
+        }
+    };
+    for (key, want_value) in &want_obj {
+        match got_obj.get(key) {
+            None => {
+                return format!(
+                    "it lacks \"{key}\" (the signed entry has {})",
+                    short(want_value)
+                );
+            }
+            Some(v) if v != want_value => {
+                return format!(
+                    "\"{key}\" reads {} but the signed entry has {}",
+                    short(v),
+                    short(want_value)
+                );
+            }
+            Some(_) => {}
+        }
+    }
+    if let Some(key) = got_obj.keys().find(|k| !want_obj.contains_key(*k)) {
+        return format!("it adds \"{key}\", which the signed entry does not have");
+    }
+    "its values match but its text does not (spacing, escapes, key order or the line end)".into()
 }

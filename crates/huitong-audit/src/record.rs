@@ -168,11 +168,19 @@ pub fn to_json(index: u64, leaf_hash: &[u8], r: &ExchangeRecord) -> serde_json::
     })
 }
 
-/// The CSV header matching [`to_csv_row`].
-pub const CSV_HEADER: &str = "index,time,request_id,consumer,provider,resource,purpose,fields,outcome,status_code,cache_hit,latency_micros,record_count,grant_id";
+/// The CSV header matching [`to_csv_row`]. Columns are only ever added at the end, so that a
+/// spreadsheet or script reading columns by position keeps working; lists (`fields`,
+/// `fields_asked`, `masked_fields`) are space-separated; `official` is the whole HMAC in hex.
+pub const CSV_HEADER: &str = "index,time,request_id,consumer,provider,resource,purpose,fields,outcome,status_code,cache_hit,latency_micros,record_count,grant_id,\
+kind,refusal,reason,official,case_ref,fields_asked,masked_fields,subject_count,actor,access_request,detail";
 
-/// One entry as a CSV row (RFC 4180 quoting).
+/// One entry as a CSV row (RFC 4180 quoting), its time in UTC.
 pub fn to_csv_row(index: u64, r: &ExchangeRecord) -> String {
+    to_csv_row_at(index, r, &format_micros(r.time_micros))
+}
+
+/// One entry as a CSV row with its time already written (in the reader's zone).
+pub fn to_csv_row_at(index: u64, r: &ExchangeRecord, time: &str) -> String {
     let q = |s: &str| {
         if s.contains([',', '"', '\n', '\r']) {
             format!("\"{}\"", s.replace('"', "\"\""))
@@ -181,8 +189,8 @@ pub fn to_csv_row(index: u64, r: &ExchangeRecord) -> String {
         }
     };
     format!(
-        "{index},{},{},{},{},{},{},{},{},{},{},{},{},{}",
-        format_micros(r.time_micros),
+        "{index},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
+        q(time),
         q(&r.request_id),
         q(&r.consumer),
         q(&r.provider),
@@ -195,6 +203,17 @@ pub fn to_csv_row(index: u64, r: &ExchangeRecord) -> String {
         r.latency_micros,
         r.record_count,
         q(&r.grant_id),
+        q(&r.kind),
+        q(&r.refusal),
+        q(&r.reason),
+        hex(&r.official),
+        q(&r.case_ref),
+        q(&r.fields_asked.join(" ")),
+        q(&r.masked_fields.join(" ")),
+        r.subjects.len(),
+        q(&r.actor),
+        q(&r.access_request),
+        q(&r.detail),
     )
 }
 
@@ -218,6 +237,31 @@ mod tests {
             ..Default::default()
         };
         assert!(to_csv_row(3, &r).contains("\"a, \"\"b\"\"\""));
+    }
+
+    #[test]
+    fn every_csv_row_has_a_value_for_every_header_column() {
+        let r = ExchangeRecord {
+            kind: kind::QUERY.into(),
+            outcome: outcome::REFUSED.into(),
+            refusal: "no grant for this purpose".into(),
+            fields_asked: vec!["name".into(), "bank_account".into()],
+            subjects: vec![vec![1; 32], vec![2; 32]],
+            official: vec![0xab; 32],
+            case_ref: "HY-1".into(),
+            ..Default::default()
+        };
+        let row = to_csv_row(7, &r);
+        let header: Vec<&str> = CSV_HEADER.split(',').collect();
+        let cells: Vec<&str> = row.split(',').collect();
+        assert_eq!(header.len(), cells.len(), "{row}");
+        let cell = |name: &str| cells[header.iter().position(|h| *h == name).unwrap()];
+        assert_eq!(cell("kind"), "query");
+        assert_eq!(cell("refusal"), "no grant for this purpose");
+        assert_eq!(cell("fields_asked"), "name bank_account");
+        assert_eq!(cell("subject_count"), "2");
+        assert_eq!(cell("official"), "ab".repeat(32));
+        assert_eq!(cell("case_ref"), "HY-1");
     }
 
     #[test]

@@ -12,6 +12,7 @@ use huitong_proto::value::format_timestamp;
 use serde_json::json;
 
 use crate::identity::IdentityArgs;
+use crate::out::outln;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -83,10 +84,11 @@ enum Command {
         /// Include expired and revoked grants.
         #[arg(long)]
         all: bool,
-        /// Only grants in force at this time (YYYY-MM-DD or RFC 3339 with any offset),
-        /// expired and revoked ones included: "which grants existed on that date".
-        #[arg(long, value_parser = crate::audit::time_micros)]
-        at: Option<i64>,
+        /// Only grants in force at this time, expired and revoked ones included: "which grants
+        /// existed on that date". A date (midnight in HUITONG_DISPLAY_ZONE, default UTC) or an
+        /// RFC 3339 time with any offset.
+        #[arg(long, value_parser = crate::zone::TimeArg::parse)]
+        at: Option<crate::zone::TimeArg>,
         /// Only grants held by this consumer department.
         #[arg(long)]
         consumer: Option<String>,
@@ -170,25 +172,33 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             at,
             consumer,
             resource,
-        } => serde_json::Value::Array(
-            admin
-                .grants(huitong_proto::v1::ListGrantsRequest {
-                    include_inactive: all,
-                    consumer: consumer.unwrap_or_default(),
-                    resource: resource.unwrap_or_default(),
-                    in_force_at: at.map(|us| huitong_proto::Timestamp {
-                        seconds: us.div_euclid(1_000_000),
-                        nanos: (us.rem_euclid(1_000_000) * 1000) as i32,
-                    }),
-                })
-                .await?
-                .iter()
-                .map(grant_json)
-                .collect(),
-        ),
+        } => {
+            let zone = crate::zone::Zone::parse(
+                &std::env::var("HUITONG_DISPLAY_ZONE").unwrap_or_default(),
+            )
+            .map_err(anyhow::Error::msg)
+            .context("HUITONG_DISPLAY_ZONE")?;
+            let at = at.map(|t| t.micros(&zone)).transpose().context("--at")?;
+            serde_json::Value::Array(
+                admin
+                    .grants(huitong_proto::v1::ListGrantsRequest {
+                        include_inactive: all,
+                        consumer: consumer.unwrap_or_default(),
+                        resource: resource.unwrap_or_default(),
+                        in_force_at: at.map(|us| huitong_proto::Timestamp {
+                            seconds: us.div_euclid(1_000_000),
+                            nanos: (us.rem_euclid(1_000_000) * 1000) as i32,
+                        }),
+                    })
+                    .await?
+                    .iter()
+                    .map(grant_json)
+                    .collect(),
+            )
+        }
         Command::Revoke { id, reason } => grant_json(&admin.revoke(&id, &reason).await?),
     };
-    println!("{}", serde_json::to_string_pretty(&out)?);
+    outln!("{}", serde_json::to_string_pretty(&out)?)?;
     Ok(ExitCode::SUCCESS)
 }
 

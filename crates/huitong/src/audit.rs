@@ -1,7 +1,7 @@
 //! `huitong audit`: read, filter and verify the exchange log.
 //!
 //! `verify` works offline on an exported bundle or a data directory; every other subcommand
-//! asks a broker.
+//! asks a broker. Times are shown in the display zone (`--zone`, `HUITONG_DISPLAY_ZONE`).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -9,13 +9,24 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use huitong_audit::{bundle, merkle, note, record, store};
-use huitong_client::{Audit, ListEntriesRequest, LogEntry};
-use prost::Message;
+use huitong_client::{Audit, ListEntriesRequest, LogEntry, Receipt, ReceiptError};
 
 use crate::identity::IdentityArgs;
+use crate::out::{out, outln};
+use crate::zone::{TimeArg, Zone};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
+    /// The time zone times are shown in, and plain dates and times without an offset are read
+    /// in: an IANA name such as Asia/Shanghai (the tz database is built in).
+    #[arg(
+        long,
+        global = true,
+        env = "HUITONG_DISPLAY_ZONE",
+        value_parser = Zone::parse,
+        default_value = "UTC"
+    )]
+    zone: Zone,
     #[command(subcommand)]
     command: Command,
 }
@@ -46,7 +57,9 @@ enum Command {
         #[arg(long)]
         log_key: Option<String>,
     },
-    /// List entries, filtered (auditor certificate).
+    /// List entries, filtered (auditor certificate). A listing cut by --limit ends with how to
+    /// continue: a closing line (text), a last `{"truncated":true,...}` line (JSON), a note on
+    /// stderr (CSV).
     Entries {
         #[command(flatten)]
         conn: Conn,
@@ -55,9 +68,29 @@ enum Command {
         /// One JSON object per line.
         #[arg(long, conflicts_with = "csv")]
         json: bool,
-        /// CSV with a header row.
+        /// CSV with a header row (columns in docs/auditor-guide.md).
         #[arg(long)]
         csv: bool,
+    },
+    /// Check a receipt offline against the signed log: fetch the checkpoint and the inclusion
+    /// proof, verify the checkpoint with the log key and the proof against it (any certificate
+    /// of the exchange; a consumer checks its own answers).
+    Receipt {
+        #[command(flatten)]
+        conn: Conn,
+        /// The log's verifier key (`<name>+<id>+<key>`), obtained out of band.
+        #[arg(long)]
+        log_key: String,
+        /// What `huitong query` printed, saved to a file (`-` for stdin): every receipt in it
+        /// is checked.
+        #[arg(long, conflicts_with_all = ["index", "leaf_hash"], required_unless_present = "index")]
+        from: Option<PathBuf>,
+        /// The receipt's log index.
+        #[arg(long, requires = "leaf_hash")]
+        index: Option<u64>,
+        /// The receipt's leaf hash: 64 hex digits.
+        #[arg(long, requires = "index")]
+        leaf_hash: Option<String>,
     },
     /// Who accessed this person's records, when, for what purpose, which fields (auditor).
     Subject {
@@ -145,34 +178,41 @@ struct Filter {
     /// Only entries of this case reference.
     #[arg(long = "case")]
     case_ref: Option<String>,
-    /// From this time on: YYYY-MM-DD or RFC 3339.
-    #[arg(long, value_parser = time_micros)]
-    since: Option<i64>,
-    /// Before this time: YYYY-MM-DD or RFC 3339.
-    #[arg(long, value_parser = time_micros)]
-    until: Option<i64>,
-    /// At most this many entries.
-    #[arg(long, default_value_t = 1000)]
+    /// From this time on: a date (midnight in the display zone) or an RFC 3339 time with any
+    /// offset, e.g. 2026-12-02T00:00:00+08:00.
+    #[arg(long, value_parser = TimeArg::parse)]
+    since: Option<TimeArg>,
+    /// Before this time, in the same forms as --since.
+    #[arg(long, value_parser = TimeArg::parse)]
+    until: Option<TimeArg>,
+    /// At most this many entries; a cut listing says where to continue (--start).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
     limit: u32,
 }
 
-/// A time as given on the command line, in Unix microseconds.
-pub(crate) fn time_micros(s: &str) -> Result<i64, String> {
-    let full = if s.len() == 10 {
-        format!("{s}T00:00:00Z")
-    } else {
-        s.to_owned()
-    };
-    humantime::parse_rfc3339_weak(&full)
-        .map(record::micros)
-        .map_err(|_| format!("{s:?} is not a date (YYYY-MM-DD) or an RFC 3339 time"))
+/// A listing that stopped at `--limit` while more entries match.
+#[derive(Debug, Clone, Copy)]
+struct Cut {
+    limit: u32,
+    /// The `--start` that continues the listing.
+    next_start: u64,
+}
+
+impl Cut {
+    fn sentence(&self) -> String {
+        format!(
+            "stopped at --limit {}: more entries match; continue with --start {} and the same filters",
+            self.limit, self.next_start
+        )
+    }
 }
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let zone = args.zone;
     match args.command {
         Command::Checkpoint { conn, log_key } => {
             let cp = conn.audit().await?.checkpoint().await?;
-            print!("{}", cp.note);
+            out!("{}", cp.note)?;
             if let Some(key) = log_key {
                 let body = verifier(&key)?
                     .verify(&cp.note)
@@ -195,30 +235,23 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             json,
             csv,
         } => {
-            let entries = all_entries(&mut conn.audit().await?, &filter).await?;
-            if csv {
-                println!("{}", record::CSV_HEADER);
-            }
-            for e in &entries {
-                let r = e.record.clone().unwrap_or_default();
-                if json {
-                    println!("{}", record::to_json(e.index, &e.leaf_hash, &r));
-                } else if csv {
-                    println!("{}", record::to_csv_row(e.index, &r));
-                } else {
-                    println!(
-                        "{:>7}  {}  {:<10} {:<20} → {:<45} {:<9} {}",
-                        e.index,
-                        &record::format_micros(r.time_micros)[..19],
-                        r.outcome,
-                        r.consumer,
-                        r.resource,
-                        r.fields.join(","),
-                        r.purpose
-                    );
-                }
-            }
+            let (entries, cut) = all_entries(&mut conn.audit().await?, &filter, &zone).await?;
+            let format = if json {
+                Format::Json
+            } else if csv {
+                Format::Csv
+            } else {
+                Format::Text
+            };
+            print_entries(&entries, format, &zone, cut)?;
         }
+        Command::Receipt {
+            conn,
+            log_key,
+            from,
+            index,
+            leaf_hash,
+        } => return receipt(conn, &log_key, from.as_deref(), index, leaf_hash.as_deref()).await,
         Command::Subject {
             conn,
             id,
@@ -233,15 +266,14 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             };
             if json {
                 for e in &report.entries {
-                    let r = e.record.clone().unwrap_or_default();
-                    println!("{}", record::to_json(e.index, &e.leaf_hash, &r));
+                    outln!("{}", entry_json(e, &zone))?;
                 }
             } else {
-                println!(
+                outln!(
                     "{} recorded accesses to this person's records in {}:",
                     report.entries.len(),
                     report.resources.join(", ")
-                );
+                )?;
                 for e in &report.entries {
                     let r = e.record.clone().unwrap_or_default();
                     let how = if r.kind == record::kind::DELIVERY {
@@ -251,38 +283,32 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                     } else {
                         "lookup"
                     };
-                    println!(
-                        "  {}  {:<20} {:<8} {:<9} {}  purpose: {}  official: {}  case: {}  fields: {}  (entry {})",
-                        &record::format_micros(r.time_micros)[..19],
+                    let mut line = format!(
+                        "  {}  {:<20} {:<8} {:<9} {}  purpose: {}  official: {}  case: {}  fields: {}",
+                        zone.seconds(r.time_micros),
                         r.consumer,
                         how,
                         r.outcome,
                         r.resource,
                         r.purpose,
-                        if r.official.is_empty() {
-                            "-".to_owned()
-                        } else {
-                            merkle::hex(&r.official[..6])
-                        },
-                        if r.case_ref.is_empty() {
-                            "-"
-                        } else {
-                            &r.case_ref
-                        },
-                        if r.fields.is_empty() {
-                            "-".to_owned()
-                        } else {
-                            r.fields.join(", ")
-                        },
-                        e.index
+                        official_short(&r.official),
+                        or_dash(&r.case_ref),
+                        list_or_dash(&r.fields, ", "),
                     );
+                    if !r.masked_fields.is_empty() {
+                        line.push_str(&format!("  masked: {}", r.masked_fields.join(", ")));
+                    }
+                    if !r.refusal.is_empty() {
+                        line.push_str(&format!("  reason: {}", r.refusal));
+                    }
+                    outln!("{line}  (entry {})", e.index)?;
                 }
             }
             if !report.unlinkable_periods.is_empty() {
-                println!(
+                outln!(
                     "Accesses in {} can no longer be linked to a person: their subject keys were destroyed under the retention policy.",
                     report.unlinkable_periods.join(", ")
-                );
+                )?;
             }
         }
         Command::Export {
@@ -317,19 +343,19 @@ fn verify(dir: &Path, log_key: Option<&str>) -> anyhow::Result<ExitCode> {
         };
         return Ok(match bundle::verify(dir, log_key) {
             Ok(v) => {
-                println!(
+                outln!(
                     "OK: {} entries verified against the checkpoint signed by {} (root {})",
                     v.entries,
                     key_name(log_key),
                     merkle::hex(&v.checkpoint.root)
-                );
+                )?;
                 if let Some(old) = v.extends {
-                    println!("OK: the log extends the earlier checkpoint of {old} entries");
+                    outln!("OK: the log extends the earlier checkpoint of {old} entries")?;
                 }
                 ExitCode::SUCCESS
             }
             Err(e) => {
-                println!("FAILED: {e}");
+                outln!("FAILED: {e}")?;
                 ExitCode::FAILURE
             }
         });
@@ -362,45 +388,45 @@ fn verify(dir: &Path, log_key: Option<&str>) -> anyhow::Result<ExitCode> {
                     anyhow::anyhow!("{} is not a usable signing key: {e}", path.display())
                 })?
                 .verifier_key();
-            println!(
+            outln!(
                 "using the key in {} ({key}); give --log-key with the key you obtained out of band to rule out a replaced key",
                 path.display()
-            );
+            )?;
             key
         }
     };
     Ok(match store::verify_dir(&log_dir, &key) {
         Ok(r) => {
             match r.checkpoint {
-                Some((size, root)) => println!(
+                Some((size, root)) => outln!(
                     "OK: {} entries in {}; the first {size} match the checkpoint signed by {} (root {})",
                     r.entries,
                     log_dir.display(),
                     key_name(&key),
                     merkle::hex(&root)
-                ),
-                None => println!(
+                )?,
+                None => outln!(
                     "OK: {} entries in {}, all whole and matching index.bin; no checkpoint was signed yet",
                     r.entries,
                     log_dir.display()
-                ),
+                )?,
             }
             if r.torn_tail_bytes > 0 {
-                println!(
+                outln!(
                     "note: {} bytes after the last whole entry are a torn write (no index record or checkpoint covers them); the broker cuts them on start-up",
                     r.torn_tail_bytes
-                );
+                )?;
             }
             if r.unindexed > 0 {
-                println!(
+                outln!(
                     "note: {} entries have no index.bin record yet (a crash before it was written); the broker recomputes them on start-up",
                     r.unindexed
-                );
+                )?;
             }
             ExitCode::SUCCESS
         }
         Err(e) => {
-            println!("FAILED: {e}");
+            outln!("FAILED: {e}")?;
             ExitCode::FAILURE
         }
     })
@@ -415,8 +441,24 @@ fn hash(b: &[u8]) -> anyhow::Result<merkle::Hash> {
         .context("the broker sent a hash that is not 32 bytes")
 }
 
-/// Pages through ListEntries until the filter's limit or the end.
-async fn all_entries(audit: &mut Audit, f: &Filter) -> anyhow::Result<Vec<LogEntry>> {
+/// Pages through ListEntries until the filter's limit or the end; says whether the limit cut
+/// the listing short. The broker looks one entry past each page's limit, so a `next_start` when
+/// the limit is reached means that more entries match, not merely that more were scanned.
+async fn all_entries(
+    audit: &mut Audit,
+    f: &Filter,
+    zone: &Zone,
+) -> anyhow::Result<(Vec<LogEntry>, Option<Cut>)> {
+    let since = f
+        .since
+        .map(|t| t.micros(zone))
+        .transpose()
+        .context("--since")?;
+    let until = f
+        .until
+        .map(|t| t.micros(zone))
+        .transpose()
+        .context("--until")?;
     let mut out = Vec::new();
     let mut start = f.start;
     loop {
@@ -431,18 +473,251 @@ async fn all_entries(audit: &mut Audit, f: &Filter) -> anyhow::Result<Vec<LogEnt
                 kind: f.kind.clone().unwrap_or_default(),
                 official: f.official.clone().unwrap_or_default(),
                 case_ref: f.case_ref.clone().unwrap_or_default(),
-                since_micros: f.since.unwrap_or(0),
-                until_micros: f.until.unwrap_or(0),
+                since_micros: since.unwrap_or(0),
+                until_micros: until.unwrap_or(0),
                 limit: f.limit.saturating_sub(out.len() as u32),
             })
             .await?;
         out.extend(resp.entries);
-        if resp.next_start == 0 || out.len() as u32 >= f.limit {
-            break;
+        if resp.next_start == 0 {
+            return Ok((out, None));
+        }
+        if out.len() as u32 >= f.limit {
+            let cut = Cut {
+                limit: f.limit,
+                next_start: resp.next_start,
+            };
+            return Ok((out, Some(cut)));
         }
         start = resp.next_start;
     }
-    Ok(out)
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Format {
+    Text,
+    Json,
+    Csv,
+}
+
+/// Prints a listing of entries and, if `--limit` cut it, how to continue: a closing line in
+/// text; a last JSON line without an `index` (so it cannot pass for an entry); on stderr for
+/// CSV, since a comment line is not CSV and spreadsheets and CSV libraries would read it as a
+/// row.
+fn print_entries(
+    entries: &[LogEntry],
+    format: Format,
+    zone: &Zone,
+    cut: Option<Cut>,
+) -> anyhow::Result<()> {
+    if let Format::Csv = format {
+        outln!("{}", record::CSV_HEADER)?;
+    }
+    for e in entries {
+        match format {
+            Format::Json => outln!("{}", entry_json(e, zone))?,
+            Format::Csv => {
+                let r = e.record.clone().unwrap_or_default();
+                outln!(
+                    "{}",
+                    record::to_csv_row_at(e.index, &r, &zone.micros(r.time_micros))
+                )?;
+            }
+            Format::Text => outln!("{}", entry_text(e, zone))?,
+        }
+    }
+    if let Some(cut) = cut {
+        match format {
+            Format::Text => outln!("-- {}", cut.sentence())?,
+            Format::Json => outln!(
+                "{}",
+                serde_json::json!({
+                    "truncated": true,
+                    "limit": cut.limit,
+                    "next_start": cut.next_start,
+                    "note": cut.sentence(),
+                })
+            )?,
+            Format::Csv => eprintln!("note: {}", cut.sentence()),
+        }
+    }
+    Ok(())
+}
+
+/// One entry as JSON ([`record::to_json`]), its time in the display zone.
+fn entry_json(e: &LogEntry, zone: &Zone) -> serde_json::Value {
+    let r = e.record.clone().unwrap_or_default();
+    let mut v = record::to_json(e.index, &e.leaf_hash, &r);
+    v["time"] = zone.micros(r.time_micros).into();
+    v
+}
+
+/// One entry as a line of text: index, time, kind, outcome, who and what, then labelled parts.
+fn entry_text(e: &LogEntry, zone: &Zone) -> String {
+    let r = e.record.clone().unwrap_or_default();
+    let who = [&r.consumer, &r.actor]
+        .into_iter()
+        .find(|s| !s.is_empty())
+        .map_or("-", |s| s.as_str());
+    let mut line = format!(
+        "{:>7}  {}  {:<19} {:<10} {who} → {}",
+        e.index,
+        zone.seconds(r.time_micros),
+        or_dash(&r.kind),
+        or_dash(&r.outcome),
+        or_dash(&r.resource),
+    );
+    let mut part = |label: &str, value: &str| {
+        if !value.is_empty() {
+            line.push_str(&format!("  {label}: {value}"));
+        }
+    };
+    if record::kind::is_exchange(&r.kind) || r.kind.is_empty() {
+        part("fields", &list_or_dash(&r.fields, ","));
+        part("asked", &list_or_dash(&r.fields_asked, ","));
+        part("masked", &list_or_dash(&r.masked_fields, ","));
+        part("purpose", or_dash(&r.purpose));
+        part("official", &official_short(&r.official));
+        part("case", or_dash(&r.case_ref));
+        part("subjects", &r.subjects.len().to_string());
+        part("grant", &r.grant_id);
+        part("reason", &r.refusal);
+    } else {
+        if r.actor != who {
+            part("actor", &r.actor);
+        }
+        part("request", &r.access_request);
+        part("grant", &r.grant_id);
+        part("fields", &r.fields.join(","));
+        part("purpose", &r.purpose);
+        part("reason", &r.reason);
+        part("refusal", &r.refusal);
+        part("detail", &r.detail);
+        part("digest", &short_hex(&r.digest));
+    }
+    line
+}
+
+/// The first 6 bytes of an official's HMAC: enough to tell officials apart in a listing; the
+/// whole one is in JSON and CSV.
+fn official_short(hmac: &[u8]) -> String {
+    if hmac.is_empty() {
+        "-".to_owned()
+    } else {
+        short_hex(hmac)
+    }
+}
+
+fn short_hex(b: &[u8]) -> String {
+    merkle::hex(b.get(..6).unwrap_or(b))
+}
+
+fn or_dash(s: &str) -> &str {
+    if s.is_empty() { "-" } else { s }
+}
+
+fn list_or_dash(v: &[String], sep: &str) -> String {
+    if v.is_empty() {
+        "-".to_owned()
+    } else {
+        v.join(sep)
+    }
+}
+
+/// `huitong audit receipt`: every receipt given is confirmed against a checkpoint verified
+/// with the log key, by the SDK's [`Audit::confirm`] (the one inclusion check, in
+/// `huitong_audit::merkle`).
+async fn receipt(
+    conn: Conn,
+    log_key: &str,
+    from: Option<&Path>,
+    index: Option<u64>,
+    leaf_hash: Option<&str>,
+) -> anyhow::Result<ExitCode> {
+    // A bad key is the caller's mistake, not a failed receipt.
+    verifier(log_key)?;
+    let receipts = match (from, index, leaf_hash) {
+        (Some(path), _, _) => receipts_from(path)?,
+        (None, Some(index), Some(hex)) => vec![Receipt {
+            index,
+            leaf_hash: unhex(hex).context("--leaf-hash")?,
+        }],
+        _ => bail!("give --from FILE, or --index and --leaf-hash"),
+    };
+    let mut audit = conn.audit().await?;
+    let mut failed = 0;
+    for r in &receipts {
+        match audit.confirm(r, log_key).await {
+            Ok(size) => outln!(
+                "OK: entry {} (leaf {}) is in the log of {size} entries signed by {}",
+                r.index,
+                merkle::hex(&r.leaf_hash),
+                key_name(log_key)
+            )?,
+            Err(ReceiptError::Key(e)) => bail!("--log-key: {e}"),
+            Err(e) => {
+                failed += 1;
+                outln!("FAILED: entry {}: {e}", r.index)?;
+            }
+        }
+    }
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// The receipts in what `huitong query` printed (its `receipts` list).
+fn receipts_from(path: &Path) -> anyhow::Result<Vec<Receipt>> {
+    let text = if path == Path::new("-") {
+        std::io::read_to_string(std::io::stdin()).context("reading stdin")?
+    } else {
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?
+    };
+    let what = || format!("{}", path.display());
+    let json: serde_json::Value = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not JSON; give what `huitong query` printed", what()))?;
+    let list = json["receipts"].as_array().with_context(|| {
+        format!(
+            "{} has no \"receipts\" list; give what `huitong query` printed, or --index and --leaf-hash",
+            what()
+        )
+    })?;
+    if list.is_empty() {
+        bail!("{} holds no receipts", what());
+    }
+    list.iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let index = r["index"]
+                .as_u64()
+                .with_context(|| format!("{}: receipts[{i}] has no \"index\" number", what()))?;
+            let hex = r["leaf_hash"]
+                .as_str()
+                .with_context(|| format!("{}: receipts[{i}] has no \"leaf_hash\" text", what()))?;
+            let leaf_hash = unhex(hex).with_context(|| format!("{}: receipts[{i}]", what()))?;
+            Ok(Receipt { index, leaf_hash })
+        })
+        .collect()
+}
+
+/// A leaf hash in hex: exactly 32 bytes.
+fn unhex(s: &str) -> anyhow::Result<Vec<u8>> {
+    let s = s.trim();
+    if s.len() != 64 {
+        bail!(
+            "{s:?} is not a leaf hash: give its 64 hex digits ({} given)",
+            s.len()
+        );
+    }
+    (0..32)
+        .map(|i| {
+            s.get(2 * i..2 * i + 2)
+                .and_then(|b| u8::from_str_radix(b, 16).ok())
+                .with_context(|| format!("{s:?} is not a leaf hash: only hex digits 0-9 and a-f"))
+        })
+        .collect()
 }
 
 async fn export(
@@ -500,23 +775,13 @@ async fn export(
             })
         }
     };
-    bundle::write(
-        out,
-        &cp.note,
-        &entries,
-        &hashes,
-        consistency.as_ref(),
-        |i, data| {
-            let r = huitong_proto::v1::ExchangeRecord::decode(data).unwrap_or_default();
-            record::to_json(i, &hashes[i as usize], &r).to_string()
-        },
-    )?;
-    println!(
+    bundle::write(out, &cp.note, &entries, &hashes, consistency.as_ref())?;
+    outln!(
         "exported {size} entries and the checkpoint to {}; verify with: huitong audit verify {} --log-key '{}'",
         out.display(),
         out.display(),
         cp.verifier_key
-    );
+    )?;
     Ok(())
 }
 
@@ -543,16 +808,17 @@ async fn watch(
         let body = match verifier.verify(&cp.note) {
             Ok(b) => b,
             Err(e) => {
-                println!("ALARM: the broker's checkpoint does not verify with the log key: {e}");
+                outln!("ALARM: the broker's checkpoint does not verify with the log key: {e}")?;
                 return Ok(ExitCode::FAILURE);
             }
         };
         if let Some(old) = &last {
             if body.size < old.size {
-                println!(
+                outln!(
                     "ALARM: the log shrank from {} to {} entries",
-                    old.size, body.size
-                );
+                    old.size,
+                    body.size
+                )?;
                 return Ok(ExitCode::FAILURE);
             }
             let proof = audit.consistency_proof(old.size, body.size).await?;
@@ -564,15 +830,16 @@ async fn watch(
             if let Err(e) =
                 merkle::verify_consistency(old.size, body.size, &old.root, &body.root, &hashes)
             {
-                println!(
+                outln!(
                     "ALARM: the checkpoint of {} entries does not extend the one of {}: {e}",
-                    body.size, old.size
-                );
+                    body.size,
+                    old.size
+                )?;
                 return Ok(ExitCode::FAILURE);
             }
-            println!("ok: {} entries, consistent with {}", body.size, old.size);
+            outln!("ok: {} entries, consistent with {}", body.size, old.size)?;
         } else {
-            println!("ok: {} entries (first checkpoint seen)", body.size);
+            outln!("ok: {} entries (first checkpoint seen)", body.size)?;
         }
         if let Some(p) = &state {
             std::fs::write(p, &cp.note).with_context(|| format!("writing {}", p.display()))?;

@@ -4,6 +4,7 @@
 use std::path::Path;
 use std::process::ExitCode;
 
+use crate::out::outln;
 use anyhow::Context;
 
 pub fn check(file: &Path) -> anyhow::Result<ExitCode> {
@@ -17,18 +18,18 @@ pub fn check(file: &Path) -> anyhow::Result<ExitCode> {
         // Secrets, CA files and data files are read; databases and APIs are not contacted.
         huitong_sources::check(&config)
             .with_context(|| format!("{}: loading its sources", file.display()))?;
-        println!(
+        outln!(
             "{}: adapter config for {} is valid",
             file.display(),
             config.dept()
-        );
+        )?;
     } else {
         let config = huitong_broker::BrokerConfig::load(file)?;
-        println!(
+        outln!(
             "{}: broker config with {} adapters is valid",
             file.display(),
             config.adapters.len()
-        );
+        )?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -50,7 +50,13 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let status = tokio::time::timeout(args.timeout, check)
         .await
         .map_err(|_| anyhow::anyhow!("{} did not answer within {:?}", args.addr, args.timeout))??;
-    println!("{}", status.as_str_name());
+    // The exit code carries the answer, so a reader that went away (`| head -c0`) changes
+    // nothing; any other write error is reported.
+    if let Err(e) = crate::out::outln!("{}", status.as_str_name())
+        && !crate::out::is_closed(&e)
+    {
+        return Err(e);
+    }
     Ok(
         if status == tonic_health::pb::health_check_response::ServingStatus::Serving {
             ExitCode::SUCCESS

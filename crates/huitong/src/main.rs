@@ -18,9 +18,11 @@ mod conformance;
 mod demo;
 mod health;
 mod identity;
+mod out;
 mod pki;
 mod query;
 mod serve;
+mod zone;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -139,6 +141,8 @@ fn main() -> ExitCode {
     }
     match result {
         Ok(code) => code,
+        // The reader (e.g. `head`) has what it wanted; nothing failed.
+        Err(e) if out::is_closed(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE

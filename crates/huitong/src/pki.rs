@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use crate::out::outln;
 use anyhow::Context;
 use huitong_core::DeptId;
 use huitong_tls::{Role, pki};
@@ -68,10 +69,10 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
                 .map(|b| DeptId::new(b).with_context(|| format!("--broker {b:?}")))
                 .collect::<anyhow::Result<Vec<_>>>()?;
             pki::init_with_brokers(&dir, &trust_domain, &brokers)?;
-            println!(
+            outln!(
                 "created the exchange CA for {trust_domain} in {}",
                 dir.display()
-            );
+            )?;
         }
         Command::Issue {
             dir,
@@ -96,16 +97,16 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
                     replace: force,
                 },
             )?;
-            println!(
+            outln!(
                 "issued {} : {} (key {})",
                 issued.id,
                 issued.cert.display(),
                 issued.key.display()
-            );
+            )?;
         }
         Command::Revoke { dir, cert, reason } => {
             pki::revoke(&dir, &cert, &reason)?;
-            println!("revoked {}; crl.pem rewritten", cert.display());
+            outln!("revoked {}; crl.pem rewritten", cert.display())?;
         }
     }
     Ok(ExitCode::SUCCESS)

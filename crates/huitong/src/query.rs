@@ -12,6 +12,7 @@ use huitong_proto::value::format_timestamp;
 use serde_json::{Map, json};
 
 use crate::identity::IdentityArgs;
+use crate::out::outln;
 
 pub const DEFAULT_BROKER: &str = "https://127.0.0.1:7400";
 
@@ -130,7 +131,7 @@ pub async fn run_query(args: QueryArgs) -> anyhow::Result<ExitCode> {
         }
     }
     let out = answer_json(&pages);
-    println!("{}", serde_json::to_string_pretty(&out)?);
+    outln!("{}", serde_json::to_string_pretty(&out)?)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -168,6 +169,12 @@ pub fn answer_json(pages: &[QueryResponse]) -> serde_json::Value {
         "provenance": provenance,
         "records": records,
         "next_page_token": last.map(|p| p.next_page_token.as_str()).unwrap_or_default(),
+        // One per page: what `huitong audit receipt --from` checks against the signed log.
+        "receipts": pages
+            .iter()
+            .filter_map(|p| p.receipt.as_ref())
+            .map(|r| json!({"index": r.index, "leaf_hash": huitong_audit::merkle::hex(&r.leaf_hash)}))
+            .collect::<Vec<_>>(),
     })
 }
 
@@ -191,21 +198,23 @@ pub async fn run_catalogue(args: CatalogueArgs) -> anyhow::Result<ExitCode> {
                 })
             })
             .collect();
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        outln!("{}", serde_json::to_string_pretty(&out)?)?;
     } else {
-        println!(
+        outln!(
             "{:<45} {:<12} {:<10} TITLE",
-            "RESOURCE", "SHARING", "REACHABLE"
-        );
+            "RESOURCE",
+            "SHARING",
+            "REACHABLE"
+        )?;
         for e in &entries {
             let d = e.description.clone().unwrap_or_default();
-            println!(
+            outln!(
                 "{:<45} {:<12} {:<10} {}",
                 e.resource,
                 sharing_class_name(d.sharing_class),
                 if e.provider_reachable { "yes" } else { "no" },
                 d.title
-            );
+            )?;
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -466,7 +466,6 @@ fn main() {
             old_root: old.root,
             proof: cons_proof,
         }),
-        |i, _| format!("{{\"index\":{i}}}"),
     )
     .unwrap();
     let b = |name: &str| std::fs::read(bundle_dir.join(name)).unwrap_or_default();

@@ -70,6 +70,10 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             data.eligible_couple().0.id_number,
             scenario::MARRIAGE_PURPOSE,
         );
+        println!(
+            "  export HUITONG_DISPLAY_ZONE={}   # audit times in the exchange's own zone",
+            scenario::DISPLAY_ZONE
+        );
         return Ok(ExitCode::SUCCESS);
     }
 
@@ -207,6 +211,11 @@ async fn run_exchange(
         println!(
             "  huitong admin --broker {broker_url} {} grants",
             who("public-security", "admin")
+        );
+        println!(
+            "  huitong audit entries --zone {} --broker {broker_url} {} --limit 5",
+            scenario::DISPLAY_ZONE,
+            who(catalogue::AUDITOR, "auditor")
         );
         println!("Press Ctrl-C to stop.");
         stop.await;

@@ -220,6 +220,9 @@ impl Walk {
 const REGISTER: &str = "public-security/household-register";
 /// The purpose the exchange's policy grants civil affairs the register for.
 pub const MARRIAGE_PURPOSE: &str = "婚姻登记 marriage registration";
+
+/// The zone the demo's auditor reads times in: the exchange's own, not the machine's.
+pub const DISPLAY_ZONE: &str = "Asia/Shanghai";
 const LICENCES: &str = "market-regulation/business-licences";
 const MARRIAGES: &str = "civil-affairs/marriage-registrations";
 
@@ -734,11 +737,14 @@ impl Walk {
             Ok(r) => r,
             Err(e) => return self.surprise(format!("subject report: {e}")),
         };
+        // The bundled tz database always has it; UTC would still say which zone it is.
+        let zone = crate::zone::Zone::parse(DISPLAY_ZONE).unwrap_or_default();
         for e in &report.entries {
             let r = e.record.clone().unwrap_or_default();
             println!(
-                "  entry {:>3}  {:<16} {:<9} purpose: {}  fields: {}",
+                "  entry {:>3}  {}  {:<16} {:<9} purpose: {}  fields: {}",
                 e.index,
+                zone.seconds(r.time_micros),
                 r.consumer,
                 r.outcome,
                 r.purpose,
