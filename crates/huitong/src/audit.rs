@@ -22,7 +22,7 @@ pub struct Args {
 
 /// Where the broker is and who we are.
 #[derive(Debug, clap::Args)]
-struct Conn {
+pub(crate) struct Conn {
     /// The broker's address.
     #[arg(long, env = "HUITONG_BROKER", default_value = crate::query::DEFAULT_BROKER)]
     broker: String,
@@ -31,7 +31,7 @@ struct Conn {
 }
 
 impl Conn {
-    async fn audit(&self) -> anyhow::Result<Audit> {
+    pub(crate) async fn audit(&self) -> anyhow::Result<Audit> {
         Ok(Audit::connect(&self.broker, &self.identity.files()).await?)
     }
 }
@@ -99,6 +99,8 @@ enum Command {
         #[arg(long)]
         log_key: Option<String>,
     },
+    #[command(flatten)]
+    Summaries(crate::audit_stats::Command),
     /// Poll checkpoints and check that each extends the last one seen; alarm if not.
     Watch {
         #[command(flatten)]
@@ -117,8 +119,8 @@ enum Command {
     },
 }
 
-#[derive(Debug, clap::Args)]
-struct Filter {
+#[derive(Debug, Default, clap::Args)]
+pub(crate) struct Filter {
     /// First index.
     #[arg(long, default_value_t = 0)]
     start: u64,
@@ -154,6 +156,26 @@ struct Filter {
     /// At most this many entries.
     #[arg(long, default_value_t = 1000)]
     limit: u32,
+}
+
+impl Filter {
+    /// Up to `limit` entries from index `start` on, in a time range, of one consumer or all.
+    pub(crate) fn period(
+        start: u64,
+        since: Option<i64>,
+        until: Option<i64>,
+        consumer: Option<String>,
+        limit: u32,
+    ) -> Filter {
+        Filter {
+            start,
+            since,
+            until,
+            consumer,
+            limit,
+            ..Filter::default()
+        }
+    }
 }
 
 /// A time as given on the command line, in Unix microseconds.
@@ -291,6 +313,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             previous,
         } => export(&mut conn.audit().await?, &out, previous.as_deref()).await?,
         Command::Verify { dir, log_key } => return verify(&dir, log_key.as_deref()),
+        Command::Summaries(c) => return crate::audit_stats::run(c).await,
         Command::Watch {
             conn,
             log_key,
@@ -416,7 +439,7 @@ fn hash(b: &[u8]) -> anyhow::Result<merkle::Hash> {
 }
 
 /// Pages through ListEntries until the filter's limit or the end.
-async fn all_entries(audit: &mut Audit, f: &Filter) -> anyhow::Result<Vec<LogEntry>> {
+pub(crate) async fn all_entries(audit: &mut Audit, f: &Filter) -> anyhow::Result<Vec<LogEntry>> {
     let mut out = Vec::new();
     let mut start = f.start;
     loop {
