@@ -10,7 +10,8 @@
 //!   queries the provider answered that found nobody. A high rate is what guessing keys looks
 //!   like.
 //! - Distinct subjects: the subject HMACs in `subject` and `subjects`, counted exactly with a
-//!   set of 32-byte hashes (about 60 bytes each, so 10^6 people cost some 60 MB). "Asked" is
+//!   set of 32-byte hashes (34 bytes a slot in the hash table, 40 to 80 bytes a person with its
+//!   spare capacity, so 10^6 people cost 40 to 80 MB). "Asked" is
 //!   every subject an entry names, whatever its outcome; "reached" only those of answered
 //!   entries, whose records were released. Past [`DEFAULT_SUBJECT_CAP`] distinct subjects in
 //!   one summary, new ones are no longer tracked and the counts read "at least". Subject keys
@@ -28,7 +29,7 @@ use serde_json::json;
 
 use crate::record::{format_micros, kind, outcome};
 
-/// Distinct subjects one summary tracks (about 300 MB); beyond, counts are lower bounds.
+/// Distinct subjects one summary tracks (200 to 400 MB); beyond, counts are lower bounds.
 pub const DEFAULT_SUBJECT_CAP: usize = 5_000_000;
 
 /// Outcome counts of a group of entries.
