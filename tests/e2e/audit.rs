@@ -1416,3 +1416,228 @@ async fn one_more_exchange(ex: &Exchange) {
         .await
         .unwrap();
 }
+
+/// The value of the metrics sample whose line contains all of `parts`.
+fn sample(metrics: &str, parts: &[&str]) -> Option<f64> {
+    metrics
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .find(|l| parts.iter().all(|p| l.contains(p)))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stats_count_who_exchanged_with_whom_and_alerts_flag_the_bulk_reader() {
+    let metrics_port = huitong_tests::free_port();
+    let ex = Exchange::start(&format!(
+        "metrics_listen = \"127.0.0.1:{metrics_port}\"\n\n[alerts]\nsubjects_per_hour = 5\nrefusals_per_hour = 1"
+    ));
+    // Civil affairs looks up eight people (one twice) and one ID number nobody holds.
+    let mut civil = ex.consumer("civil-affairs").await;
+    for i in 0..8 {
+        civil.query(marriage_check(&ex.person(i))).await.unwrap();
+    }
+    civil.query(marriage_check(&ex.person(0))).await.unwrap();
+    let err = civil
+        .query(marriage_check("110105190001010000"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(tonic::Code::NotFound));
+    // Market regulation looks up two, human resources is refused twice.
+    let mut market = ex.consumer("market-regulation").await;
+    for i in 0..2 {
+        market
+            .query(
+                Query::by_key(REGISTER, "id_number", ex.person(i).as_str())
+                    .fields(["status"])
+                    .purpose("营业执照登记 business licence registration"),
+            )
+            .await
+            .unwrap();
+    }
+    let mut hr = ex.consumer("human-resources").await;
+    for i in 0..2 {
+        assert!(hr.query(marriage_check(&ex.person(i))).await.is_err());
+    }
+
+    // Text: one aligned row per consumer × provider × resource × kind.
+    let (ok, text, err) = audit_cli(&ex, &["stats", "--since", "2000-01-01"]);
+    assert!(ok, "{err}");
+    let row = |consumer: &str| -> Vec<String> {
+        text.lines()
+            .map(|l| l.split_whitespace().map(str::to_owned).collect::<Vec<_>>())
+            .find(|w| w.len() == 10 && w[0] == consumer && w[2] == REGISTER)
+            .unwrap_or_else(|| panic!("no row for {consumer} in\n{text}"))
+    };
+    let counts = |w: Vec<String>| w[3..].join(" ");
+    // kind total answered not_found refused failed records
+    assert_eq!(counts(row("civil-affairs")), "query 10 9 1 0 0 9", "{text}");
+    assert_eq!(
+        counts(row("market-regulation")),
+        "query 2 2 0 0 0 2",
+        "{text}"
+    );
+    assert_eq!(
+        counts(row("human-resources")),
+        "query 2 0 0 2 0 0",
+        "{text}"
+    );
+    assert!(
+        text.contains("10.0 %"),
+        "civil affairs' not-found rate: {text}"
+    );
+    assert!(text.contains("PERMISSION_DENIED"), "{text}");
+
+    // JSON: the same numbers, with distinct people per consumer.
+    let (ok, json, err) = audit_cli(&ex, &["stats", "--json"]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let consumer = |name: &str| {
+        v["consumers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["consumer"] == name)
+            .unwrap_or_else(|| panic!("no {name} in {v}"))
+            .clone()
+    };
+    let civil = consumer("civil-affairs");
+    assert_eq!(civil["subjects_reached"], 8, "{civil}");
+    assert_eq!(
+        civil["subjects_asked"], 9,
+        "the unknown ID counts as asked: {civil}"
+    );
+    assert_eq!(civil["not_found"], 1);
+    assert_eq!(consumer("market-regulation")["subjects_reached"], 2);
+    let hr = consumer("human-resources");
+    assert_eq!(
+        (hr["refused"].clone(), hr["subjects_reached"].clone()),
+        (2.into(), 0.into())
+    );
+    let refusal = &v["refusals"][0];
+    assert_eq!(refusal["consumer"], "human-resources");
+    assert_eq!(refusal["count"], 2);
+    assert!(
+        refusal["reason"].as_str().unwrap().contains("no grant"),
+        "{refusal}"
+    );
+    let latency = &v["latency"][0];
+    assert_eq!(latency["count"], 12, "routed queries: {latency}");
+    assert!(latency["max_micros"].as_u64().unwrap() >= latency["p50_micros"].as_u64().unwrap());
+
+    // CSV, narrowed to one consumer; a period before the exchanges holds nothing.
+    let (ok, csv, err) = audit_cli(&ex, &["stats", "--csv", "--consumer", "civil-affairs"]);
+    assert!(ok, "{err}");
+    assert!(
+        csv.contains(&format!(
+            "exchanges,civil-affairs,public-security,{REGISTER},query,,,,not_found,1\n"
+        )),
+        "{csv}"
+    );
+    assert!(
+        csv.contains("consumers,civil-affairs,,,,,,,subjects_reached,8\n"),
+        "{csv}"
+    );
+    assert!(!csv.contains("market-regulation"), "{csv}");
+    let (ok, text, err) = audit_cli(&ex, &["stats", "--until", "2000-01-01"]);
+    assert!(ok, "{err}");
+    assert!(text.contains("No exchange entries"), "{text}");
+
+    // Alerts: civil affairs named nine people within the hour (threshold 5), human resources
+    // was refused twice (threshold 1); market regulation stayed under both.
+    let (ok, json, err) = audit_cli(
+        &ex,
+        &[
+            "alerts",
+            "--subjects-per-hour",
+            "5",
+            "--refusals-per-hour",
+            "1",
+            "--json",
+        ],
+    );
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let flagged: Vec<(String, String, u64)> = v["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a["consumer"].as_str().unwrap().to_owned(),
+                a["kind"].as_str().unwrap().to_owned(),
+                a["peak"]["value"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        flagged,
+        [
+            ("civil-affairs".into(), "subjects_per_hour".into(), 9),
+            ("human-resources".into(), "refusals_per_hour".into(), 2),
+        ]
+    );
+    let (ok, text, err) = audit_cli(&ex, &["alerts", "--subjects-per-hour", "5"]);
+    assert!(ok, "{err}");
+    let over: Vec<&str> = text
+        .lines()
+        .skip_while(|l| !l.starts_with("Consumers over a threshold"))
+        .take_while(|l| !l.is_empty())
+        .collect();
+    assert_eq!(over.len(), 3, "header line, table header, one row: {text}");
+    assert!(over[2].trim_start().starts_with("civil-affairs"), "{text}");
+    let (ok, csv, err) = audit_cli(&ex, &["alerts", "--subjects-per-hour", "10", "--csv"]);
+    assert!(ok, "{err}");
+    assert_eq!(csv.lines().count(), 1, "nobody named more than 10: {csv}");
+    let (ok, _, err) = audit_cli(&ex, &["alerts"]);
+    assert!(!ok && err.contains("--subjects-per-hour"), "{err}");
+
+    // The broker's metrics apply the same rule as the entries are recorded.
+    let m = huitong_tests::http_get(&format!("127.0.0.1:{metrics_port}"), "/metrics");
+    let alert = |consumer: &str, kind: &str| {
+        sample(
+            &m,
+            &[
+                "huitong_alert_active{",
+                &format!("consumer=\"{consumer}\""),
+                &format!("kind=\"{kind}\""),
+            ],
+        )
+    };
+    assert_eq!(
+        alert("civil-affairs", "subjects_per_hour"),
+        Some(1.0),
+        "{m}"
+    );
+    assert_eq!(
+        alert("market-regulation", "subjects_per_hour"),
+        Some(0.0),
+        "{m}"
+    );
+    assert_eq!(
+        alert("human-resources", "refusals_per_hour"),
+        Some(1.0),
+        "{m}"
+    );
+    assert_eq!(
+        alert("civil-affairs", "refusals_per_hour"),
+        Some(0.0),
+        "{m}"
+    );
+    assert_eq!(
+        sample(
+            &m,
+            &[
+                "huitong_consumer_subjects_last_hour{",
+                "consumer=\"civil-affairs\""
+            ]
+        ),
+        Some(9.0),
+        "{m}"
+    );
+    assert!(
+        !m.lines().any(|l| l.contains(&ex.person(0))),
+        "no subject id in the metrics"
+    );
+}

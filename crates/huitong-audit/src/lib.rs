@@ -2,6 +2,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod alerts;
 pub mod bundle;
 pub mod error;
 pub mod index;
@@ -10,6 +11,7 @@ pub mod merkle;
 pub mod note;
 pub mod record;
 pub mod seal;
+pub mod stats;
 pub mod store;
 pub mod subject;
 

@@ -15,6 +15,8 @@ pub mod kind {
     pub const QUERY: &str = "query";
     /// A change event delivered on a subscription.
     pub const DELIVERY: &str = "delivery";
+    /// A consumer opened (or was refused) a subscription.
+    pub const SUBSCRIBE: &str = "subscribe";
     /// A consumer department filed an access request.
     pub const REQUEST_FILED: &str = "request_filed";
     /// The provider approved an access request (the grant it created has its own entry).
@@ -37,9 +39,10 @@ pub mod kind {
     pub const DEPARTMENT_REMOVED: &str = "department_removed";
 
     /// Every kind, exchanges first.
-    pub const ALL: [&str; 12] = [
+    pub const ALL: [&str; 13] = [
         QUERY,
         DELIVERY,
+        SUBSCRIBE,
         REQUEST_FILED,
         REQUEST_APPROVED,
         REQUEST_DENIED,
@@ -54,7 +57,7 @@ pub mod kind {
 
     /// Whether entries of this kind are exchanges of data (as opposed to governance acts).
     pub fn is_exchange(kind: &str) -> bool {
-        kind == QUERY || kind == DELIVERY
+        kind == QUERY || kind == DELIVERY || kind == SUBSCRIBE
     }
 }
 

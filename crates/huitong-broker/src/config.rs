@@ -26,6 +26,21 @@ pub struct RawBrokerConfig {
     pub tls: Option<RawTls>,
     #[serde(default)]
     pub adapters: Vec<RawAdapter>,
+    /// Thresholds of the bulk-lookup alert metrics; none when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alerts: Option<RawAlerts>,
+}
+
+/// `[alerts]`: per consumer and sliding hour, see `huitong_audit::alerts`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAlerts {
+    /// More distinct people named by one consumer's queries in an hour raise an alert.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subjects_per_hour: Option<u64>,
+    /// More refused queries of one consumer in an hour raise an alert.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refusals_per_hour: Option<u64>,
 }
 
 /// Certificate files, relative to the config file's directory.
@@ -178,6 +193,8 @@ pub struct BrokerConfig {
     pub event_keys_dir: PathBuf,
     pub tls: huitong_tls::TlsFiles,
     pub adapters: Vec<AdapterEndpoint>,
+    /// The bulk-lookup alert thresholds; `None` exports no alert metrics.
+    pub alerts: Option<huitong_audit::alerts::Thresholds>,
 }
 
 /// Where a department's adapter listens.
@@ -321,6 +338,7 @@ impl BrokerConfig {
                 endpoint: a.endpoint.clone(),
             });
         }
+        let alerts = alert_thresholds(raw.alerts.as_ref())?;
         if adapters.is_empty() {
             return Err((
                 "adapters".into(),
@@ -369,8 +387,41 @@ impl BrokerConfig {
             },
             tls,
             adapters,
+            alerts,
         })
     }
+}
+
+/// `[alerts]` checked: each threshold at least 1, and at least one of them.
+fn alert_thresholds(
+    raw: Option<&RawAlerts>,
+) -> Result<Option<huitong_audit::alerts::Thresholds>, (String, String)> {
+    let Some(raw) = raw else {
+        return Ok(None);
+    };
+    for (k, v) in [
+        ("subjects_per_hour", raw.subjects_per_hour),
+        ("refusals_per_hour", raw.refusals_per_hour),
+    ] {
+        if v == Some(0) {
+            return Err((
+                format!("alerts.{k}"),
+                "must be at least 1 (leave it out to turn this alert off)".into(),
+            ));
+        }
+    }
+    let t = huitong_audit::alerts::Thresholds {
+        subjects_per_hour: raw.subjects_per_hour,
+        refusals_per_hour: raw.refusals_per_hour,
+    };
+    if !t.any() {
+        return Err((
+            "alerts".into(),
+            "is empty: set subjects_per_hour or refusals_per_hour, or remove the [alerts] table"
+                .into(),
+        ));
+    }
+    Ok(Some(t))
 }
 
 /// The reply-deadline calendar from `holidays` and `make_up_working_days`; an error names the

@@ -6,7 +6,7 @@
 //! exchange path except that one wait for durability, which is the point.
 
 use std::path::Path;
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 use std::time::{Duration, SystemTime};
 
 use huitong_audit::index::Index;
@@ -46,6 +46,8 @@ pub struct ExchangeLog {
     index: RwLock<Option<Arc<Index>>>,
     /// Wakes the indexer after appends, so that queries see recent entries soon.
     appended: Notify,
+    /// Counts every recorded entry for the bulk-lookup alert, when configured.
+    alerts: OnceLock<Arc<crate::alerts::AlertWatch>>,
 }
 
 impl ExchangeLog {
@@ -69,6 +71,7 @@ impl ExchangeLog {
             subjects,
             index: RwLock::new(Some(Arc::new(index))),
             appended: Notify::new(),
+            alerts: OnceLock::new(),
         })
     }
 
@@ -126,10 +129,20 @@ impl ExchangeLog {
         Ok((mac.to_vec(), period))
     }
 
-    /// Appends `record`; returns once it is durable.
+    /// From now on, every entry recorded is counted by `watch` (once; later calls are
+    /// ignored).
+    pub fn watch_alerts(&self, watch: Arc<crate::alerts::AlertWatch>) {
+        let _ = self.alerts.set(watch);
+    }
+
+    /// Appends `record`; returns once it is durable. Every entry the broker writes passes
+    /// here, so this is where the alert rule sees them, and only once they are recorded.
     pub async fn record(&self, record: &ExchangeRecord) -> Result<Receipt, LogError> {
         let receipt = self.log.append(record.encode_to_vec()).await?;
         self.appended.notify_one();
+        if let Some(watch) = self.alerts.get() {
+            watch.observe(record);
+        }
         Ok(Receipt {
             index: receipt.index,
             leaf_hash: receipt.leaf_hash.to_vec(),

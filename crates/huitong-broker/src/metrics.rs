@@ -35,6 +35,10 @@ pub struct Metrics {
     shed: Counter,
     events_delivered: Family<Labels, Counter>,
     delivery_seconds: Histogram,
+    consumer_subjects: Family<Labels, Gauge>,
+    consumer_refusals: Family<Labels, Gauge>,
+    alert_active: Family<Labels, Gauge>,
+    alerts_raised: Family<Labels, Counter>,
 }
 
 /// The stages of the exchange path that are timed separately.
@@ -144,8 +148,37 @@ impl Metrics {
             "Time to authorise, mask and record a batch of events for one subscriber",
             delivery_seconds.clone(),
         );
+        // The bulk-lookup alert (see `crate::alerts`); labelled by consumer department only.
+        let consumer_subjects = Family::<Labels, Gauge>::default();
+        registry.register(
+            "consumer_subjects_last_hour",
+            "Distinct people named by the consumer's queries in the sliding hour (counted up to twice the [alerts] threshold)",
+            consumer_subjects.clone(),
+        );
+        let consumer_refusals = Family::<Labels, Gauge>::default();
+        registry.register(
+            "consumer_refusals_last_hour",
+            "The consumer's refused queries in the sliding hour",
+            consumer_refusals.clone(),
+        );
+        let alert_active = Family::<Labels, Gauge>::default();
+        registry.register(
+            "alert_active",
+            "1 while the consumer's count of kind (subjects_per_hour, refusals_per_hour) in the sliding hour is over its [alerts] threshold",
+            alert_active.clone(),
+        );
+        let alerts_raised = Family::<Labels, Counter>::default();
+        registry.register(
+            "alerts_raised",
+            "Times the consumer's alert of kind went on",
+            alerts_raised.clone(),
+        );
         Metrics {
             registry: Arc::new(registry),
+            consumer_subjects,
+            consumer_refusals,
+            alert_active,
+            alerts_raised,
             events_delivered,
             delivery_seconds,
             cache_lookups,
@@ -229,6 +262,29 @@ impl Metrics {
             .get_or_create(&vec![("resource", resource.to_string())])
             .inc_by(events);
         self.delivery_seconds.observe(took.as_secs_f64());
+    }
+
+    /// One consumer's counts in the sliding hour.
+    pub fn consumer_hour(&self, consumer: &str, subjects: u64, refusals: u64) {
+        let labels = vec![("consumer", consumer.to_owned())];
+        self.consumer_subjects
+            .get_or_create(&labels)
+            .set(i64::try_from(subjects).unwrap_or(i64::MAX));
+        self.consumer_refusals
+            .get_or_create(&labels)
+            .set(i64::try_from(refusals).unwrap_or(i64::MAX));
+    }
+
+    /// Whether one consumer's alert of `kind` is on; `raised` when it just went on.
+    pub fn alert(&self, consumer: &str, kind: &str, active: bool, raised: bool) {
+        let labels = vec![("consumer", consumer.to_owned()), ("kind", kind.to_owned())];
+        self.alert_active
+            .get_or_create(&labels)
+            .set(i64::from(active));
+        let raised_total = self.alerts_raised.get_or_create(&labels);
+        if raised {
+            raised_total.inc();
+        }
     }
 
     pub fn shed(&self) {

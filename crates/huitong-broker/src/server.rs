@@ -181,6 +181,11 @@ async fn serve_ready(
     let cache =
         (config.cache_max_bytes > 0).then(|| Arc::new(RecordCache::new(config.cache_max_bytes)));
     let cache_for_gauges = cache.clone();
+    let alert_watch = config.alerts.map(|t| {
+        let w = Arc::new(crate::alerts::AlertWatch::new(t, Arc::clone(&metrics)));
+        log.watch_alerts(Arc::clone(&w));
+        w
+    });
     // Gauges are read from their owners once a second rather than on every change.
     let gauges = {
         let (metrics, providers, log) = (
@@ -200,6 +205,9 @@ async fn serve_ready(
                 }
                 let stats = log.log().stats();
                 metrics.log(log.log().size(), stats.syncs);
+                if let Some(w) = &alert_watch {
+                    w.tick(huitong_audit::record::micros(std::time::SystemTime::now()));
+                }
                 tokio::time::sleep(std::time::Duration::from_secs(1)).await;
             }
         })

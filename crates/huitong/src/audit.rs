@@ -33,7 +33,7 @@ pub struct Args {
 
 /// Where the broker is and who we are.
 #[derive(Debug, clap::Args)]
-struct Conn {
+pub(crate) struct Conn {
     /// The broker's address.
     #[arg(long, env = "HUITONG_BROKER", default_value = crate::query::DEFAULT_BROKER)]
     broker: String,
@@ -42,7 +42,7 @@ struct Conn {
 }
 
 impl Conn {
-    async fn audit(&self) -> anyhow::Result<Audit> {
+    pub(crate) async fn audit(&self) -> anyhow::Result<Audit> {
         Ok(Audit::connect(&self.broker, &self.identity.files()).await?)
     }
 }
@@ -132,6 +132,8 @@ enum Command {
         #[arg(long)]
         log_key: Option<String>,
     },
+    #[command(flatten)]
+    Summaries(crate::audit_stats::Command),
     /// Poll checkpoints and check that each extends the last one seen; alarm if not.
     Watch {
         #[command(flatten)]
@@ -150,8 +152,8 @@ enum Command {
     },
 }
 
-#[derive(Debug, clap::Args)]
-struct Filter {
+#[derive(Debug, Default, clap::Args)]
+pub(crate) struct Filter {
     /// First index.
     #[arg(long, default_value_t = 0)]
     start: u64,
@@ -192,7 +194,7 @@ struct Filter {
 
 /// A listing that stopped at `--limit` while more entries match.
 #[derive(Debug, Clone, Copy)]
-struct Cut {
+pub(crate) struct Cut {
     limit: u32,
     /// The `--start` that continues the listing.
     next_start: u64,
@@ -204,6 +206,27 @@ impl Cut {
             "stopped at --limit {}: more entries match; continue with --start {} and the same filters",
             self.limit, self.next_start
         )
+    }
+}
+
+impl Filter {
+    /// Up to `limit` entries from index `start` on, in a time range (Unix microseconds), of one
+    /// consumer or all.
+    pub(crate) fn period(
+        start: u64,
+        since: Option<i64>,
+        until: Option<i64>,
+        consumer: Option<String>,
+        limit: u32,
+    ) -> Filter {
+        Filter {
+            start,
+            since: since.map(TimeArg::Instant),
+            until: until.map(TimeArg::Instant),
+            consumer,
+            limit,
+            ..Filter::default()
+        }
     }
 }
 
@@ -317,6 +340,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             previous,
         } => export(&mut conn.audit().await?, &out, previous.as_deref()).await?,
         Command::Verify { dir, log_key } => return verify(&dir, log_key.as_deref()),
+        Command::Summaries(c) => return crate::audit_stats::run(c, &zone).await,
         Command::Watch {
             conn,
             log_key,
@@ -444,7 +468,7 @@ fn hash(b: &[u8]) -> anyhow::Result<merkle::Hash> {
 /// Pages through ListEntries until the filter's limit or the end; says whether the limit cut
 /// the listing short. The broker looks one entry past each page's limit, so a `next_start` when
 /// the limit is reached means that more entries match, not merely that more were scanned.
-async fn all_entries(
+pub(crate) async fn all_entries(
     audit: &mut Audit,
     f: &Filter,
     zone: &Zone,

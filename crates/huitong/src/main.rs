@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 mod adapter;
 mod admin;
 mod audit;
+mod audit_stats;
 mod bench;
 mod broker;
 mod config;

@@ -187,3 +187,33 @@ fn connection_limits_default_to_the_tls_defaults_and_are_read() {
         "{e}"
     );
 }
+
+#[test]
+fn alert_thresholds_are_off_unless_configured_and_checked() {
+    let c = BrokerConfig::load(&write("noalerts.toml", GOOD)).unwrap();
+    assert_eq!(c.alerts, None);
+    let with = |table: &str| format!("{GOOD}\n[alerts]\n{table}\n");
+    let c = BrokerConfig::load(&write(
+        "alerts.toml",
+        &with("subjects_per_hour = 500\nrefusals_per_hour = 100"),
+    ))
+    .unwrap();
+    assert_eq!(
+        c.alerts,
+        Some(huitong_audit::alerts::Thresholds {
+            subjects_per_hour: Some(500),
+            refusals_per_hour: Some(100),
+        })
+    );
+    let c = BrokerConfig::load(&write("alerts1.toml", &with("refusals_per_hour = 3"))).unwrap();
+    assert_eq!(c.alerts.and_then(|a| a.subjects_per_hour), None);
+    let e = problem("alerts0.toml", &with("subjects_per_hour = 0"));
+    assert!(
+        e.contains("alerts.subjects_per_hour: must be at least 1"),
+        "{e}"
+    );
+    let e = problem("alertsnone.toml", &with(""));
+    assert!(e.contains("alerts: is empty"), "{e}");
+    let e = problem("alertstypo.toml", &with("subject_per_hour = 5"));
+    assert!(e.contains("subject_per_hour"), "{e}");
+}
