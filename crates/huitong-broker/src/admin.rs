@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use huitong_core::{DeptId, FieldName, ResourceId};
+use huitong_core::{DeptId, ResourceId};
 use huitong_proto::convert;
 use huitong_proto::v1::admin_server::Admin;
 use huitong_proto::v1::{
@@ -32,6 +32,20 @@ pub struct AdminService {
 impl AdminService {
     pub fn new(policy: Arc<Policy>, providers: Arc<Providers>) -> Self {
         Self { policy, providers }
+    }
+}
+
+impl AdminService {
+    /// A grant as answered and listed: its lookup as in force, with the resource's default
+    /// filled in when the grant leaves it open and the resource is in the catalogue.
+    fn listed(&self, g: &huitong_core::Grant, now: SystemTime) -> Grant {
+        let mut w = convert::grant_to_wire(g, now);
+        if w.lookup.is_empty()
+            && let Ok(spec) = self.providers.catalogue().get(g.resource())
+        {
+            w.lookup = g.lookup_for(spec).as_str().to_owned();
+        }
+        w
     }
 }
 
@@ -101,34 +115,14 @@ impl Admin for AdminService {
     ) -> Result<Response<Grant>, Status> {
         let by = caller(&request)?;
         let r = request.into_inner();
-        let fields = if r.fields.is_empty() {
-            None
-        } else {
-            Some(
-                r.fields
-                    .iter()
-                    .map(|f| FieldName::new(f))
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(|e| policy_status(e.into()))?,
-            )
-        };
-        let masks = convert::masks_from_wire(&r.masks).map_err(|e| policy_status(e.into()))?;
-        let match_fields = r
-            .match_fields
-            .iter()
-            .map(|f| FieldName::new(f))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| policy_status(e.into()))?;
+        let terms = convert::terms_from_wire(&r).map_err(|e| policy_status(e.into()))?;
         let grant = self
             .policy
-            .approve(r.id, by, fields, masks, match_fields)
+            .approve(r.id, by, terms)
             .await
             .map_err(policy_status)?;
         info!(grant = grant.id(), consumer = %grant.consumer(), resource = %grant.resource(), "access request approved");
-        Ok(Response::new(convert::grant_to_wire(
-            &grant,
-            SystemTime::now(),
-        )))
+        Ok(Response::new(self.listed(&grant, SystemTime::now())))
     }
 
     async fn deny_access_request(
@@ -161,7 +155,7 @@ impl Admin for AdminService {
             .grants_of(&dept)
             .iter()
             .filter(|g| all || g.is_active(now))
-            .map(|g| convert::grant_to_wire(g, now))
+            .map(|g| self.listed(g, now))
             .collect();
         Ok(Response::new(ListGrantsResponse { grants }))
     }
