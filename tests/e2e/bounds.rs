@@ -483,9 +483,10 @@ require_case = true
                 .purpose("tax audit"),
         )
         .await;
-    let ClientError::Status(s) = sub.err().expect("a subscription without a case was opened")
-    else {
-        panic!("expected a status");
+    let s = match sub {
+        Err(ClientError::Status(s)) => s,
+        Err(e) => panic!("expected a status, got {e}"),
+        Ok(_) => panic!("a subscription without a case was opened"),
     };
     assert_eq!(s.code(), Code::FailedPrecondition, "{}", s.message());
     assert!(s.message().contains("grant P-5 requires a case reference"));
