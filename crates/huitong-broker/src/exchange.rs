@@ -610,6 +610,9 @@ impl ExchangeService {
         let uncounted = || ExchangeError::Uncounted {
             grant: grant.to_owned(),
         };
+        if released.subjects.is_empty() && released.unidentified == 0 {
+            return Ok(None);
+        }
         if released.unidentified > 0 {
             tracing::warn!(
                 records = released.unidentified,

@@ -1282,12 +1282,13 @@ impl Decision {
 
     /// The refusal of an answer that would reach `new` people not yet released today, with
     /// `used` already released under the grant today, if that goes beyond its
-    /// `max_subjects_per_day`. The caller keeps the day's count; the rule and its wording are
-    /// here.
+    /// `max_subjects_per_day`. An answer that reaches nobody new is never refused, even when a
+    /// lowered cap is below the day's count: it takes the consumer no further. The caller keeps
+    /// the day's count; the rule and its wording are here.
     pub fn over_subjects_per_day(&self, used: u32, new: u32) -> Option<Error> {
         let c = self.caps.as_ref()?;
         let cap = c.max_subjects_per_day?;
-        (u64::from(used) + u64::from(new) > u64::from(cap)).then(|| {
+        (new > 0 && u64::from(used) + u64::from(new) > u64::from(cap)).then(|| {
             PolicyRefusal::SubjectsPerDay {
                 grant: self.grant(),
                 cap,

@@ -2050,6 +2050,8 @@ fn caps_travel_with_the_decision_and_refuse_beyond_them() {
     );
     // People per day: up to the cap, counting those already released today.
     assert!(d.over_subjects_per_day(40, 10).is_none());
+    // Nobody new: never refused, even over a cap lowered since.
+    assert!(d.over_subjects_per_day(80, 0).is_none());
     let e = d.over_subjects_per_day(45, 6).unwrap();
     assert_eq!(e.kind(), ErrorKind::Exhausted);
     assert_eq!(
