@@ -145,7 +145,8 @@ live = live.replace("户籍登记 Household register", "户籍登记 Household r
 open(path, "w", encoding="utf-8").write(text.rstrip("\n") + "\n\n" + live)
 with open(f"{ex}/policy.toml", "a", encoding="utf-8") as f:
     f.write('''
-# The benchmark's uncached register, under the same grant as the cached one.
+# The benchmark's uncached register, under the same grant as the cached one, but allowed to
+# search: the search-page run (huitong-search) measures what recording 100 subjects costs.
 [[grants]]
 consumer = "civil-affairs"
 resource = "public-security/household-register-live"
@@ -153,6 +154,7 @@ fields = ["name", "gender", "birth_date", "marital_status", "status", "address"]
 purposes = ["婚姻登记 marriage registration"]
 expires = "2027-12-31"
 masks = { address = "address" }
+lookup = "search"
 ''')
 PY
 person=$(python3 -c 'import json,sys; print(json.loads(open(sys.argv[1]).readline())["id_number"])' "$ex/household-register.jsonl")

@@ -8,7 +8,7 @@ use std::time::SystemTime;
 use huitong_audit::merkle::{self, Hash};
 use huitong_core::calendar::WorkCalendar;
 use huitong_core::policy::{AccessRequest, AccessRequestForm};
-use huitong_core::{DeptId, FieldName, ResourceId};
+use huitong_core::{DeptId, ResourceId};
 use huitong_fuzz::{example_specs, sections};
 use huitong_proto::convert;
 use huitong_proto::v1::{
@@ -69,34 +69,12 @@ fuzz_target!(|data: &[u8]| {
             );
             let provider = resource.provider().clone();
             if let Ok(approve) = ApproveAccessRequestRequest::decode(parts[1]) {
-                let fields = if approve.fields.is_empty() {
-                    None
-                } else {
-                    match approve
-                        .fields
-                        .iter()
-                        .map(|f| FieldName::new(f))
-                        .collect::<Result<Vec<_>, _>>()
-                    {
-                        Ok(f) => Some(f),
-                        Err(_) => return,
-                    }
-                };
-                let Ok(masks) = convert::masks_from_wire(&approve.masks) else {
-                    return;
-                };
-                let Ok(match_fields) = approve
-                    .match_fields
-                    .iter()
-                    .map(|f| FieldName::new(f))
-                    .collect::<Result<Vec<_>, _>>()
-                else {
+                // The broker's own reading of an approval: fields, masks, matching, bounds.
+                let Ok(terms) = convert::terms_from_wire(&approve) else {
                     return;
                 };
                 let mut pending = request.clone();
-                if let Ok(mut grant) =
-                    pending.approve(&provider, now, "G-1".into(), fields, masks, match_fields)
-                {
+                if let Ok(mut grant) = pending.approve(&provider, now, "G-1".into(), terms) {
                     let wire = convert::grant_to_wire(&grant, now);
                     assert!(
                         convert::grant_from_wire(&wire).is_ok(),

@@ -653,12 +653,26 @@ async fn a_long_history_comes_in_pages_that_fit_the_default_message_limit() {
     assert_eq!(seen.len() as u64, total, "no entry twice");
 }
 
+/// Civil affairs may search the register by marital status (the demo's own grant P-1 is for key
+/// lookups only).
+const CIVIL_SEARCH: &str = r#"
+[[grants]]
+consumer = "civil-affairs"
+resource = "public-security/household-register"
+fields = ["name", "birth_date", "gender", "marital_status"]
+purposes = ["婚姻登记 marriage registration"]
+expires = "2099-12-31"
+lookup = "search"
+"#;
+
 /// The hole a new user found: a filter query released hundreds of people and none of them
 /// showed in their subject report. Now every record released is recorded by its subject, on
 /// every page, whatever fields the consumer asked for, with who asked and for which case.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_person_released_on_page_three_of_a_search_is_in_their_report_with_official_and_case() {
-    let ex = Exchange::start("");
+    // The demo's marriage grant allows key lookups only; this search needs a grant that says
+    // lookup = "search".
+    let ex = Exchange::start_with_policy("", CIVIL_SEARCH);
     let people = ex.records("household-register.jsonl");
     let mut civil = ex.consumer("civil-affairs").await;
     let search = |token: &str| {

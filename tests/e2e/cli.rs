@@ -533,3 +533,78 @@ async fn a_listing_into_a_closed_pipe_ends_quietly() {
     assert!(status.success(), "{status:?}: {stderr}");
     assert!(stderr.is_empty(), "not quiet: {stderr}");
 }
+
+/// `huitong admin approve` sets a grant's bounds on bulk reads, and the listing shows them.
+#[test]
+fn admin_approve_with_bounds_shows_them_in_the_listing() {
+    let ex = Exchange::start("");
+    let (ok, filed, err) = admin(
+        &ex,
+        "taxation",
+        &[
+            "request",
+            "public-security/household-register",
+            "--fields",
+            "name,marital_status",
+            "--purpose",
+            "tax audit",
+            "--legal-basis",
+            "《税收征收管理法》第五十七条",
+        ],
+    );
+    assert!(ok, "{err}");
+    let id = filed["id"].as_str().unwrap().to_owned();
+    // Mistakes are named before anything is sent.
+    let (ok, _, err) = admin(&ex, "public-security", &["approve", &id, "--lookup", "all"]);
+    assert!(
+        !ok && err.contains("--lookup \"all\": use key or search"),
+        "{err}"
+    );
+    let (ok, _, err) = admin(
+        &ex,
+        "public-security",
+        &["approve", &id, "--max-records-per-query", "0"],
+    );
+    assert!(!ok && err.contains("--max-records-per-query"), "{err}");
+    let (ok, grant, err) = admin(
+        &ex,
+        "public-security",
+        &[
+            "approve",
+            &id,
+            "--lookup",
+            "search",
+            "--max-records-per-query",
+            "20",
+            "--max-subjects-per-day",
+            "300",
+            "--require-case",
+        ],
+    );
+    assert!(ok, "{err}");
+    let grant_id = grant["id"].as_str().unwrap().to_owned();
+    let (ok, grants, err) = admin(&ex, "taxation", &["grants"]);
+    assert!(ok, "{err}");
+    let listed = grants
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["id"] == grant_id.as_str())
+        .unwrap();
+    assert_eq!(listed["lookup"], "search");
+    assert_eq!(listed["max_records_per_query"], 20);
+    assert_eq!(listed["max_subjects_per_day"], 300);
+    assert_eq!(listed["require_case"], true);
+    // A policy-file grant without bounds: the register's default lookup, no caps.
+    let (ok, grants, err) = admin(&ex, "civil-affairs", &["grants"]);
+    assert!(ok, "{err}");
+    let p1 = grants
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["id"] == "P-1")
+        .unwrap();
+    assert_eq!(p1["lookup"], "key");
+    assert!(p1["max_records_per_query"].is_null() && p1["max_subjects_per_day"].is_null());
+    assert_eq!(p1["require_case"], false);
+}

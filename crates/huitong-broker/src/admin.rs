@@ -9,7 +9,7 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use huitong_core::{DeptId, FieldName, ResourceId};
+use huitong_core::{DeptId, ResourceId};
 use huitong_proto::convert;
 use huitong_proto::v1::admin_server::Admin;
 use huitong_proto::v1::{
@@ -55,6 +55,20 @@ impl AdminService {
         if let Err(e) = self.governance.flush().await {
             warn!(error = %e, "a governance entry stays queued until the exchange log can be written");
         }
+    }
+}
+
+impl AdminService {
+    /// A grant as answered and listed: its lookup as in force, with the resource's default
+    /// filled in when the grant leaves it open and the resource is in the catalogue.
+    fn listed(&self, g: &huitong_core::Grant, now: SystemTime) -> Grant {
+        let mut w = convert::grant_to_wire(g, now);
+        if w.lookup.is_empty()
+            && let Ok(spec) = self.providers.catalogue().get(g.resource())
+        {
+            w.lookup = g.lookup_for(spec).as_str().to_owned();
+        }
+        w
     }
 }
 
@@ -142,35 +156,15 @@ impl Admin for AdminService {
     ) -> Result<Response<Grant>, Status> {
         let by = acting_admin(&request, "approve an access request")?;
         let r = request.into_inner();
-        let fields = if r.fields.is_empty() {
-            None
-        } else {
-            Some(
-                r.fields
-                    .iter()
-                    .map(|f| FieldName::new(f))
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(|e| policy_status(e.into()))?,
-            )
-        };
-        let masks = convert::masks_from_wire(&r.masks).map_err(|e| policy_status(e.into()))?;
-        let match_fields = r
-            .match_fields
-            .iter()
-            .map(|f| FieldName::new(f))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| policy_status(e.into()))?;
+        let terms = convert::terms_from_wire(&r).map_err(|e| policy_status(e.into()))?;
         let grant = self
             .policy
-            .approve(r.id, by, fields, masks, match_fields)
+            .approve(r.id, by, terms)
             .await
             .map_err(policy_status)?;
         info!(grant = grant.id(), consumer = %grant.consumer(), resource = %grant.resource(), "access request approved");
         self.record_act().await;
-        Ok(Response::new(convert::grant_to_wire(
-            &grant,
-            SystemTime::now(),
-        )))
+        Ok(Response::new(self.listed(&grant, SystemTime::now())))
     }
 
     async fn deny_access_request(
@@ -217,7 +211,7 @@ impl Admin for AdminService {
             })
             .filter(|g| r.consumer.is_empty() || g.consumer().as_str() == r.consumer)
             .filter(|g| r.resource.is_empty() || g.resource().to_string() == r.resource)
-            .map(|g| convert::grant_to_wire(g, now))
+            .map(|g| self.listed(g, now))
             .collect();
         Ok(Response::new(ListGrantsResponse { grants }))
     }

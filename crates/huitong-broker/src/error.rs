@@ -116,6 +116,13 @@ pub enum ExchangeError {
         "the exchange log's disk is full, so this {what} could not be recorded and nothing was released; the broker's operators must free space on the log's disk, after which service resumes by itself; try again later"
     )]
     LogDiskFull { what: &'static str },
+    /// The people an answer would release could not be counted against its grant's daily cap
+    /// (the policy store failed, or the provider answered records without their key fields),
+    /// so nothing was released: an uncounted answer could go beyond the cap.
+    #[error(
+        "the broker could not count the people this answer would reach against the daily cap of grant {grant}, so nothing was released; try again later, and tell the exchange's operators if it persists"
+    )]
+    Uncounted { grant: String },
     /// The provider failed in a way the consumer cannot fix.
     #[error("department {dept} could not answer; its operators can look up the request id")]
     ProviderFailed { dept: DeptId },
@@ -137,7 +144,8 @@ impl From<&ExchangeError> for Code {
             | ExchangeError::Overloaded { .. }
             | ExchangeError::EventLog
             | ExchangeError::LogUnavailable { .. }
-            | ExchangeError::LogDiskFull { .. } => Code::Unavailable,
+            | ExchangeError::LogDiskFull { .. }
+            | ExchangeError::Uncounted { .. } => Code::Unavailable,
             ExchangeError::ProviderTimeout { .. } => Code::DeadlineExceeded,
             ExchangeError::NoRecord { .. } => Code::NotFound,
             ExchangeError::OverQuota { .. } => Code::ResourceExhausted,
@@ -174,6 +182,8 @@ fn core_code(e: &huitong_core::Error) -> Code {
         ErrorKind::PermissionDenied => Code::PermissionDenied,
         ErrorKind::ProviderFault => Code::FailedPrecondition,
         ErrorKind::Conflict => Code::FailedPrecondition,
+        ErrorKind::Exhausted => Code::ResourceExhausted,
+        ErrorKind::Precondition => Code::FailedPrecondition,
         _ => Code::Internal,
     }
 }

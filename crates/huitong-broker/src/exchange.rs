@@ -29,7 +29,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use huitong_core::{DeptId, FieldName, Purpose, ResourceId, ResourceSpec, Selection};
+use huitong_core::policy::Decision;
+use huitong_core::{DeptId, FieldName, Purpose, ResourceId, ResourceSpec, Selection, Why};
 use huitong_proto::trace::TraceContext;
 use huitong_proto::v1::exchange_server::Exchange;
 use huitong_proto::v1::value::Kind;
@@ -44,6 +45,7 @@ use tonic::{Request, Response, Status};
 use tracing::{Instrument, info, info_span};
 
 use crate::cache::{CacheKey, RecordCache};
+use crate::daily::{Admit, Reservation};
 use crate::deadline::Deadline;
 use crate::error::{AdapterCall, ExchangeError};
 use crate::events::EventLog;
@@ -57,6 +59,9 @@ use crate::resilience::{Refusal, backoff};
 /// What the exchange log records about one exchange, filled in as the steps run.
 struct Trail {
     record: ExchangeRecord,
+    /// The people counted against the grant's daily cap, uncounted if the answer cannot be
+    /// recorded and so does not leave.
+    counted: Option<Reservation>,
 }
 
 impl Trail {
@@ -88,6 +93,7 @@ impl Trail {
                 selected_by,
                 ..Default::default()
             },
+            counted: None,
         }
     }
 
@@ -310,6 +316,7 @@ impl Exchange for ExchangeService {
             // Step 7, audit: the exchange is recorded, allowed or refused, and the answer leaves
             // only once the record is durable. If it cannot be recorded, nothing is released.
             let micros = started.elapsed().as_micros() as i64;
+            let counted = trail.counted.take();
             let record = trail.finish(&result, micros);
             let appending = Instant::now();
             let logged = self.log.record(&record).await;
@@ -330,6 +337,9 @@ impl Exchange for ExchangeService {
                 Ok(r) => r,
                 Err(e) => {
                     tracing::error!(error = %e, "the exchange log could not record an exchange");
+                    if let Some(r) = counted {
+                        self.policy.uncount_subjects(r).await;
+                    }
                     return Err(ExchangeError::from_log(&e, "exchange").into_status(&request_id));
                 }
             };
@@ -409,7 +419,10 @@ impl ExchangeService {
                 filters: &checked.filters,
                 key: &checked.key,
             },
-            &query.purpose,
+            Why {
+                purpose: &query.purpose,
+                has_case: query.case_ref.is_some(),
+            },
             SystemTime::now(),
         );
         self.metrics.stage(Stage::Policy, deciding.elapsed());
@@ -418,7 +431,11 @@ impl ExchangeService {
         let selector = if raw.key.is_empty() {
             Selector::Filters {
                 filters: raw.filters,
-                page_size: self.page_size(raw.page_size),
+                // A page beyond the grant's cap on records per query is refused here, before
+                // the provider is asked.
+                page_size: decision
+                    .page_size(raw.page_size, self.paging.default_size)?
+                    .min(self.paging.max_size),
                 page_token: raw.page_token,
             }
         } else {
@@ -457,6 +474,9 @@ impl ExchangeService {
         self.metrics.stage(Stage::Adapter, routing.elapsed());
         let routed = routed?;
         trail.served(&routed);
+        // An adapter may answer more than the page it was asked for: beyond the grant's cap,
+        // nothing leaves.
+        decision.check_released(routed.records.len())?;
         let mut records = routed.records;
         let released = release(
             &self.log,
@@ -466,6 +486,7 @@ impl ExchangeService {
             &mut records,
             trail.record.time_micros,
         );
+        trail.counted = self.count_subjects(&decision, &released).await?;
         let masked_fields = released.masked_fields.clone();
         trail.released(&fields, records.len(), released);
         Ok(QueryResponse {
@@ -572,10 +593,47 @@ impl ExchangeService {
         }
     }
 
-    fn page_size(&self, asked: u32) -> u32 {
-        match asked {
-            0 => self.paging.default_size,
-            n => n.min(self.paging.max_size),
+    /// Counts the people an answer releases against its grant's daily cap, if it has one; an
+    /// answer that would go beyond it is refused whole. A record whose subject is unknown
+    /// cannot be counted, so under a daily cap it stops the answer.
+    async fn count_subjects(
+        &self,
+        decision: &Decision,
+        released: &Released,
+    ) -> Result<Option<Reservation>, ExchangeError> {
+        let Some(grant) = decision
+            .max_subjects_per_day()
+            .and(decision.grant_id.as_deref())
+        else {
+            return Ok(None);
+        };
+        let uncounted = || ExchangeError::Uncounted {
+            grant: grant.to_owned(),
+        };
+        if released.subjects.is_empty() && released.unidentified == 0 {
+            return Ok(None);
+        }
+        if released.unidentified > 0 {
+            tracing::warn!(
+                records = released.unidentified,
+                "records without a subject under a daily cap; nothing is released"
+            );
+            return Err(uncounted());
+        }
+        let counted = self
+            .policy
+            .count_subjects(decision, released.subjects.clone(), Admit::Whole)
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, "the policy store could not count subjects");
+                uncounted()
+            })?;
+        match counted {
+            None => Ok(None),
+            Some(c) => match c.refusal {
+                Some(refusal) => Err(refusal.into()),
+                None => Ok(Some(c.reservation)),
+            },
         }
     }
 }

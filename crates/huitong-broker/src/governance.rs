@@ -100,9 +100,10 @@ pub fn grant_entry(
         access_request,
         reason: reason.to_owned(),
         detail: format!(
-            "from {origin}; in force {} to {}",
+            "from {origin}; in force {} to {}{}",
             record::format_micros(record::micros(grant.granted_at())),
-            record::format_micros(record::micros(grant.expires_at()))
+            record::format_micros(record::micros(grant.expires_at())),
+            bounds_text(grant.bounds())
         ),
         ..act(kind, actor, at)
     }
@@ -146,6 +147,28 @@ pub fn department_entry(kind: &str, dept: &str, at: SystemTime) -> ExchangeRecor
         detail: format!("provider {dept} in the broker's configuration"),
         ..act(kind, BROKER, at)
     }
+}
+
+/// A grant's bounds on bulk reads, as the auditor reads them in the entry.
+fn bounds_text(b: &huitong_core::Bounds) -> String {
+    let mut out = String::new();
+    out.push_str(match b.lookup {
+        Some(l) => match l.as_str() {
+            "key" => "; key lookups only",
+            _ => "; searches allowed",
+        },
+        None => "; lookup as the resource's default",
+    });
+    if let Some(n) = b.max_records_per_query {
+        out.push_str(&format!("; at most {n} records per query"));
+    }
+    if let Some(n) = b.max_subjects_per_day {
+        out.push_str(&format!("; at most {n} people per day"));
+    }
+    if b.require_case {
+        out.push_str("; a case reference required");
+    }
+    out
 }
 
 /// The actor of what the broker does by itself (expiries, loading files).

@@ -12,6 +12,7 @@ pub mod audit;
 pub mod cache;
 pub mod changes;
 pub mod config;
+pub mod daily;
 pub mod deadline;
 pub mod error;
 pub mod events;

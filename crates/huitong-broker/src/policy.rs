@@ -13,15 +13,15 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use huitong_audit::record::kind;
 use huitong_core::{
-    AccessRequest, AccessRequestForm, Decision, DeptId, FieldName, Grant, GrantOrigin, GrantParts,
-    Mask, Purpose, ResourceId, ResourceSpec, Selection,
+    AccessRequest, AccessRequestForm, Bounds, Decision, DeptId, FieldName, Grant, GrantOrigin,
+    GrantParts, Purpose, ResourceId, ResourceSpec, Selection, Terms, Why,
 };
 use huitong_proto::convert;
 use huitong_proto::v1::ExchangeRecord;
 use prost::Message;
 
+use crate::daily::{Admit, Counted, DailySubjects, Reservation};
 use crate::governance;
-
 use crate::quota::{QuotaRule, Quotas};
 use serde::Deserialize;
 
@@ -67,6 +67,8 @@ pub struct Policy {
     grants: RwLock<Arc<GrantIndex>>,
     /// Serialises read-modify-write of stored records; taken only inside blocking sections.
     write: Mutex<()>,
+    /// The people each grant released today, for `max_subjects_per_day`.
+    daily: DailySubjects,
     /// Counts replacements of `grants`, for open subscriptions that must end at once when
     /// their grant goes.
     changed: tokio::sync::watch::Sender<u64>,
@@ -129,7 +131,9 @@ impl Policy {
             Some(path) => load_cache_limits(path)?,
             None => CacheLimits::new(),
         };
+        let daily = DailySubjects::open(&db, SystemTime::now())?;
         let policy = Policy {
+            daily,
             db,
             quotas,
             cache_limits: RwLock::new(Arc::new(cache_limits)),
@@ -503,20 +507,66 @@ impl Policy {
     }
 
     /// The authorise step of queries and subscriptions: may `consumer` receive `fields` for
-    /// `purpose`, selecting records by `selection`? The rules are `huitong_core::decide`.
+    /// the purpose (and case) in `why`, selecting records by `selection`? The rules are
+    /// `huitong_core::decide`.
     pub fn decide(
         &self,
         spec: &ResourceSpec,
         consumer: &DeptId,
         fields: &[FieldName],
         selection: Selection<'_>,
-        purpose: &Purpose,
+        why: Why<'_>,
         now: SystemTime,
     ) -> Result<Decision, huitong_core::Error> {
         let grants = self.snapshot();
         let key = (consumer.clone(), spec.id().clone());
         let held = grants.get(&key).map(Vec::as_slice).unwrap_or_default();
-        huitong_core::decide(spec, consumer, fields, selection, purpose, held, now)
+        huitong_core::decide(spec, consumer, fields, selection, why, held, now)
+    }
+
+    /// Counts the people (`subjects`, HMACs in order of release) an answer under
+    /// `decision`'s grant would release today, against its `max_subjects_per_day`
+    /// ([`Decision::over_subjects_per_day`]), and makes the count durable before returning, so
+    /// that a restart cannot forget what was released. `None` when the grant has no such cap.
+    pub async fn count_subjects(
+        self: &Arc<Self>,
+        decision: &Decision,
+        subjects: Vec<Vec<u8>>,
+        admit: Admit,
+    ) -> Result<Option<Counted<huitong_core::Error>>, PolicyError> {
+        let (Some(_), Some(grant)) = (decision.max_subjects_per_day(), decision.grant_id.clone())
+        else {
+            return Ok(None);
+        };
+        let me = Arc::clone(self);
+        let decision = decision.clone();
+        blocking(move || {
+            let counted =
+                me.daily
+                    .count(&grant, &subjects, SystemTime::now(), admit, |used, new| {
+                        decision.over_subjects_per_day(used, new)
+                    })?;
+            if !counted.reservation.is_empty() {
+                me.daily.flush()?;
+            }
+            Ok(Some(counted))
+        })
+        .await
+    }
+
+    /// Uncounts people counted by [`Policy::count_subjects`] for an answer that was not
+    /// released after all.
+    pub async fn uncount_subjects(self: &Arc<Self>, r: Reservation) {
+        let me = Arc::clone(self);
+        let done = blocking(move || {
+            me.daily.uncount(r)?;
+            Ok(())
+        })
+        .await;
+        if let Err(e) = done {
+            // Counting too many is the safe side: the consumer reaches the cap early.
+            tracing::warn!(error = %e, "an answer that was not released stays counted against its grant's daily cap");
+        }
     }
 
     /// The fields of `spec` that any department other than its provider may receive now
@@ -582,28 +632,19 @@ impl Policy {
         .await
     }
 
-    /// The provider approves request `id`; returns the grant created.
+    /// The provider approves request `id` on `terms`; returns the grant created.
     pub async fn approve(
         self: &Arc<Self>,
         id: String,
         by: DeptId,
-        fields: Option<Vec<FieldName>>,
-        masks: Vec<(FieldName, Mask)>,
-        match_fields: Vec<FieldName>,
+        terms: Terms,
     ) -> Result<Grant, PolicyError> {
         let me = Arc::clone(self);
         let grant = blocking(move || {
             let _w = me.lock_writes();
             let mut request = me.request(&id)?;
             let grant_id = format!("G-{}", me.db.generate_id()? + 1);
-            let grant = request.approve(
-                &by,
-                SystemTime::now(),
-                grant_id,
-                fields,
-                masks,
-                match_fields,
-            )?;
+            let grant = request.approve(&by, SystemTime::now(), grant_id, terms)?;
             // Request, grant and their log entries are written in one batch: a crash leaves
             // none or all.
             let mut batch = sled::Batch::default();
@@ -917,6 +958,49 @@ struct PolicyGrant {
     /// Masked fields a filter or key may still match on.
     #[serde(default)]
     match_fields: Vec<String>,
+    /// `"key"` or `"search"`; omitted, the resource's default (key if it has personal or
+    /// sensitive fields).
+    lookup: Option<String>,
+    /// Most records per query; omitted, no cap.
+    max_records_per_query: Option<u32>,
+    /// Most different people per UTC day; omitted, no cap.
+    max_subjects_per_day: Option<u32>,
+    /// Every query and subscription must give a case reference.
+    #[serde(default)]
+    require_case: bool,
+}
+
+/// The bounds of a policy-file grant, each mistake named by its key.
+fn policy_bounds(
+    g: &PolicyGrant,
+    at: &dyn Fn(&str, &dyn std::fmt::Display) -> PolicyError,
+) -> Result<Bounds, PolicyError> {
+    let lookup = match g.lookup.as_deref() {
+        None => None,
+        Some(l) => Some(huitong_core::Lookup::parse(l).ok_or_else(|| {
+            at(
+                "lookup",
+                &format!(
+                    "{l:?} is not \"key\" (one record at a time, by its key) or \"search\" (also \
+                     by filters); leave it out for the resource's default"
+                ),
+            )
+        })?),
+    };
+    for (key, cap) in [
+        ("max_records_per_query", g.max_records_per_query),
+        ("max_subjects_per_day", g.max_subjects_per_day),
+    ] {
+        if cap == Some(0) {
+            return Err(at(key, &"must be at least 1; leave it out for no cap"));
+        }
+    }
+    Ok(Bounds {
+        lookup,
+        max_records_per_query: g.max_records_per_query,
+        max_subjects_per_day: g.max_subjects_per_day,
+        require_case: g.require_case,
+    })
 }
 
 /// Reads grants declared in a policy file; every mistake names the file, the key and the problem.
@@ -964,6 +1048,7 @@ pub fn load_policy_file(path: &Path) -> Result<Vec<Grant>, PolicyError> {
             .map(|f| FieldName::new(f))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| at("match_fields", &e))?;
+        let bounds = policy_bounds(g, &at)?;
         let grant = Grant::new(GrantParts {
             id: format!("P-{}", i + 1),
             consumer,
@@ -984,6 +1069,7 @@ pub fn load_policy_file(path: &Path) -> Result<Vec<Grant>, PolicyError> {
             expires_at: expires,
             revoked: None,
             origin: GrantOrigin::PolicyFile,
+            bounds,
         })
         .map_err(|e| err(format!("grants[{i}]: {e}")))?;
         out.push(grant);

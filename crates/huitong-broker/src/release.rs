@@ -28,6 +28,9 @@ pub struct Released {
     pub masked_fields: Vec<String>,
     /// SHA-256 of the records as released (see `huitong_audit::record::answer_digest`).
     pub answer_digest: Vec<u8>,
+    /// Records released without a subject (key fields missing, or no subject key): a grant
+    /// with a daily cap on people cannot count them, and releases nothing.
+    pub unidentified: usize,
 }
 
 /// Releases `records` of `spec`'s resource under `decision`: records their subjects, keeps only
@@ -59,13 +62,17 @@ pub fn release(
             .collect();
         let Some(key) = key else {
             tracing::warn!(resource = %spec.id(), "an adapter answered a record without its key fields; it is released without a subject");
+            out.unidentified += 1;
             continue;
         };
-        if let Some((mac, period)) = subject_from(log, &key, time_micros)
-            && !out.subjects.contains(&mac)
-        {
-            out.subjects.push(mac);
-            out.subject_period = period;
+        match subject_from(log, &key, time_micros) {
+            Some((mac, period)) => {
+                if !out.subjects.contains(&mac) {
+                    out.subjects.push(mac);
+                    out.subject_period = period;
+                }
+            }
+            None => out.unidentified += 1,
         }
     }
     minimise(records, fields);
@@ -176,6 +183,7 @@ mod tests {
                 (FieldName::new("id_number").unwrap(), Mask::IdNumber),
                 (FieldName::new("score").unwrap(), Mask::Name),
             ],
+            ..Decision::default()
         };
         let mut records = vec![r];
         let released: Vec<FieldName> = decision.masks.iter().map(|(f, _)| f.clone()).collect();

@@ -25,7 +25,7 @@
 use std::time::{Instant, SystemTime};
 
 use huitong_core::policy::Decision;
-use huitong_core::{DeptId, FieldName, Purpose, ResourceId, ResourceSpec, Selection};
+use huitong_core::{DeptId, FieldName, Purpose, ResourceId, ResourceSpec, Selection, Why};
 use huitong_proto::v1::{
     AcknowledgeRequest, AcknowledgeResponse, Event, ExchangeRecord, Record, SubscribeRequest,
     SubscribeResponse,
@@ -37,6 +37,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Request, Response, Status};
 use tracing::{Instrument, info, info_span, warn};
 
+use crate::daily::Admit;
 use crate::error::ExchangeError;
 use crate::exchange::{ExchangeService, actor_text, next_request_id};
 use crate::release::{mask, minimise, release as release_records, subject_of};
@@ -157,10 +158,16 @@ fn open(
     let spec = catalogue.get(&resource)?;
     spec.check_shared()?;
     let fields = spec.check_requested_fields(raw.fields.iter().map(String::as_str))?;
+    let official = actor_text("official", &raw.official)?;
+    let case_ref = actor_text("case_ref", &raw.case_ref)?;
     let now = SystemTime::now();
+    let why = Why {
+        purpose: &purpose,
+        has_case: case_ref.is_some(),
+    };
     let decision = svc
         .policy
-        .decide(spec, consumer, &fields, Selection::NONE, &purpose, now)?;
+        .decide(spec, consumer, &fields, Selection::NONE, why, now)?;
     // A grant's fields are always kept; this refuses only what no grant releases, which only
     // the provider may ask for (and would silently never receive).
     let kept = svc.policy.releasable_fields(spec, now);
@@ -186,8 +193,8 @@ fn open(
         fields,
         purpose,
         grant_id: decision.grant_id.unwrap_or_default(),
-        official: actor_text("official", &raw.official)?,
-        case_ref: actor_text("case_ref", &raw.case_ref)?,
+        official,
+        case_ref,
     })
 }
 
@@ -301,11 +308,20 @@ fn still_allowed(
             &o.consumer,
             &o.fields,
             Selection::NONE,
-            &o.purpose,
+            o.why(),
             SystemTime::now(),
         )
         .map(drop)
         .map_err(refused)
+}
+
+impl Opened {
+    fn why(&self) -> Why<'_> {
+        Why {
+            purpose: &self.purpose,
+            has_case: self.case_ref.is_some(),
+        }
+    }
 }
 
 /// Ends the stream with `status`, telling the log why.
@@ -373,7 +389,7 @@ async fn deliver(
             continue;
         }
         match release(&svc, &o, batch, &request_id, &w.cert).await {
-            Ok(responses) => {
+            Ok((responses, held_back)) => {
                 for response in responses {
                     let seq = response.event.as_ref().map_or(after, |e| e.sequence);
                     // A slow subscriber can wait here for long: its certificate is watched
@@ -388,6 +404,11 @@ async fn deliver(
                     }
                     after = seq;
                 }
+                if let Some(e) = held_back {
+                    info!(code = ?Code::from(&e), reason = %e, "subscription ended");
+                    let _ = tx.send(Err(e.into_status(&request_id))).await;
+                    return;
+                }
             }
             Err(e) => {
                 info!(code = ?Code::from(&e), reason = %e, "subscription ended");
@@ -398,25 +419,23 @@ async fn deliver(
     }
 }
 
-/// Steps 1 to 3 for a batch: authorise, minimise and mask, record.
+/// Steps 1 to 3 for a batch: authorise, minimise and mask, record. Under a grant's daily cap
+/// on people, the batch is delivered as far as the cap allows, and the refusal of the rest
+/// (recorded against the first event held back) comes with it: the stream ends after those
+/// deliveries, and the held-back events wait, unacknowledged, for the next day.
 async fn release(
     svc: &ExchangeService,
     o: &Opened,
     batch: Vec<Event>,
     request_id: &str,
     cert: &CertWatch,
-) -> Result<Vec<SubscribeResponse>, ExchangeError> {
+) -> Result<(Vec<SubscribeResponse>, Option<ExchangeError>), ExchangeError> {
     let catalogue = svc.providers.catalogue();
     let spec: &ResourceSpec = catalogue.get(&o.resource)?;
     let now = SystemTime::now();
-    let decision: Decision = svc.policy.decide(
-        spec,
-        &o.consumer,
-        &o.fields,
-        Selection::NONE,
-        &o.purpose,
-        now,
-    )?;
+    let decision: Decision =
+        svc.policy
+            .decide(spec, &o.consumer, &o.fields, Selection::NONE, o.why(), now)?;
     let started = Instant::now();
     let mut responses = Vec::with_capacity(batch.len());
     let mut records = Vec::with_capacity(batch.len());
@@ -504,20 +523,89 @@ async fn release(
     // Last look before anything is recorded as delivered: the CRL may have been reloaded
     // while this batch was prepared.
     cert.check().map_err(ExchangeError::Unauthenticated)?;
+    let (counted, held_back) = count_deliveries(svc, &decision, &mut records, &mut responses).await;
     // All of the batch's records are queued at once, so they share the log's group commit.
     let receipts = futures_util::future::join_all(records.iter().map(|r| svc.log.record(r))).await;
-    for (response, receipt) in responses.iter_mut().zip(receipts) {
+    // One receipt per delivery, and one more for the refusal of a batch cut short.
+    for (i, receipt) in receipts.into_iter().enumerate() {
         match receipt {
-            Ok(r) => response.receipt = Some(r),
+            Ok(r) => {
+                if let Some(response) = responses.get_mut(i) {
+                    response.receipt = Some(r);
+                }
+            }
             Err(e) => {
                 warn!(error = %e, "the exchange log could not record a delivery");
+                if let Some(r) = counted {
+                    svc.policy.uncount_subjects(r).await;
+                }
                 return Err(ExchangeError::from_log(&e, "delivery"));
             }
         }
     }
     svc.metrics
         .delivered(&o.resource, responses.len() as u64, started.elapsed());
-    Ok(responses)
+    Ok((responses, held_back))
+}
+
+/// Counts the people a batch of deliveries reaches against the grant's daily cap, if it has
+/// one, and cuts the batch where the cap is reached. The first delivery cut becomes the
+/// record of the refusal (outcome refused, nothing released, its subject kept as a refused
+/// key lookup's is), so that the auditor sees why the stream ended. Returns what was counted,
+/// and the refusal if the batch was cut.
+async fn count_deliveries(
+    svc: &ExchangeService,
+    decision: &Decision,
+    records: &mut Vec<ExchangeRecord>,
+    responses: &mut Vec<SubscribeResponse>,
+) -> (Option<crate::daily::Reservation>, Option<ExchangeError>) {
+    let Some(grant) = decision
+        .max_subjects_per_day()
+        .and(decision.grant_id.clone())
+    else {
+        return (None, None);
+    };
+    // A delivery without a subject cannot be counted; the batch stops before it.
+    let identified = records.iter().take_while(|r| !r.subject.is_empty()).count();
+    let subjects: Vec<Vec<u8>> = records[..identified]
+        .iter()
+        .map(|r| r.subject.clone())
+        .collect();
+    let uncounted = || ExchangeError::Uncounted {
+        grant: grant.clone(),
+    };
+    let (admitted, refusal, counted) = match svc
+        .policy
+        .count_subjects(decision, subjects, Admit::Prefix)
+        .await
+    {
+        Ok(Some(c)) => (
+            c.admitted,
+            c.refusal.map(ExchangeError::from),
+            Some(c.reservation),
+        ),
+        Ok(None) => (identified, None, None),
+        Err(e) => {
+            warn!(error = %e, "the policy store could not count subjects");
+            (0, Some(uncounted()), None)
+        }
+    };
+    let held_back = refusal.or_else(|| (admitted < records.len()).then(uncounted));
+    if let Some(e) = &held_back {
+        responses.truncate(admitted);
+        records.truncate(admitted + 1);
+        if let Some(r) = records.get_mut(admitted) {
+            r.outcome = huitong_audit::record::outcome::REFUSED.into();
+            r.status_code = Code::from(e) as i32;
+            r.refusal = e.recorded();
+            r.fields.clear();
+            r.masked_fields.clear();
+            r.subjects.clear();
+            r.record_count = 0;
+            r.answer_digest.clear();
+        }
+    }
+    (counted, held_back)
 }
 
 pub(crate) async fn acknowledge(

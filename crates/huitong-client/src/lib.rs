@@ -549,6 +549,70 @@ fn reconnectable(code: tonic::Code) -> bool {
 
 /// A connection to a broker's `Admin` service, for a department's administrator (a certificate
 /// with the `admin` role): access requests and grants.
+/// The terms a provider approves an access request on ([`Admin::approve_with`]). Without any
+/// of them, the grant releases every requested field unmasked, with the resource's default
+/// lookup (key lookups only for a resource about people) and no caps.
+#[derive(Debug, Clone, Default)]
+pub struct Approval {
+    req: ApproveAccessRequestRequest,
+}
+
+impl Approval {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Grants only these of the requested fields.
+    pub fn fields<I, S>(mut self, fields: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.req.fields = fields.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Masks `field` with `mask` (`id-number`, `name`, `address`, `phone` or `redact`).
+    pub fn mask(mut self, field: &str, mask: &str) -> Self {
+        self.req.masks.insert(field.to_owned(), mask.to_owned());
+        self
+    }
+
+    /// Masked fields the consumer may still filter or key on.
+    pub fn match_fields<I, S>(mut self, fields: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.req.match_fields = fields.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// `"key"` (one record at a time, by its key) or `"search"` (also by filters).
+    pub fn lookup(mut self, lookup: &str) -> Self {
+        self.req.lookup = lookup.to_owned();
+        self
+    }
+
+    /// Most records one query may release.
+    pub fn max_records_per_query(mut self, n: u32) -> Self {
+        self.req.max_records_per_query = n;
+        self
+    }
+
+    /// Most different people released to the consumer per UTC day.
+    pub fn max_subjects_per_day(mut self, n: u32) -> Self {
+        self.req.max_subjects_per_day = n;
+        self
+    }
+
+    /// Every query and subscription must give a case reference.
+    pub fn require_case(mut self) -> Self {
+        self.req.require_case = true;
+        self
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Admin {
     inner: AdminClient<Channel>,
@@ -627,15 +691,24 @@ impl Admin {
         masks: &[(&str, &str)],
         match_fields: &[&str],
     ) -> Result<Grant, ClientError> {
-        let req = ApproveAccessRequestRequest {
-            id: id.to_owned(),
-            fields: fields.iter().map(|s| (*s).to_owned()).collect(),
-            masks: masks
-                .iter()
-                .map(|(f, m)| ((*f).to_owned(), (*m).to_owned()))
-                .collect(),
-            match_fields: match_fields.iter().map(|s| (*s).to_owned()).collect(),
-        };
+        let approval = Approval::new()
+            .fields(fields.iter().copied())
+            .match_fields(match_fields.iter().copied());
+        let approval = masks
+            .iter()
+            .fold(approval, |a, (field, mask)| a.mask(field, mask));
+        self.approve_with(id, &approval).await
+    }
+
+    /// Approves a request on all the terms of `approval`: fields, masks, matching, and the
+    /// bounds on bulk reads (lookup, caps, case reference).
+    pub async fn approve_with(
+        &mut self,
+        id: &str,
+        approval: &Approval,
+    ) -> Result<Grant, ClientError> {
+        let mut req = approval.req.clone();
+        req.id = id.to_owned();
         Ok(self.inner.approve_access_request(req).await?.into_inner())
     }
 

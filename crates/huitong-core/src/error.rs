@@ -196,10 +196,10 @@ impl Error {
     pub fn kind(&self) -> ErrorKind {
         match self {
             Error::UnknownResource(_) => ErrorKind::NotFound,
-            Error::NotShared { .. }
-            | Error::Policy(_)
-            | Error::NotProvider { .. }
-            | Error::NotPartyToGrant { .. } => ErrorKind::PermissionDenied,
+            Error::Policy(refusal) => refusal.kind(),
+            Error::NotShared { .. } | Error::NotProvider { .. } | Error::NotPartyToGrant { .. } => {
+                ErrorKind::PermissionDenied
+            }
             Error::InvalidResource { .. } => ErrorKind::ProviderFault,
             Error::AlreadyDecided { .. } | Error::AlreadyRevoked { .. } => ErrorKind::Conflict,
             Error::InvalidId { .. }
@@ -238,4 +238,12 @@ pub enum ErrorKind {
     /// The target is no longer in a state that allows the action (an access request already
     /// decided, a grant already revoked); look at its current state. gRPC: `FAILED_PRECONDITION`.
     Conflict,
+    /// A bound of the grant is reached (records per query, people per day): a narrower query,
+    /// or the same one later, succeeds. gRPC: `RESOURCE_EXHAUSTED`.
+    Exhausted,
+    /// The request is well formed, but the grant it rests on requires something it lacks (a
+    /// case reference). Not `InvalidRequest`: the same request is fine under another grant, so
+    /// what is missing is set by the state of the exchange, not by the protocol.
+    /// gRPC: `FAILED_PRECONDITION`.
+    Precondition,
 }

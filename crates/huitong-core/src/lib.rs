@@ -21,6 +21,7 @@ pub use error::Error;
 pub use ids::{DeptId, FieldName, Purpose, ResourceId, ResourceName};
 pub use masking::Mask;
 pub use policy::{
-    AccessRequest, AccessRequestForm, AccessRequestParts, Decision, Grant, GrantOrigin, GrantParts,
-    MatchKind, PolicyRefusal, RequestState, Revocation, Selection, decide, releasable_fields,
+    AccessRequest, AccessRequestForm, AccessRequestParts, Bounds, Caps, Decision, Grant,
+    GrantOrigin, GrantParts, Lookup, MatchKind, PolicyRefusal, RequestState, Revocation, Selection,
+    Terms, Why, decide, releasable_fields,
 };

@@ -21,6 +21,7 @@ use std::time::{Duration, SystemTime};
 use crate::Error;
 use crate::calendar::{self, SECONDS_PER_DAY};
 use crate::catalogue::{FieldSpec, ResourceSpec, Sensitivity, SharingClass, ValueKind};
+use crate::error::ErrorKind;
 use crate::ids::{DeptId, FieldName, Purpose, ResourceId, trim_text};
 use crate::masking::Mask;
 
@@ -137,6 +138,86 @@ pub enum PolicyRefusal {
         /// The provider, which decides what may be matched on.
         provider: DeptId,
     },
+    /// The grant allows key lookups only, and the query selects records by filters.
+    #[error(
+        "your grant {grant} allows key lookups only, so a search (a query by filters on {}) is \
+         refused: look each record up by its key ({}), or file an access request \
+         ({REQUEST_COMMAND} {resource} ...) that {} approves with lookup = \"search\"",
+        join(.filters, ", "), join(.key, ", "), .resource.provider()
+    )]
+    KeyLookupsOnly {
+        /// The grant's id.
+        grant: String,
+        /// The resource.
+        resource: ResourceId,
+        /// The fields the query filtered on.
+        filters: Vec<FieldName>,
+        /// The resource's key fields, by which it may look records up.
+        key: Vec<FieldName>,
+    },
+    /// The grant requires a case reference (办件编号) and the request gave none.
+    #[error(
+        "your grant {grant} requires a case reference (办件编号) with every query and \
+         subscription: give the case the data is needed for (case_ref; huitong query --case ...)"
+    )]
+    CaseRequired {
+        /// The grant's id.
+        grant: String,
+    },
+    /// The query would release more records than the grant allows in one answer.
+    #[error(
+        "your grant {grant} releases at most {cap} records per query, and this query {}; \
+         ask for at most {cap} per page (page_size) or narrow the filters, or ask {provider} for \
+         a higher max_records_per_query",
+        if *.asked { format!("asks for a page of {count}") }
+        else { format!("would release {count}, so nothing was released") }
+    )]
+    TooManyRecords {
+        /// The grant's id.
+        grant: String,
+        /// Its `max_records_per_query`.
+        cap: u32,
+        /// The page size asked for, or the records the answer held.
+        count: u64,
+        /// Whether `count` is the page size asked for (refused before anything was fetched).
+        asked: bool,
+        /// The provider, which sets the cap.
+        provider: DeptId,
+    },
+    /// The answer would take the consumer past the grant's daily number of people.
+    #[error(
+        "your grant {grant} releases the records of at most {cap} different people per day \
+         (UTC), {used} of them today, and this answer would reach {new} more, so nothing was \
+         released; try again after 00:00 UTC, or ask {provider} for a higher \
+         max_subjects_per_day"
+    )]
+    SubjectsPerDay {
+        /// The grant's id.
+        grant: String,
+        /// Its `max_subjects_per_day`.
+        cap: u32,
+        /// Different people already released under it today.
+        used: u32,
+        /// People in this answer not yet released today.
+        new: u32,
+        /// The provider, which sets the cap.
+        provider: DeptId,
+    },
+}
+
+impl PolicyRefusal {
+    /// What the caller can do about the refusal: most are permission denied; a cap reached is
+    /// resource exhausted (later, or a narrower query, succeeds), a missing case reference a
+    /// failed precondition (see [`ErrorKind::Precondition`]).
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            PolicyRefusal::TooManyRecords { .. } | PolicyRefusal::SubjectsPerDay { .. } => {
+                ErrorKind::Exhausted
+            }
+            PolicyRefusal::CaseRequired { .. } => ErrorKind::Precondition,
+            _ => ErrorKind::PermissionDenied,
+        }
+    }
 }
 
 /// How a query matches records on a field: by an equality filter, or by its key.
@@ -234,6 +315,85 @@ pub struct Revocation {
     pub reason: String,
 }
 
+/// How a grant lets its consumer select records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Lookup {
+    /// One record at a time, by its key: the consumer brings the identifier of the person or
+    /// company it is dealing with.
+    Key,
+    /// Also by equality filters, which return lists of records.
+    Search,
+}
+
+impl Lookup {
+    /// The name used in the policy file, on the wire and in messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Lookup::Key => "key",
+            Lookup::Search => "search",
+        }
+    }
+
+    /// Parses `key` or `search`.
+    pub fn parse(s: &str) -> Option<Lookup> {
+        match s {
+            "key" => Some(Lookup::Key),
+            "search" => Some(Lookup::Search),
+            _ => None,
+        }
+    }
+
+    /// The lookup of a grant that does not say: key lookups only if the resource has any
+    /// personal or sensitive field. A grant meant for checking one applicant must not become
+    /// a way to list everyone who matches a filter; searching a resource about people is
+    /// something the provider allows on purpose.
+    pub fn default_for(spec: &ResourceSpec) -> Lookup {
+        if spec.fields().iter().any(|f| is_personal(f.sensitivity)) {
+            Lookup::Key
+        } else {
+            Lookup::Search
+        }
+    }
+}
+
+impl fmt::Display for Lookup {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What bounds a grant puts on bulk reads, beyond its fields and purposes. The default bounds
+/// nothing except the lookup, which then follows the resource ([`Lookup::default_for`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Bounds {
+    /// How records may be selected; `None` for the resource's default.
+    pub lookup: Option<Lookup>,
+    /// Most records one query may release (one page of a search); at least 1.
+    pub max_records_per_query: Option<u32>,
+    /// Most different people (subjects) released to the consumer under the grant per UTC day,
+    /// queries and deliveries together; at least 1.
+    pub max_subjects_per_day: Option<u32>,
+    /// Every query and subscription must give a case reference (办件编号).
+    pub require_case: bool,
+}
+
+impl Bounds {
+    fn check(&self, grant: &str) -> Result<(), Error> {
+        for (name, cap) in [
+            ("max_records_per_query", self.max_records_per_query),
+            ("max_subjects_per_day", self.max_subjects_per_day),
+        ] {
+            if cap == Some(0) {
+                return Err(Error::InvalidGrant(format!(
+                    "{name} of grant {grant} is 0, which would release nothing; give at least 1, \
+                     or leave it out for no cap"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The parts of a [`Grant`] before its consistency checks, e.g. as read back from storage.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GrantParts {
@@ -260,6 +420,8 @@ pub struct GrantParts {
     pub revoked: Option<Revocation>,
     /// Where it came from.
     pub origin: GrantOrigin,
+    /// How records may be selected and how many may be released.
+    pub bounds: Bounds,
 }
 
 /// A consumer's permission to receive some fields of one resource, for named purposes, until it
@@ -278,6 +440,7 @@ pub struct Grant {
     expires_at: SystemTime,
     revoked: Option<Revocation>,
     origin: GrantOrigin,
+    bounds: Bounds,
 }
 
 /// Checks an access request or grant id: 1 to 64 bytes of ASCII letters, digits, `-`, `_`, `.`.
@@ -421,6 +584,7 @@ impl Grant {
         if let Some(r) = &p.revoked {
             check_reason(&r.reason, "a revocation needs a written reason")?;
         }
+        p.bounds.check(&p.id)?;
         Ok(Grant {
             id: p.id,
             consumer: p.consumer,
@@ -433,6 +597,7 @@ impl Grant {
             expires_at: p.expires_at,
             revoked: p.revoked,
             origin: p.origin,
+            bounds: p.bounds,
         })
     }
 
@@ -450,6 +615,7 @@ impl Grant {
             expires_at: self.expires_at,
             revoked: self.revoked,
             origin: self.origin,
+            bounds: self.bounds,
         }
     }
 
@@ -544,9 +710,33 @@ impl Grant {
         &self.origin
     }
 
+    /// Its bounds on bulk reads, as given (the lookup may be left to the resource's default).
+    pub fn bounds(&self) -> &Bounds {
+        &self.bounds
+    }
+
+    /// How it lets records of `spec`'s resource be selected: as given, or the resource's
+    /// default. Resolved when deciding, not when granting: a policy-file grant is loaded before
+    /// the catalogue, and a resource that gains a personal field tightens at once.
+    pub fn lookup_for(&self, spec: &ResourceSpec) -> Lookup {
+        self.bounds
+            .lookup
+            .unwrap_or_else(|| Lookup::default_for(spec))
+    }
+
     /// Not revoked, and `now` is before the expiry.
     pub fn is_active(&self, now: SystemTime) -> bool {
         self.revoked.is_none() && now < self.expires_at
+    }
+
+    /// Its caps, for a [`Decision`] on `spec`'s resource; `None` if it has none.
+    fn caps(&self, spec: &ResourceSpec) -> Option<Caps> {
+        let b = &self.bounds;
+        (b.max_records_per_query.is_some() || b.max_subjects_per_day.is_some()).then(|| Caps {
+            provider: spec.id().provider().clone(),
+            max_records_per_query: b.max_records_per_query,
+            max_subjects_per_day: b.max_subjects_per_day,
+        })
     }
 
     /// Whether the grant lists `field`.
@@ -602,6 +792,19 @@ impl Grant {
 // ---------------------------------------------------------------------------------------------
 // Access requests
 // ---------------------------------------------------------------------------------------------
+
+/// What a provider approves an access request on ([`AccessRequest::approve`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Terms {
+    /// Narrows the grant to these of the requested fields; `None` grants them all.
+    pub fields: Option<Vec<FieldName>>,
+    /// Masks, on granted fields only.
+    pub masks: Vec<(FieldName, Mask)>,
+    /// Masked granted fields a filter or key may still match on (see [`decide`]).
+    pub match_fields: Vec<FieldName>,
+    /// How records may be selected, and how many released.
+    pub bounds: Bounds,
+}
 
 /// What happened to an access request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -910,21 +1113,22 @@ impl AccessRequest {
 
     /// Approves the request and returns the grant it creates, which the caller stores.
     ///
-    /// Only the provider may approve, and only a pending request. `fields`, if given, narrows
-    /// the grant to a subset of the requested fields; `masks` may be set on granted fields only,
-    /// and so may `match_fields` (masked fields a filter or key may still match on, see
-    /// [`decide`]). The grant names the request's purposes and expires `duration_days` days
-    /// after `now`.
+    /// Only the provider may approve, and only a pending request, on the [`Terms`] it sets.
+    /// The grant names the request's purposes and expires `duration_days` days after `now`.
     pub fn approve(
         &mut self,
         by: &DeptId,
         now: SystemTime,
         grant_id: String,
-        fields: Option<Vec<FieldName>>,
-        masks: Vec<(FieldName, Mask)>,
-        match_fields: Vec<FieldName>,
+        terms: Terms,
     ) -> Result<Grant, Error> {
         self.check_decider("approve", by)?;
+        let Terms {
+            fields,
+            masks,
+            match_fields,
+            bounds,
+        } = terms;
         let fields = match fields {
             None => self.fields.clone(),
             Some(narrowed) => {
@@ -959,6 +1163,7 @@ impl AccessRequest {
             expires_at: after_days(now, self.duration_days),
             revoked: None,
             origin: GrantOrigin::AccessRequest(self.id.clone()),
+            bounds,
         })?;
         self.state = RequestState::Approved {
             at: now,
@@ -989,7 +1194,8 @@ impl AccessRequest {
 // The decision
 // ---------------------------------------------------------------------------------------------
 
-/// What the policy allows for one exchange: the grant it rests on, and the masks to apply.
+/// What the policy allows for one exchange: the grant it rests on, the masks to apply, and the
+/// grant's caps on how much may be released.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Decision {
     /// The grant that allows the exchange; `None` when no grant was needed (open fields, or the
@@ -997,6 +1203,20 @@ pub struct Decision {
     pub grant_id: Option<String>,
     /// The masks to apply to requested fields, in the order the fields were requested.
     pub masks: Vec<(FieldName, Mask)>,
+    /// The grant's caps on what is released, if it has any; the caller enforces them (they
+    /// depend on what the provider answers) with the methods below.
+    pub caps: Option<Caps>,
+}
+
+/// A grant's caps on bulk reads, as a [`Decision`] carries them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caps {
+    /// The provider of the resource, which sets them (named in refusals).
+    pub provider: DeptId,
+    /// Most records one query may release.
+    pub max_records_per_query: Option<u32>,
+    /// Most different people released under the grant per UTC day.
+    pub max_subjects_per_day: Option<u32>,
 }
 
 impl Decision {
@@ -1006,6 +1226,78 @@ impl Decision {
             .iter()
             .find(|(f, _)| f == field)
             .map(|(_, mask)| *mask)
+    }
+
+    fn grant(&self) -> String {
+        self.grant_id.clone().unwrap_or_default()
+    }
+
+    fn records_cap(&self) -> Option<(u32, &DeptId)> {
+        let c = self.caps.as_ref()?;
+        Some((c.max_records_per_query?, &c.provider))
+    }
+
+    /// The grant's `max_subjects_per_day`, if any: the caller counts the people released under
+    /// `grant_id` today and asks [`Decision::over_subjects_per_day`].
+    pub fn max_subjects_per_day(&self) -> Option<u32> {
+        self.caps.as_ref()?.max_subjects_per_day
+    }
+
+    /// The page size to ask the provider for, given the page size the consumer `asked` for (0
+    /// for the exchange's default, `default`). Under a cap on records per query, a page asked
+    /// for beyond it is refused before anything is fetched, so that the consumer learns the
+    /// grant's terms rather than receiving a silently shorter page; the default page is lowered
+    /// to the cap.
+    pub fn page_size(&self, asked: u32, default: u32) -> Result<u32, Error> {
+        match self.records_cap() {
+            Some((cap, provider)) if asked > cap => {
+                Err(self.too_many(cap, provider, u64::from(asked), true))
+            }
+            Some((cap, _)) if asked == 0 => Ok(default.min(cap)),
+            _ => Ok(if asked == 0 { default } else { asked }),
+        }
+    }
+
+    /// Refuses an answer of `count` records beyond the cap on records per query: an adapter
+    /// may return more than the page size it was asked for, and nothing beyond the cap leaves.
+    pub fn check_released(&self, count: usize) -> Result<(), Error> {
+        match self.records_cap() {
+            Some((cap, provider)) if count as u64 > u64::from(cap) => {
+                Err(self.too_many(cap, provider, count as u64, false))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn too_many(&self, cap: u32, provider: &DeptId, count: u64, asked: bool) -> Error {
+        PolicyRefusal::TooManyRecords {
+            grant: self.grant(),
+            cap,
+            count,
+            asked,
+            provider: provider.clone(),
+        }
+        .into()
+    }
+
+    /// The refusal of an answer that would reach `new` people not yet released today, with
+    /// `used` already released under the grant today, if that goes beyond its
+    /// `max_subjects_per_day`. An answer that reaches nobody new is never refused, even when a
+    /// lowered cap is below the day's count: it takes the consumer no further. The caller keeps
+    /// the day's count; the rule and its wording are here.
+    pub fn over_subjects_per_day(&self, used: u32, new: u32) -> Option<Error> {
+        let c = self.caps.as_ref()?;
+        let cap = c.max_subjects_per_day?;
+        (new > 0 && u64::from(used) + u64::from(new) > u64::from(cap)).then(|| {
+            PolicyRefusal::SubjectsPerDay {
+                grant: self.grant(),
+                cap,
+                used,
+                new,
+                provider: c.provider.clone(),
+            }
+            .into()
+        })
     }
 }
 
@@ -1018,7 +1310,8 @@ fn is_personal(s: Sensitivity) -> bool {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Selection<'a> {
     /// Fields filtered on. They count as released: a match reveals the value as surely as
-    /// releasing it does.
+    /// releasing it does. Any filter makes the query a search, which a grant with
+    /// [`Lookup::Key`] refuses.
     pub filters: &'a [FieldName],
     /// Key fields. The consumer brings the key (it holds the person's id number already), so
     /// the grant need not list them; but a key on a field the grant masks confirms the hidden
@@ -1034,9 +1327,28 @@ impl Selection<'_> {
     };
 }
 
-/// Decides whether `consumer` may receive `fields` of `spec`'s resource for `purpose` at `now`,
-/// selecting records by `selection`, given the grants the exchange holds (`grants` may include
-/// other consumers' and other resources' grants; they are skipped).
+/// Why a request is made, for [`decide`]: the declared purpose, and whether it gives a case
+/// reference (a grant may require one). `&Purpose` converts to a `Why` without a case.
+#[derive(Debug, Clone, Copy)]
+pub struct Why<'a> {
+    /// The purpose declared.
+    pub purpose: &'a Purpose,
+    /// Whether the request names the case (办件编号) it is for.
+    pub has_case: bool,
+}
+
+impl<'a> From<&'a Purpose> for Why<'a> {
+    fn from(purpose: &'a Purpose) -> Self {
+        Why {
+            purpose,
+            has_case: false,
+        }
+    }
+}
+
+/// Decides whether `consumer` may receive `fields` of `spec`'s resource for the purpose in
+/// `why` at `now`, selecting records by `selection`, given the grants the exchange holds
+/// (`grants` may include other consumers' and other resources' grants; they are skipped).
 ///
 /// 1. A not-shared resource is refused ([`Error::NotShared`]), whoever asks.
 /// 2. The fields are checked against the catalogue: at least one, each declared, none twice.
@@ -1049,22 +1361,30 @@ impl Selection<'_> {
 /// 5. A filter or key on a field the grant masks is refused unless the grant names the field
 ///    in its `match_fields` ([`PolicyRefusal::MatchOnMaskedField`]): `address == <a full street
 ///    address>` would otherwise list who lives there to a consumer allowed only the district.
-/// 6. Grants are not combined: the first active grant that covers the whole request is used,
-///    and its masks on the requested fields are returned. If none does, the refusal describes
-///    the active grant that comes closest; with no active grant, the most recently granted
-///    expired or revoked one; with none at all, [`PolicyRefusal::NoGrant`].
+/// 6. A search (any filter) needs a grant whose lookup is [`Lookup::Search`]
+///    ([`PolicyRefusal::KeyLookupsOnly`]; the default for a resource with personal or
+///    sensitive fields is [`Lookup::Key`]), and a grant that requires a case reference needs
+///    one ([`PolicyRefusal::CaseRequired`]).
+/// 7. Grants are not combined: the first active grant that covers the whole request is used,
+///    and its masks on the requested fields and its caps are returned (the caller enforces the
+///    caps, which depend on what the provider answers). If none does, the refusal describes
+///    the active grant that comes closest (reporting, of its gaps, fields before purpose
+///    before masked matches before lookup before case); with no active grant, the most
+///    recently granted expired or revoked one; with none at all, [`PolicyRefusal::NoGrant`].
 ///
-/// When no grant is needed, no masks are returned, even if the consumer holds a grant with
-/// masks, and so nothing is masked that a filter could probe.
-pub fn decide<'g>(
+/// When no grant is needed, no masks or caps are returned, even if the consumer holds a grant
+/// with masks, and so nothing is masked that a filter could probe.
+pub fn decide<'g, 'w>(
     spec: &ResourceSpec,
     consumer: &DeptId,
     fields: &[FieldName],
     selection: Selection<'_>,
-    purpose: &Purpose,
+    why: impl Into<Why<'w>>,
     grants: impl IntoIterator<Item = &'g Grant>,
     now: SystemTime,
 ) -> Result<Decision, Error> {
+    let why = why.into();
+    let purpose = why.purpose;
     spec.check_shared()?;
     spec.check_requested_fields(fields.iter().map(FieldName::as_str))?;
     for f in selection.filters.iter().chain(selection.key) {
@@ -1091,6 +1411,7 @@ pub fn decide<'g>(
         .filter(|f| is_personal(f.sensitivity))
         .map(|f| (f.name.clone(), f.sensitivity))
         .collect();
+    let searching = !selection.filters.is_empty();
 
     let mine: Vec<&Grant> = grants
         .into_iter()
@@ -1112,7 +1433,9 @@ pub fn decide<'g>(
             .filter(|(f, _)| !g.allows_match(f))
             .map(|(f, kind)| (f.clone(), kind))
             .collect();
-        if missing.is_empty() && purpose_ok && unmatchable.is_empty() {
+        let lookup_ok = !searching || g.lookup_for(spec) == Lookup::Search;
+        let case_ok = why.has_case || !g.bounds.require_case;
+        if missing.is_empty() && purpose_ok && unmatchable.is_empty() && lookup_ok && case_ok {
             let masks = fields
                 .iter()
                 .filter_map(|f| g.mask_for(f).map(|m| (f.clone(), m)))
@@ -1120,15 +1443,31 @@ pub fn decide<'g>(
             return Ok(Decision {
                 grant_id: Some(g.id.clone()),
                 masks,
+                caps: g.caps(spec),
             });
         }
-        let gaps = missing.len() + usize::from(!purpose_ok) + unmatchable.len();
+        let gaps = missing.len()
+            + usize::from(!purpose_ok)
+            + unmatchable.len()
+            + usize::from(!lookup_ok)
+            + usize::from(!case_ok);
         if closest.as_ref().is_some_and(|(best, _)| *best <= gaps) {
             continue;
         }
-        let refusal = if let (true, true, Some((field, kind))) =
-            (missing.is_empty(), purpose_ok, unmatchable.first())
-        {
+        let refusal = if !missing.is_empty() {
+            PolicyRefusal::FieldsOutsideGrant {
+                grant: g.id.clone(),
+                fields: missing,
+                allowed: g.fields.clone(),
+            }
+        } else if !purpose_ok {
+            PolicyRefusal::PurposeNotNamed {
+                grant: g.id.clone(),
+                fields: need_purpose.clone(),
+                purpose: purpose.clone(),
+                named: g.purposes.clone(),
+            }
+        } else if let Some((field, kind)) = unmatchable.first() {
             PolicyRefusal::MatchOnMaskedField {
                 grant: g.id.clone(),
                 mask: g.mask_for(field).unwrap_or(Mask::Redact),
@@ -1136,18 +1475,16 @@ pub fn decide<'g>(
                 kind: *kind,
                 provider: spec.id().provider().clone(),
             }
-        } else if missing.is_empty() {
-            PolicyRefusal::PurposeNotNamed {
+        } else if !lookup_ok {
+            PolicyRefusal::KeyLookupsOnly {
                 grant: g.id.clone(),
-                fields: need_purpose.clone(),
-                purpose: purpose.clone(),
-                named: g.purposes.clone(),
+                resource: spec.id().clone(),
+                filters: selection.filters.to_vec(),
+                key: spec.key_fields().to_vec(),
             }
         } else {
-            PolicyRefusal::FieldsOutsideGrant {
+            PolicyRefusal::CaseRequired {
                 grant: g.id.clone(),
-                fields: missing,
-                allowed: g.fields.clone(),
             }
         };
         closest = Some((gaps, refusal));

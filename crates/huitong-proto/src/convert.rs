@@ -13,8 +13,8 @@ use crate::v1;
 use std::time::SystemTime;
 
 use huitong_core::{
-    AccessRequest, AccessRequestParts, Grant, GrantOrigin, GrantParts, Mask, Purpose, RequestState,
-    Revocation,
+    AccessRequest, AccessRequestParts, Bounds, Grant, GrantOrigin, GrantParts, Lookup, Mask,
+    Purpose, RequestState, Revocation, Terms,
 };
 
 use crate::value::timestamp_to_system_time;
@@ -244,7 +244,62 @@ pub fn grant_to_wire(g: &Grant, now: SystemTime) -> v1::Grant {
             GrantOrigin::PolicyFile => "policy-file".to_owned(),
         },
         active: g.is_active(now),
+        lookup: g
+            .bounds()
+            .lookup
+            .map(|l| l.as_str().to_owned())
+            .unwrap_or_default(),
+        max_records_per_query: g.bounds().max_records_per_query.unwrap_or(0),
+        max_subjects_per_day: g.bounds().max_subjects_per_day.unwrap_or(0),
+        require_case: g.bounds().require_case,
     }
+}
+
+/// Reads a grant's bounds as the wire carries them: an empty lookup is the resource's
+/// default, a cap of 0 is no cap. A grant stored before the bounds existed reads back with
+/// the defaults.
+pub fn bounds_from_wire(
+    lookup: &str,
+    max_records_per_query: u32,
+    max_subjects_per_day: u32,
+    require_case: bool,
+) -> Result<Bounds, Error> {
+    let lookup = match lookup.trim() {
+        "" => None,
+        l => Some(Lookup::parse(l).ok_or_else(|| {
+            Error::InvalidGrant(format!(
+                "lookup {:?} is not \"key\" or \"search\" (or empty, for the resource's \
+                 default: key if it has personal or sensitive fields)",
+                l.chars().take(40).collect::<String>()
+            ))
+        })?),
+    };
+    let cap = |n: u32| (n > 0).then_some(n);
+    Ok(Bounds {
+        lookup,
+        max_records_per_query: cap(max_records_per_query),
+        max_subjects_per_day: cap(max_subjects_per_day),
+        require_case,
+    })
+}
+
+/// The terms of an approval as the wire carries them.
+pub fn terms_from_wire(r: &v1::ApproveAccessRequestRequest) -> Result<Terms, Error> {
+    Ok(Terms {
+        fields: if r.fields.is_empty() {
+            None
+        } else {
+            Some(field_names(&r.fields)?)
+        },
+        masks: masks_from_wire(&r.masks)?,
+        match_fields: field_names(&r.match_fields)?,
+        bounds: bounds_from_wire(
+            &r.lookup,
+            r.max_records_per_query,
+            r.max_subjects_per_day,
+            r.require_case,
+        )?,
+    })
 }
 
 pub fn grant_from_wire(w: &v1::Grant) -> Result<Grant, Error> {
@@ -274,6 +329,12 @@ pub fn grant_from_wire(w: &v1::Grant) -> Result<Grant, Error> {
         expires_at: time_of(&what, &w.expires_at)?,
         revoked,
         origin,
+        bounds: bounds_from_wire(
+            &w.lookup,
+            w.max_records_per_query,
+            w.max_subjects_per_day,
+            w.require_case,
+        )?,
     })
 }
 
@@ -363,6 +424,60 @@ mod tests {
         let spec = resource_spec(&dept, &d).unwrap();
         assert_eq!(spec.id().to_string(), "market-regulation/business-licences");
         assert_eq!(resource_description(&spec), d);
+    }
+
+    #[test]
+    fn grant_bounds_round_trip_and_old_grants_read_with_the_defaults() {
+        let now = SystemTime::now();
+        let parts = GrantParts {
+            id: "G-3".into(),
+            consumer: DeptId::new("civil-affairs").unwrap(),
+            resource: ResourceId::parse("public-security/household-register").unwrap(),
+            fields: vec![FieldName::new("name").unwrap()],
+            purposes: vec![Purpose::new("marriage registration").unwrap()],
+            masks: vec![],
+            match_fields: vec![],
+            granted_at: now,
+            expires_at: now + std::time::Duration::from_secs(86_400),
+            revoked: None,
+            origin: GrantOrigin::AccessRequest("AR-1".into()),
+            bounds: Bounds {
+                lookup: Some(Lookup::Search),
+                max_records_per_query: Some(20),
+                max_subjects_per_day: Some(100),
+                require_case: true,
+            },
+        };
+        let g = Grant::new(parts.clone()).unwrap();
+        let w = grant_to_wire(&g, now);
+        assert_eq!(
+            (
+                w.lookup.as_str(),
+                w.max_records_per_query,
+                w.max_subjects_per_day,
+                w.require_case
+            ),
+            ("search", 20, 100, true)
+        );
+        assert_eq!(grant_from_wire(&w).unwrap(), g);
+        // A grant stored before the fields existed has none of them set.
+        let old = v1::Grant {
+            lookup: String::new(),
+            max_records_per_query: 0,
+            max_subjects_per_day: 0,
+            require_case: false,
+            ..w.clone()
+        };
+        assert_eq!(*grant_from_wire(&old).unwrap().bounds(), Bounds::default());
+        let bad = v1::Grant {
+            lookup: "bulk".into(),
+            ..w
+        };
+        let e = grant_from_wire(&bad).unwrap_err().to_string();
+        assert!(
+            e.contains("lookup \"bulk\" is not \"key\" or \"search\""),
+            "{e}"
+        );
     }
 
     #[test]

@@ -6,7 +6,7 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
-use huitong_client::{AccessRequestState, Admin};
+use huitong_client::{AccessRequestState, Admin, Approval};
 use huitong_proto::v1::{AccessRequest, Grant};
 use huitong_proto::value::format_timestamp;
 use serde_json::json;
@@ -72,6 +72,20 @@ enum Command {
         /// this a filter or key on a masked field is refused: it would confirm the hidden value.
         #[arg(long = "match-fields", value_delimiter = ',')]
         match_fields: Vec<String>,
+        /// key (one record at a time, by its key) or search (also by filters). Default: key
+        /// if the resource has personal or sensitive fields, else search.
+        #[arg(long)]
+        lookup: Option<String>,
+        /// Most records one query (one page of a search) may release.
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+        max_records_per_query: Option<u32>,
+        /// Most different people released to the consumer per day (UTC), queries and
+        /// subscription deliveries together.
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+        max_subjects_per_day: Option<u32>,
+        /// Every query and subscription must give a case reference (--case).
+        #[arg(long)]
+        require_case: bool,
     },
     /// Deny a request for one of our resources, with a written reason.
     Deny {
@@ -150,21 +164,37 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             fields,
             masks,
             match_fields,
+            lookup,
+            max_records_per_query,
+            max_subjects_per_day,
+            require_case,
         } => {
-            let fields: Vec<&str> = fields.iter().map(|s| s.trim()).collect();
-            let match_fields: Vec<&str> = match_fields.iter().map(|s| s.trim()).collect();
-            let masks = masks
-                .iter()
-                .map(|m| {
-                    m.split_once('=')
-                        .with_context(|| format!("--mask {m:?} must be FIELD=MASK"))
-                })
-                .collect::<anyhow::Result<Vec<_>>>()?;
-            grant_json(
-                &admin
-                    .approve_matching(&id, &fields, &masks, &match_fields)
-                    .await?,
-            )
+            let mut approval = Approval::new()
+                .fields(fields.iter().map(|s| s.trim()))
+                .match_fields(match_fields.iter().map(|s| s.trim()));
+            for m in &masks {
+                let (field, mask) = m
+                    .split_once('=')
+                    .with_context(|| format!("--mask {m:?} must be FIELD=MASK"))?;
+                approval = approval.mask(field, mask);
+            }
+            if let Some(l) = &lookup {
+                // The broker checks it too; this says it before anything is sent.
+                if huitong_core::Lookup::parse(l).is_none() {
+                    anyhow::bail!("--lookup {l:?}: use key or search");
+                }
+                approval = approval.lookup(l);
+            }
+            if let Some(n) = max_records_per_query {
+                approval = approval.max_records_per_query(n);
+            }
+            if let Some(n) = max_subjects_per_day {
+                approval = approval.max_subjects_per_day(n);
+            }
+            if require_case {
+                approval = approval.require_case();
+            }
+            grant_json(&admin.approve_with(&id, &approval).await?)
         }
         Command::Deny { id, reason } => request_json(&admin.deny(&id, &reason).await?),
         Command::Grants {
@@ -244,6 +274,12 @@ fn grant_json(g: &Grant) -> serde_json::Value {
         "purposes": g.purposes,
         "masks": masks.into_iter().collect::<std::collections::BTreeMap<_, _>>(),
         "match_fields": g.match_fields,
+        // "default" when the grant leaves it to the resource and the broker could not say which
+        // that is (the resource is not in its catalogue just now).
+        "lookup": if g.lookup.is_empty() { "default" } else { g.lookup.as_str() },
+        "max_records_per_query": (g.max_records_per_query > 0).then_some(g.max_records_per_query),
+        "max_subjects_per_day": (g.max_subjects_per_day > 0).then_some(g.max_subjects_per_day),
+        "require_case": g.require_case,
         "granted_at": ts(&g.granted_at),
         "expires_at": ts(&g.expires_at),
         "revoked_at": ts(&g.revoked_at),

@@ -47,7 +47,9 @@ async fn auditor(ex: &Exchange) -> Audit {
 // Matching on masked fields (issue 18 item 2)
 // ---------------------------------------------------------------------------------------------
 
-/// Taxation may match on the address it receives masked: the policy file says so.
+/// Taxation may match on the address it receives masked: the policy file says so. Both
+/// grants may search (the demo's marriage grant P-1 allows key lookups only); civil affairs'
+/// (P-6) masks the address like P-1 and allows no match on it.
 const TAX_ADDRESS_GRANT: &str = r#"
 [[grants]]
 consumer = "taxation"
@@ -57,6 +59,16 @@ purposes = ["tax audit"]
 expires = "2099-12-31"
 masks = { address = "address" }
 match_fields = ["address"]
+lookup = "search"
+
+[[grants]]
+consumer = "civil-affairs"
+resource = "public-security/household-register"
+fields = ["name", "address"]
+purposes = ["婚姻登记 marriage registration"]
+expires = "2099-12-31"
+masks = { address = "address" }
+lookup = "search"
 "#;
 
 #[tokio::test(flavor = "multi_thread")]
@@ -67,7 +79,7 @@ async fn a_filter_on_a_masked_address_cannot_confirm_who_lives_there() {
     let name = person["name"].as_str().unwrap().to_owned();
     let mut civil = ex.consumer("civil-affairs").await;
 
-    // Civil affairs' grant P-1 releases the address only to the district.
+    // Civil affairs' search grant P-6 releases the address only to the district.
     let (code, msg) = status(
         civil
             .query(
@@ -80,7 +92,7 @@ async fn a_filter_on_a_masked_address_cannot_confirm_who_lives_there() {
     );
     assert_eq!(code, Code::PermissionDenied, "{msg}");
     assert!(
-        msg.contains("grant P-1")
+        msg.contains("grant P-6")
             && msg.contains("\"address\"")
             && msg.contains("match_fields")
             && msg.contains("public-security"),
@@ -361,7 +373,20 @@ fn date(year: i32, month: i32, day: i32) -> Option<Value> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn filters_with_an_impossible_date_or_no_value_are_invalid_argument() {
-    let ex = Exchange::start("");
+    // The last query searches by birth date, which the demo's marriage grant (key lookups
+    // only) would refuse; the malformed ones are refused before any grant is looked at.
+    let ex = Exchange::start_with_policy(
+        "",
+        r#"
+[[grants]]
+consumer = "civil-affairs"
+resource = "public-security/household-register"
+fields = ["name", "birth_date"]
+purposes = ["婚姻登记 marriage registration"]
+expires = "2099-12-31"
+lookup = "search"
+"#,
+    );
     let mut raw = raw_exchange(&ex, "civil-affairs").await;
     for (value, expect) in [
         (date(2000, 13, 1), "2000-13-1"),

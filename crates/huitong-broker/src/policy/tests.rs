@@ -150,3 +150,67 @@ fn a_policy_file_grant_names_at_most_16_purposes() {
         "{e}"
     );
 }
+
+#[test]
+fn a_policy_file_grant_declares_its_bounds() {
+    // Without them: the resource's default lookup, no caps, no case needed.
+    let grants = load_policy_file(&write("nobounds.toml", GOOD)).unwrap();
+    assert_eq!(*grants[0].bounds(), Bounds::default());
+    let text = format!(
+        "{GOOD}lookup = \"search\"\nmax_records_per_query = 20\nmax_subjects_per_day = 500\nrequire_case = true\n"
+    );
+    let grants = load_policy_file(&write("bounds.toml", &text)).unwrap();
+    assert_eq!(
+        *grants[0].bounds(),
+        Bounds {
+            lookup: Some(huitong_core::Lookup::Search),
+            max_records_per_query: Some(20),
+            max_subjects_per_day: Some(500),
+            require_case: true,
+        }
+    );
+    let key = format!("{GOOD}lookup = \"key\"\n");
+    let grants = load_policy_file(&write("key.toml", &key)).unwrap();
+    assert_eq!(grants[0].bounds().lookup, Some(huitong_core::Lookup::Key));
+}
+
+#[test]
+fn bad_bounds_in_a_policy_file_name_the_key_and_what_to_write() {
+    let e = problem("l.toml", &format!("{GOOD}lookup = \"bulk\"\n"));
+    assert!(
+        e.contains("l.toml: grants[0].lookup: \"bulk\" is not \"key\"") && e.contains("\"search\""),
+        "{e}"
+    );
+    let e = problem("m.toml", &format!("{GOOD}max_records_per_query = 0\n"));
+    assert!(
+        e.contains(
+            "m.toml: grants[0].max_records_per_query: must be at least 1; leave it out for no cap"
+        ),
+        "{e}"
+    );
+    let e = problem("n.toml", &format!("{GOOD}max_subjects_per_day = 0\n"));
+    assert!(
+        e.contains("grants[0].max_subjects_per_day: must be at least 1"),
+        "{e}"
+    );
+    let e = problem("o.toml", &format!("{GOOD}max_subjects_per_day = -5\n"));
+    assert!(
+        e.contains("o.toml") && e.contains("max_subjects_per_day"),
+        "{e}"
+    );
+    let e = problem(
+        "p.toml",
+        &format!("{GOOD}max_records_per_query = \"ten\"\n"),
+    );
+    assert!(
+        e.contains("p.toml") && e.contains("max_records_per_query"),
+        "{e}"
+    );
+    let e = problem("q.toml", &format!("{GOOD}require_case = \"yes\"\n"));
+    assert!(e.contains("q.toml") && e.contains("require_case"), "{e}");
+    let e = problem("r.toml", &format!("{GOOD}max_subjects_a_day = 5\n"));
+    assert!(
+        e.contains("r.toml") && e.contains("max_subjects_a_day"),
+        "{e}"
+    );
+}

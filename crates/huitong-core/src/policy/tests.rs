@@ -117,6 +117,7 @@ fn grant_parts(id: &str, consumer: DeptId, resource: &ResourceSpec, f: &[&str]) 
         expires_at: t0() + days(365),
         revoked: None,
         origin: GrantOrigin::PolicyFile,
+        bounds: Bounds::default(),
     }
 }
 
@@ -989,9 +990,12 @@ fn the_provider_approves_and_a_grant_is_created() {
             &police(),
             now,
             "G-12".into(),
-            None,
-            vec![(field("address"), Mask::Address)],
-            vec![],
+            Terms {
+                fields: None,
+                masks: vec![(field("address"), Mask::Address)],
+                match_fields: vec![],
+                ..Terms::default()
+            },
         )
         .unwrap();
     assert_eq!(g.id(), "G-12");
@@ -1018,7 +1022,17 @@ fn the_provider_approves_and_a_grant_is_created() {
 fn only_the_provider_decides() {
     let mut req = filed(&["name"]);
     let e = req
-        .approve(&civil(), t0(), "G-1".into(), None, vec![], vec![])
+        .approve(
+            &civil(),
+            t0(),
+            "G-1".into(),
+            Terms {
+                fields: None,
+                masks: vec![],
+                match_fields: vec![],
+                ..Terms::default()
+            },
+        )
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::PermissionDenied);
     assert_eq!(
@@ -1042,9 +1056,12 @@ fn a_decided_request_cannot_be_decided_again() {
         &police(),
         date(2026, 6, 5),
         "G-12".into(),
-        None,
-        vec![],
-        vec![],
+        Terms {
+            fields: None,
+            masks: vec![],
+            match_fields: vec![],
+            ..Terms::default()
+        },
     )
     .unwrap();
     let e = req
@@ -1052,9 +1069,12 @@ fn a_decided_request_cannot_be_decided_again() {
             &police(),
             date(2026, 6, 6),
             "G-13".into(),
-            None,
-            vec![],
-            vec![],
+            Terms {
+                fields: None,
+                masks: vec![],
+                match_fields: vec![],
+                ..Terms::default()
+            },
         )
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Conflict);
@@ -1080,9 +1100,12 @@ fn a_decided_request_cannot_be_decided_again() {
             &police(),
             date(2026, 6, 6),
             "G-13".into(),
-            None,
-            vec![],
-            vec![],
+            Terms {
+                fields: None,
+                masks: vec![],
+                match_fields: vec![],
+                ..Terms::default()
+            },
         )
         .unwrap_err();
     assert_eq!(
@@ -1103,9 +1126,12 @@ fn an_approval_may_narrow_the_fields() {
             &police(),
             t0(),
             "G-12".into(),
-            Some(fields(&["address", "name"])),
-            vec![(field("address"), Mask::Address)],
-            vec![],
+            Terms {
+                fields: Some(fields(&["address", "name"])),
+                masks: vec![(field("address"), Mask::Address)],
+                match_fields: vec![],
+                ..Terms::default()
+            },
         )
         .unwrap();
     assert_eq!(g.fields(), &fields(&["address", "name"])[..]);
@@ -1119,9 +1145,12 @@ fn an_approval_cannot_widen_or_empty_the_fields() {
             &police(),
             t0(),
             "G-12".into(),
-            Some(fields(&["name", "address"])),
-            vec![],
-            vec![],
+            Terms {
+                fields: Some(fields(&["name", "address"])),
+                masks: vec![],
+                match_fields: vec![],
+                ..Terms::default()
+            },
         )
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::InvalidRequest);
@@ -1131,7 +1160,17 @@ fn an_approval_cannot_widen_or_empty_the_fields() {
          can only narrow a request"
     );
     let e = req
-        .approve(&police(), t0(), "G-12".into(), Some(vec![]), vec![], vec![])
+        .approve(
+            &police(),
+            t0(),
+            "G-12".into(),
+            Terms {
+                fields: Some(vec![]),
+                masks: vec![],
+                match_fields: vec![],
+                ..Terms::default()
+            },
+        )
         .unwrap_err();
     assert!(
         e.to_string().contains("deny the request with a reason"),
@@ -1142,9 +1181,12 @@ fn an_approval_cannot_widen_or_empty_the_fields() {
             &police(),
             t0(),
             "G-12".into(),
-            Some(fields(&["name", "name"])),
-            vec![],
-            vec![],
+            Terms {
+                fields: Some(fields(&["name", "name"])),
+                masks: vec![],
+                match_fields: vec![],
+                ..Terms::default()
+            },
         )
         .unwrap_err();
     assert!(matches!(e, Error::DuplicateField(_)), "{e}");
@@ -1159,9 +1201,12 @@ fn masks_go_only_on_granted_fields() {
             &police(),
             t0(),
             "G-12".into(),
-            Some(fields(&["name"])),
-            vec![(field("address"), Mask::Address)],
-            vec![],
+            Terms {
+                fields: Some(fields(&["name"])),
+                masks: vec![(field("address"), Mask::Address)],
+                match_fields: vec![],
+                ..Terms::default()
+            },
         )
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::InvalidRequest);
@@ -1181,7 +1226,17 @@ fn masks_go_only_on_granted_fields() {
 fn an_approval_checks_the_grant_id() {
     let mut req = filed(&["name"]);
     let e = req
-        .approve(&police(), t0(), String::new(), None, vec![], vec![])
+        .approve(
+            &police(),
+            t0(),
+            String::new(),
+            Terms {
+                fields: None,
+                masks: vec![],
+                match_fields: vec![],
+                ..Terms::default()
+            },
+        )
         .unwrap_err();
     assert!(
         matches!(
@@ -1241,8 +1296,18 @@ fn requests_round_trip_through_their_parts() {
     let mut req = filed(&["name", "address"]);
     let pending = AccessRequest::from_parts(req.clone().into_parts()).unwrap();
     assert_eq!(pending, req);
-    req.approve(&police(), t0(), "G-12".into(), None, vec![], vec![])
-        .unwrap();
+    req.approve(
+        &police(),
+        t0(),
+        "G-12".into(),
+        Terms {
+            fields: None,
+            masks: vec![],
+            match_fields: vec![],
+            ..Terms::default()
+        },
+    )
+    .unwrap();
     assert_eq!(
         AccessRequest::from_parts(req.clone().into_parts()).unwrap(),
         req
@@ -1289,12 +1354,15 @@ fn request_approve_query_revoke() {
             &police(),
             t0() + days(2),
             "G-12".into(),
-            Some(fields(&["name", "address"])),
-            vec![
-                (field("name"), Mask::Name),
-                (field("address"), Mask::Address),
-            ],
-            vec![],
+            Terms {
+                fields: Some(fields(&["name", "address"])),
+                masks: vec![
+                    (field("name"), Mask::Name),
+                    (field("address"), Mask::Address),
+                ],
+                match_fields: vec![],
+                ..Terms::default()
+            },
         )
         .unwrap();
 
@@ -1452,7 +1520,7 @@ fn releasable_fields_are_the_union_of_active_grants_and_for_open_resources_the_u
 // Matching on masked fields
 // ---------------------------------------------------------------------------------------------
 
-/// Civil affairs' grant: name and address, the address masked to the district.
+/// Civil affairs' grant: name and address, the address masked to the district; it may search.
 fn district_grant(match_fields: &[&str]) -> Grant {
     let mut p = grant_parts(
         "G-7",
@@ -1465,6 +1533,7 @@ fn district_grant(match_fields: &[&str]) -> Grant {
         (field("id_number"), Mask::IdNumber),
     ];
     p.match_fields = fields(match_fields);
+    p.bounds.lookup = Some(Lookup::Search);
     Grant::new(p).unwrap()
 }
 
@@ -1565,6 +1634,7 @@ fn a_grant_that_allows_the_match_is_chosen_over_one_that_masks() {
     let mut p = grant_parts("G-8", civil(), &register(), &["name", "address"]);
     p.masks = vec![(field("address"), Mask::Address)];
     p.match_fields = fields(&["address"]);
+    p.bounds.lookup = Some(Lookup::Search);
     let matching = Grant::new(p).unwrap();
     let d = ask_selecting(&["name"], &["address"], &[], &[masked, matching]).unwrap();
     assert_eq!(d.grant_id.as_deref(), Some("G-8"));
@@ -1638,9 +1708,12 @@ fn an_approval_may_allow_matching_on_granted_fields_only() {
             &police(),
             t0(),
             "G-12".into(),
-            Some(fields(&["name", "address"])),
-            vec![(field("address"), Mask::Address)],
-            fields(&["address"]),
+            Terms {
+                fields: Some(fields(&["name", "address"])),
+                masks: vec![(field("address"), Mask::Address)],
+                match_fields: fields(&["address"]),
+                ..Terms::default()
+            },
         )
         .unwrap();
     assert_eq!(g.match_fields(), fields(&["address"]).as_slice());
@@ -1651,9 +1724,12 @@ fn an_approval_may_allow_matching_on_granted_fields_only() {
             &police(),
             t0(),
             "G-13".into(),
-            Some(fields(&["name"])),
-            vec![],
-            fields(&["address"]),
+            Terms {
+                fields: Some(fields(&["name"])),
+                masks: vec![],
+                match_fields: fields(&["address"]),
+                ..Terms::default()
+            },
         )
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::InvalidRequest);
@@ -1722,4 +1798,337 @@ fn an_access_request_names_at_most_16_purposes() {
     let mut f = form(&["name"]);
     f.purposes = (0..16).map(|i| format!("purpose {i}")).collect();
     AccessRequest::file(f, &register(), t0(), 10, &WorkCalendar::default()).unwrap();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bounds on bulk reads: lookup, caps, case
+// ---------------------------------------------------------------------------------------------
+
+fn bounded(id: &str, resource: &ResourceSpec, f: &[&str], bounds: Bounds) -> Grant {
+    let mut p = grant_parts(id, civil(), resource, f);
+    p.bounds = bounds;
+    Grant::new(p).unwrap()
+}
+
+fn search_on(
+    resource: &ResourceSpec,
+    f: &[&str],
+    filters: &[&str],
+    grants: &[Grant],
+    has_case: bool,
+) -> Result<Decision, Error> {
+    let filters = fields(filters);
+    decide(
+        resource,
+        &civil(),
+        &fields(f),
+        Selection {
+            filters: &filters,
+            key: &[],
+        },
+        Why {
+            purpose: &marriage(),
+            has_case,
+        },
+        grants,
+        t0(),
+    )
+}
+
+#[test]
+fn the_default_lookup_is_key_for_a_resource_about_people_and_search_otherwise() {
+    assert_eq!(Lookup::default_for(&register()), Lookup::Key);
+    assert_eq!(Lookup::default_for(&licences()), Lookup::Key);
+    let plain = spec(
+        "market-regulation/registry-offices",
+        SharingClass::Conditional,
+        &[
+            ("office_code", FieldType::String, Sensitivity::Public),
+            ("city", FieldType::String, Sensitivity::Internal),
+        ],
+    );
+    assert_eq!(Lookup::default_for(&plain), Lookup::Search);
+    let g = grant("G-1", &plain, &["city"]);
+    assert_eq!(g.lookup_for(&plain), Lookup::Search);
+    search_on(&plain, &["city"], &["city"], &[g], false).unwrap();
+}
+
+#[test]
+fn a_search_under_a_key_grant_is_refused_naming_the_grant_and_how_to_search() {
+    let g = grant("G-1", &register(), &["name", "birth_date"]);
+    let e = search_on(&register(), &["name"], &["birth_date"], &[g], false).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::PermissionDenied);
+    assert_eq!(
+        e.to_string(),
+        "your grant G-1 allows key lookups only, so a search (a query by filters on birth_date) \
+         is refused: look each record up by its key (id_number), or file an access request \
+         (huitong admin request public-security/household-register ...) that public-security \
+         approves with lookup = \"search\""
+    );
+    // The same grant serves a key lookup.
+    let g = grant("G-1", &register(), &["name", "birth_date"]);
+    let key = fields(&["id_number"]);
+    let d = decide(
+        &register(),
+        &civil(),
+        &fields(&["name"]),
+        Selection {
+            filters: &[],
+            key: &key,
+        },
+        &marriage(),
+        [&g],
+        t0(),
+    )
+    .unwrap();
+    assert_eq!(d.grant_id.as_deref(), Some("G-1"));
+}
+
+#[test]
+fn a_search_grant_is_chosen_over_a_key_grant() {
+    let key_only = grant("G-1", &register(), &["name", "birth_date"]);
+    let search = bounded(
+        "G-2",
+        &register(),
+        &["name", "birth_date"],
+        Bounds {
+            lookup: Some(Lookup::Search),
+            ..Bounds::default()
+        },
+    );
+    let d = search_on(
+        &register(),
+        &["name"],
+        &["birth_date"],
+        &[key_only, search],
+        false,
+    )
+    .unwrap();
+    assert_eq!(d.grant_id.as_deref(), Some("G-2"));
+}
+
+#[test]
+fn a_filter_outside_a_search_grant_is_refused_as_a_field_outside_it() {
+    // No inference through filters: a search grant does not open the fields it does not list.
+    let g = bounded(
+        "G-2",
+        &register(),
+        &["name"],
+        Bounds {
+            lookup: Some(Lookup::Search),
+            ..Bounds::default()
+        },
+    );
+    let e = search_on(&register(), &["name"], &["birth_date"], &[g], false).unwrap_err();
+    assert_eq!(
+        refusal(Err(e)),
+        PolicyRefusal::FieldsOutsideGrant {
+            grant: "G-2".into(),
+            fields: fields(&["birth_date"]),
+            allowed: fields(&["name"]),
+        }
+    );
+}
+
+#[test]
+fn a_grant_requiring_a_case_refuses_a_request_without_one() {
+    let g = bounded(
+        "G-3",
+        &register(),
+        &["name"],
+        Bounds {
+            require_case: true,
+            ..Bounds::default()
+        },
+    );
+    let e = ask(
+        &register(),
+        &["name"],
+        &marriage(),
+        std::slice::from_ref(&g),
+        t0(),
+    )
+    .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Precondition);
+    assert_eq!(
+        e.to_string(),
+        "your grant G-3 requires a case reference (办件编号) with every query and subscription: \
+         give the case the data is needed for (case_ref; huitong query --case ...)"
+    );
+    let d = decide(
+        &register(),
+        &civil(),
+        &fields(&["name"]),
+        Selection::NONE,
+        Why {
+            purpose: &marriage(),
+            has_case: true,
+        },
+        [&g],
+        t0(),
+    )
+    .unwrap();
+    assert_eq!(d.grant_id.as_deref(), Some("G-3"));
+    // Another grant that needs no case serves the request without one.
+    let plain = grant("G-4", &register(), &["name"]);
+    let d = ask(&register(), &["name"], &marriage(), &[g, plain], t0()).unwrap();
+    assert_eq!(d.grant_id.as_deref(), Some("G-4"));
+}
+
+#[test]
+fn the_closest_grant_reports_fields_before_lookup_before_case() {
+    let g = bounded(
+        "G-5",
+        &register(),
+        &["name"],
+        Bounds {
+            require_case: true,
+            ..Bounds::default()
+        },
+    );
+    let e = search_on(
+        &register(),
+        &["name", "address"],
+        &["name"],
+        std::slice::from_ref(&g),
+        false,
+    )
+    .unwrap_err();
+    assert!(matches!(
+        refusal(Err(e)),
+        PolicyRefusal::FieldsOutsideGrant { .. }
+    ));
+    let e = search_on(
+        &register(),
+        &["name"],
+        &["name"],
+        std::slice::from_ref(&g),
+        false,
+    )
+    .unwrap_err();
+    assert!(matches!(
+        refusal(Err(e)),
+        PolicyRefusal::KeyLookupsOnly { .. }
+    ));
+}
+
+#[test]
+fn caps_travel_with_the_decision_and_refuse_beyond_them() {
+    let g = bounded(
+        "G-6",
+        &register(),
+        &["name"],
+        Bounds {
+            lookup: Some(Lookup::Search),
+            max_records_per_query: Some(10),
+            max_subjects_per_day: Some(50),
+            require_case: false,
+        },
+    );
+    let d = search_on(&register(), &["name"], &["name"], &[g], false).unwrap();
+    assert_eq!(d.max_subjects_per_day(), Some(50));
+    // Pages: the default lowered to the cap, a page up to the cap as asked, beyond it refused.
+    assert_eq!(d.page_size(0, 100).unwrap(), 10);
+    assert_eq!(d.page_size(0, 5).unwrap(), 5);
+    assert_eq!(d.page_size(7, 100).unwrap(), 7);
+    let e = d.page_size(11, 100).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Exhausted);
+    assert_eq!(
+        e.to_string(),
+        "your grant G-6 releases at most 10 records per query, and this query asks for a page of \
+         11; ask for at most 10 per page (page_size) or narrow the filters, or ask \
+         public-security for a higher max_records_per_query"
+    );
+    // What the provider answered: up to the cap leaves, beyond it nothing does.
+    d.check_released(10).unwrap();
+    let e = d.check_released(11).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Exhausted);
+    assert!(
+        e.to_string()
+            .contains("would release 11, so nothing was released"),
+        "{e}"
+    );
+    // People per day: up to the cap, counting those already released today.
+    assert!(d.over_subjects_per_day(40, 10).is_none());
+    // Nobody new: never refused, even over a cap lowered since.
+    assert!(d.over_subjects_per_day(80, 0).is_none());
+    let e = d.over_subjects_per_day(45, 6).unwrap();
+    assert_eq!(e.kind(), ErrorKind::Exhausted);
+    assert_eq!(
+        e.to_string(),
+        "your grant G-6 releases the records of at most 50 different people per day (UTC), 45 of \
+         them today, and this answer would reach 6 more, so nothing was released; try again \
+         after 00:00 UTC, or ask public-security for a higher max_subjects_per_day"
+    );
+}
+
+#[test]
+fn without_caps_nothing_is_capped() {
+    let g = bounded(
+        "G-7",
+        &register(),
+        &["name"],
+        Bounds {
+            lookup: Some(Lookup::Search),
+            ..Bounds::default()
+        },
+    );
+    let d = search_on(&register(), &["name"], &["name"], &[g], false).unwrap();
+    assert_eq!(d.caps, None);
+    assert_eq!(d.page_size(0, 100).unwrap(), 100);
+    assert_eq!(d.page_size(5000, 100).unwrap(), 5000);
+    d.check_released(1_000_000).unwrap();
+    assert!(d.over_subjects_per_day(u32::MAX, u32::MAX).is_none());
+    // Nor when no grant is needed, whatever grants the consumer holds.
+    let d = ask(&licences(), &["credit_code"], &marriage(), &[], t0()).unwrap();
+    assert_eq!(d.caps, None);
+}
+
+#[test]
+fn a_cap_of_zero_is_refused_with_what_to_write_instead() {
+    for bounds in [
+        Bounds {
+            max_records_per_query: Some(0),
+            ..Bounds::default()
+        },
+        Bounds {
+            max_subjects_per_day: Some(0),
+            ..Bounds::default()
+        },
+    ] {
+        let mut p = grant_parts("G-8", civil(), &register(), &["name"]);
+        p.bounds = bounds;
+        let e = Grant::new(p).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidRequest);
+        assert!(
+            e.to_string().contains(
+                "is 0, which would release nothing; give at least 1, or leave it out for no cap"
+            ),
+            "{e}"
+        );
+    }
+}
+
+#[test]
+fn an_approval_sets_the_bounds_of_its_grant() {
+    let mut req = filed(&["name", "address"]);
+    let bounds = Bounds {
+        lookup: Some(Lookup::Search),
+        max_records_per_query: Some(20),
+        max_subjects_per_day: Some(200),
+        require_case: true,
+    };
+    let g = req
+        .approve(
+            &police(),
+            t0(),
+            "G-12".into(),
+            Terms {
+                bounds,
+                ..Terms::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(*g.bounds(), bounds);
+    assert_eq!(Grant::new(g.clone().into_parts()).unwrap(), g);
 }

@@ -54,6 +54,8 @@ pub const PKI_DIR: &str = "pki";
 /// access requests approved during the walkthrough).
 const POLICY: &str = r#"# Grants declared by the exchange's policy, for bootstrapping. Others come from access
 # requests that providers approve (huitong admin request / approve).
+# None of these says `lookup`: the register is about people, so each allows key lookups only,
+# one person at a time (a search needs lookup = "search"; see docs/operations.md).
 
 # 婚姻登记: civil affairs checks both applicants' civil status (《婚姻登记条例》第五条).
 [[grants]]

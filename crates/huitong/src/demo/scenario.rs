@@ -450,6 +450,9 @@ pub async fn run(broker: &str, pki: &Path, register: &Path, data: &DemoData) -> 
                 // The bureau already holds the person's id number; it may find their companies
                 // by it, and still receives it masked.
                 match_fields: &["legal_representative_id"],
+                // Finding every company a person represents is a search by their id number;
+                // the resource holds personal fields, so key lookups only unless allowed.
+                lookup: Some("search"),
             },
         )
         .await;
@@ -569,6 +572,23 @@ pub async fn run(broker: &str, pki: &Path, register: &Path, data: &DemoData) -> 
             query: Query::search(REGISTER)
                 .filter("address", groom.address.as_str())
                 .fields(["name"])
+                .purpose(purpose),
+        },
+        Code::PermissionDenied,
+    )
+    .await;
+    // The marriage grant is for checking the applicants in front of the clerk, one by one: a
+    // search listing everyone single would be a bulk read of the register, so it is refused.
+    w.refused(
+        Ask {
+            consumer: "civil-affairs",
+            resource: REGISTER,
+            selector: "filter marital_status=single".into(),
+            fields: &["name", "birth_date"],
+            purpose,
+            query: Query::search(REGISTER)
+                .filter("marital_status", "single")
+                .fields(["name", "birth_date"])
                 .purpose(purpose),
         },
         Code::PermissionDenied,
@@ -788,6 +808,8 @@ enum Decide<'a> {
         masks: &'a [(&'a str, &'a str)],
         /// Masked fields the consumer may still filter or key on.
         match_fields: &'a [&'a str],
+        /// `"key"` or `"search"`; `None` for the resource's default.
+        lookup: Option<&'a str>,
     },
     Deny {
         by: &'a str,
@@ -840,12 +862,18 @@ impl Walk {
                 by,
                 masks,
                 match_fields,
+                lookup,
             } => {
+                let mut approval =
+                    huitong_client::Approval::new().match_fields(match_fields.iter().copied());
+                for (field, mask) in masks {
+                    approval = approval.mask(field, mask);
+                }
+                if let Some(l) = lookup {
+                    approval = approval.lookup(l);
+                }
                 let approved = match self.admin(by).await {
-                    Ok(mut a) => {
-                        a.approve_matching(&filed.id, &[], masks, match_fields)
-                            .await
-                    }
+                    Ok(mut a) => a.approve_with(&filed.id, &approval).await,
                     Err(e) => Err(e),
                 };
                 match approved {
@@ -853,7 +881,7 @@ impl Walk {
                         let masks: Vec<String> =
                             masks.iter().map(|(f, m)| format!("{f} as {m}")).collect();
                         println!(
-                            "  [admin] {by} approves {} → grant {} (masks: {}; may match on: {})",
+                            "  [admin] {by} approves {} → grant {} (masks: {}; may match on: {}; lookup: {})",
                             filed.id,
                             g.id,
                             masks.join(", "),
@@ -861,7 +889,12 @@ impl Walk {
                                 "masked fields not matchable".to_owned()
                             } else {
                                 match_fields.join(", ")
-                            }
+                            },
+                            if g.lookup.is_empty() {
+                                "default"
+                            } else {
+                                g.lookup.as_str()
+                            },
                         );
                         Some(g.id)
                     }
