@@ -843,7 +843,8 @@ async fn a_listing_cut_by_limit_says_so_in_every_format() {
         .query(marriage_check(&ex.person(6)))
         .await;
     civil.query(marriage_check(&ex.person(7))).await.unwrap();
-    let filter = ["entries", "--consumer", "civil-affairs"];
+    // Queries only: the broker's own entries at start name civil affairs too.
+    let filter = ["entries", "--consumer", "civil-affairs", "--kind", "query"];
     let (ok, out, err) = audit_cli(&ex, &[&filter[..], &["--json"]].concat());
     assert!(ok, "{err}");
     let all: Vec<u64> = json_lines(&out)
@@ -957,18 +958,18 @@ async fn text_and_csv_entries_carry_kind_reason_official_case_asked_masked_and_s
     let json = json_lines(&out);
     let answered = json
         .iter()
-        .find(|l| l["consumer"] == "civil-affairs")
+        .find(|l| l["consumer"] == "civil-affairs" && l["kind"] == "query")
         .unwrap();
     let refusal = json
         .iter()
-        .find(|l| l["consumer"] == "human-resources")
+        .find(|l| l["consumer"] == "human-resources" && l["kind"] == "query")
         .unwrap();
     let official = answered["official"].as_str().unwrap();
     assert_eq!(official.len(), 64);
     let reason = refusal["refusal"].as_str().unwrap();
     assert!(!reason.is_empty());
 
-    let (ok, out, err) = audit_cli(&ex, &["entries"]);
+    let (ok, out, err) = audit_cli(&ex, &["entries", "--kind", "query"]);
     assert!(ok, "{err}");
     let line = out.lines().find(|l| l.contains("civil-affairs")).unwrap();
     for want in [
@@ -995,7 +996,7 @@ async fn text_and_csv_entries_carry_kind_reason_official_case_asked_masked_and_s
         assert!(line.contains(want), "{want:?} missing from {line}");
     }
 
-    let (ok, out, err) = audit_cli(&ex, &["entries", "--csv"]);
+    let (ok, out, err) = audit_cli(&ex, &["entries", "--kind", "query", "--csv"]);
     assert!(ok, "{err}");
     let mut rows = out.lines();
     let header: Vec<&str> = rows.next().unwrap().split(',').collect();

@@ -91,6 +91,7 @@ const META_POLICY_DIGEST: &str = "meta/policy_digest";
 const META_POLICY_GRANTS: &str = "meta/policy_grants";
 const META_DEPARTMENTS: &str = "meta/departments";
 const META_REVOKED: &str = "meta/revoked";
+const META_GOV_SEQ: &str = "meta/gov_seq";
 
 impl Policy {
     /// Opens (or creates) the store in `data_dir` and loads the grants declared in `policy_file`.
@@ -311,7 +312,17 @@ impl Policy {
 
     /// Adds `entry` to `batch` as the next queued governance entry, with its `request_id`.
     fn queue(&self, batch: &mut sled::Batch, mut entry: ExchangeRecord) -> Result<(), PolicyError> {
-        let n = self.db.generate_id()?;
+        // A sequence of its own, so that request and grant ids (from `generate_id`) stay
+        // consecutive for the people who read them.
+        let next = self.db.update_and_fetch(META_GOV_SEQ, |old| {
+            let n = old
+                .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                .map_or(0, u64::from_be_bytes);
+            Some((n + 1).to_be_bytes().to_vec())
+        })?;
+        let n = next
+            .and_then(|b| <[u8; 8]>::try_from(b.as_ref()).ok())
+            .map_or(0, u64::from_be_bytes);
         entry.request_id = format!("gov-{n}");
         batch.insert(format!("{OUTBOX}{n:020}").as_bytes(), entry.encode_to_vec());
         self.outbox_filled.notify_one();

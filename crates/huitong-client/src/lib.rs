@@ -52,22 +52,30 @@ pub use huitong_tls::TlsFiles;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ClientError {
-    /// The broker address is malformed or the broker cannot be reached.
-    #[error("cannot connect to the broker at {endpoint}: {}", error_chain(.source))]
+    /// The broker address is malformed or the broker cannot be reached. The message carries
+    /// the whole cause chain, so the cause is not also a `source` (printers of error chains
+    /// would repeat it).
+    #[error("cannot connect to the broker at {endpoint}: {}", error_chain(.cause))]
     Connect {
         endpoint: String,
-        #[source]
-        source: tonic::transport::Error,
+        cause: tonic::transport::Error,
     },
     /// Our own certificate, key or CA file could not be used.
     #[error(transparent)]
     Tls(#[from] huitong_tls::Error),
-    /// The broker answered with an error status; its message says what to fix.
+    /// The broker answered with an error status; its message says what to fix. The status is
+    /// not a `source`: its own text repeats the code and message.
     #[error("{}: {}", code_name(.0.code()), .0.message())]
-    Status(#[from] tonic::Status),
+    Status(tonic::Status),
     /// The catalogue entry the broker sent is not usable.
     #[error("the broker described {resource} inconsistently: {problem}")]
     BadDescription { resource: String, problem: String },
+}
+
+impl From<tonic::Status> for ClientError {
+    fn from(s: tonic::Status) -> Self {
+        ClientError::Status(s)
+    }
 }
 
 impl ClientError {
@@ -205,9 +213,9 @@ pub struct Client {
 /// Connects to a broker over mutual TLS: we present `identity`; the broker must present a
 /// certificate from the same CA with the `broker` role.
 async fn connect_channel(endpoint: &str, identity: &TlsFiles) -> Result<Channel, ClientError> {
-    let err = |source| ClientError::Connect {
+    let err = |cause| ClientError::Connect {
         endpoint: endpoint.to_owned(),
-        source,
+        cause,
     };
     let tls = ClientTls::load(identity)?;
     huitong_tls::endpoint(endpoint)?
