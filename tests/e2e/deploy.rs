@@ -56,6 +56,8 @@ use serde_json::{Map, Value};
 // The tests
 // ---------------------------------------------------------------------------------------------
 
+/// Installed as on a host, with the certificates the docs make, so that `config check` can
+/// find every file a config names, as start-up must; the policy file is checked too.
 #[test]
 fn every_example_config_passes_config_check() {
     let d = Deploy::load();
@@ -65,16 +67,25 @@ fn every_example_config_passes_config_check() {
         3,
         "deploy/examples should hold one adapter config per department"
     );
-    for file in d.configs() {
-        let out = Command::new(huitong_bin())
+    let tmp = TempDir::new("deploy-check");
+    install_examples(&d, tmp.path(), true);
+    let etc = tmp.path().join("etc/huitong");
+    let policy = d.broker.as_ref().unwrap().get("broker", "policy");
+    let files = d
+        .configs()
+        .map(|c| c.name())
+        .chain([file_name(&policy).to_owned()]);
+    for name in files {
+        let path = etc.join(&name);
+        let out = clean_command()
             .args(["config", "check"])
-            .arg(&file.path)
+            .arg(&path)
             .output()
             .unwrap();
         assert!(
             out.status.success(),
-            "huitong config check {} failed:\n{}{}",
-            file.path.display(),
+            "huitong config check {} (deploy/examples/{name}, installed) failed:\n{}{}",
+            path.display(),
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
@@ -696,63 +707,13 @@ fn the_example_exchange_runs_as_deployed() {
     let d = Deploy::load();
     let tmp = TempDir::new("deploy");
     let root = tmp.path();
-    let relocate = |s: &str| -> String {
-        s.replace("/etc/huitong", root.join("etc/huitong").to_str().unwrap())
-            .replace(
-                "/var/lib/huitong",
-                root.join("var/lib/huitong").to_str().unwrap(),
-            )
-    };
-    let etc = root.join("etc/huitong");
+    let relocate = |s: &str| relocate(s, root);
     // Metrics are left out: their fixed ports would clash between the three adapters here and
     // with other tests, and they are not the subject.
-    let install = |s: &str| -> String {
-        relocate(s)
-            .lines()
-            .filter(|l| !l.starts_with("metrics_listen"))
-            .map(|l| format!("{l}\n"))
-            .collect()
-    };
-    copy_tree(&d.root.join("examples"), &etc, &install);
-    std::fs::create_dir_all(root.join("var/lib/huitong")).unwrap();
-
-    // The CA and server certificates, exactly as secrets.example.yaml says to make them.
+    install_examples(&d, root, false);
+    let etc = root.join("etc/huitong");
     let pki = etc.join("pki");
-    for (origin, argv) in documented_commands() {
-        if !origin.ends_with("secrets.example.yaml")
-            || argv.get(1).map(String::as_str) != Some("pki")
-        {
-            continue;
-        }
-        // `--dir pki` is the CA directory; here it is the one the configs name.
-        let args: Vec<String> = argv[1..]
-            .iter()
-            .enumerate()
-            .map(|(i, a)| {
-                if argv[i] == "--dir" {
-                    pki.to_str().unwrap().to_owned()
-                } else {
-                    a.clone()
-                }
-            })
-            .collect();
-        run_ok(&args);
-    }
-    // Consumers' certificates for the grants, which a department would hold.
     let grants = d.grants();
-    assert!(!grants.is_empty(), "policy.toml declares no grants");
-    for consumer in grants.iter().map(|g| &g.consumer).collect::<BTreeSet<_>>() {
-        run_ok(&[
-            "pki",
-            "issue",
-            "--dir",
-            pki.to_str().unwrap(),
-            "--dept",
-            consumer.as_str(),
-            "--role",
-            "consumer",
-        ]);
-    }
 
     // Adapters, started with their manifests' commands.
     let start = |w: &Workload| -> Proc {
@@ -1266,6 +1227,68 @@ fn every_documented_environment_variable_works() {
         }
     }
     assert!(problems.is_empty(), "\n{}", problems.join("\n"));
+}
+
+/// The example files installed under `root` as on a host (`etc/huitong`, `var/lib/huitong`),
+/// with the CA and server certificates made exactly as secrets.example.yaml says, and a
+/// consumer certificate for every consumer the policy file grants something to.
+/// `metrics`: keep the configs' `metrics_listen`.
+fn install_examples(d: &Deploy, root: &Path, metrics: bool) {
+    let etc = root.join("etc/huitong");
+    let install = |s: &str| -> String {
+        relocate(s, root)
+            .lines()
+            .filter(|l| metrics || !l.starts_with("metrics_listen"))
+            .map(|l| format!("{l}\n"))
+            .collect()
+    };
+    copy_tree(&d.root.join("examples"), &etc, &install);
+    std::fs::create_dir_all(root.join("var/lib/huitong")).unwrap();
+    let pki = etc.join("pki");
+    for (origin, argv) in documented_commands() {
+        if !origin.ends_with("secrets.example.yaml")
+            || argv.get(1).map(String::as_str) != Some("pki")
+        {
+            continue;
+        }
+        // `--dir pki` is the CA directory; here it is the one the configs name.
+        let args: Vec<String> = argv[1..]
+            .iter()
+            .enumerate()
+            .map(|(i, a)| {
+                if argv[i] == "--dir" {
+                    pki.to_str().unwrap().to_owned()
+                } else {
+                    a.clone()
+                }
+            })
+            .collect();
+        run_ok(&args);
+    }
+    // Consumers' certificates for the grants, which a department would hold.
+    let grants = d.grants();
+    assert!(!grants.is_empty(), "policy.toml declares no grants");
+    for consumer in grants.iter().map(|g| &g.consumer).collect::<BTreeSet<_>>() {
+        run_ok(&[
+            "pki",
+            "issue",
+            "--dir",
+            pki.to_str().unwrap(),
+            "--dept",
+            consumer.as_str(),
+            "--role",
+            "consumer",
+        ]);
+    }
+}
+
+/// `/etc/huitong` and `/var/lib/huitong` moved under `root`.
+fn relocate(s: &str, root: &Path) -> String {
+    s.replace("/etc/huitong", root.join("etc/huitong").to_str().unwrap())
+        .replace(
+            "/var/lib/huitong",
+            root.join("var/lib/huitong").to_str().unwrap(),
+        )
 }
 
 // ---------------------------------------------------------------------------------------------
