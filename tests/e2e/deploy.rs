@@ -1032,7 +1032,19 @@ fn stop_timeouts_cover_the_shutdown_grace() {
 fn every_documented_huitong_command_parses() {
     let mut cli = Cli::default();
     let mut problems = Vec::new();
-    let commands = doc_commands();
+    let mut commands = doc_commands();
+    // And the commands in the deployment files' comments (deploy/README.md is read above).
+    commands.extend(
+        documented_commands()
+            .into_iter()
+            .filter(|(origin, argv)| origin != "README.md" && argv[0] == "huitong")
+            .map(|(origin, argv)| DocCommand {
+                origin: format!("deploy/{origin}"),
+                argv,
+                refusal: None,
+                inline: false,
+            }),
+    );
     let from_docs = commands
         .iter()
         .filter(|c| c.origin.starts_with("docs/"))
