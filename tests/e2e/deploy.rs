@@ -11,7 +11,32 @@
 //!   persistent volume and is the unit's only writable path;
 //! - the example exchange runs as deployed: certificates made by the documented `huitong pki`
 //!   commands, processes started with the manifests' commands, the manifests' probes answered,
-//!   and every grant in the policy file usable.
+//!   and every grant in the policy file usable;
+//! - metrics are reachable only where they should be: loopback in the example configs (hosts),
+//!   rebound to the pod's address by the documented ConfigMap commands, named `metrics` in
+//!   containers and Services, and admitted by the NetworkPolicy from the monitoring namespace
+//!   only;
+//! - stops are clean: units are `Type=notify` with a watchdog and a stop timeout above the
+//!   server's `shutdown_grace_seconds`, pods have a `preStop` pause and a termination grace
+//!   period above pause plus grace.
+//!
+//! The docs are held to the binary too (docs/*.md, README.md, deploy/README.md):
+//!
+//! - every `huitong …` command line (in fenced code blocks, `$ huitong …` in output blocks, and
+//!   inline code spans) parses: it is run with `--help` appended, so clap checks subcommands,
+//!   flags and values and nothing runs. Placeholders (`<dir>`, `FILE`, `…`) may be refused as
+//!   values; `[--optional]` brackets and `a|b` alternatives are read as usage. A command whose
+//!   next line in its block starts with `error:` documents a refusal: it must fail with that
+//!   message;
+//! - every fenced ```toml block passes `huitong config check` (written into a fresh demo
+//!   directory, so that its relative certificate paths resolve) unless the line before its
+//!   fence is `<!-- fragment -->`: the mark for blocks that show some keys of a larger file
+//!   (an adapter's `[resources.source]`, the broker's `[alerts]`), which no check can judge
+//!   alone. Policy-file blocks are whole files and are checked;
+//! - every documented `HUITONG_…=value` works: a variable of the whole command is set on a real
+//!   `huitong config check`; one of a subcommand is set on that subcommand, which must get past
+//!   reading it (clap reads the environment before it reports missing arguments); the test
+//!   harness's own variables must be read by the tests.
 //!
 //! `serde_yaml` is not a dependency, so the manifests are read by the small YAML-subset parser
 //! below (block mappings and sequences, one-line flow lists, quoted scalars, `|` blocks). The
@@ -31,6 +56,8 @@ use serde_json::{Map, Value};
 // The tests
 // ---------------------------------------------------------------------------------------------
 
+/// Installed as on a host, with the certificates the docs make, so that `config check` can
+/// find every file a config names, as start-up must; the policy file is checked too.
 #[test]
 fn every_example_config_passes_config_check() {
     let d = Deploy::load();
@@ -40,16 +67,25 @@ fn every_example_config_passes_config_check() {
         3,
         "deploy/examples should hold one adapter config per department"
     );
-    for file in d.configs() {
-        let out = Command::new(huitong_bin())
+    let tmp = TempDir::new("deploy-check");
+    install_examples(&d, tmp.path(), true);
+    let etc = tmp.path().join("etc/huitong");
+    let policy = d.broker.as_ref().unwrap().get("broker", "policy");
+    let files = d
+        .configs()
+        .map(|c| c.name())
+        .chain([file_name(&policy).to_owned()]);
+    for name in files {
+        let path = etc.join(&name);
+        let out = clean_command()
             .args(["config", "check"])
-            .arg(&file.path)
+            .arg(&path)
             .output()
             .unwrap();
         assert!(
             out.status.success(),
-            "huitong config check {} failed:\n{}{}",
-            file.path.display(),
+            "huitong config check {} (deploy/examples/{name}, installed) failed:\n{}{}",
+            path.display(),
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
@@ -155,6 +191,29 @@ fn ports_agree_across_configs_manifests_network_policy_and_dockerfile() {
         let mut want: BTreeSet<u16> = [listen].into();
         if let Some(m) = cfg.metrics_port() {
             want.insert(m);
+            // Named, so that Services, ServiceMonitors and rules can say `metrics`.
+            if w.containers[0].ports.get("metrics") != Some(&m) {
+                problems.push(format!(
+                    "{}: no container port named metrics = {m}",
+                    w.origin()
+                ));
+            }
+            if !d
+                .services_selecting(w)
+                .iter()
+                .any(|s| s.ports.iter().any(|p| p.name == "metrics" && p.port == m))
+            {
+                problems.push(format!(
+                    "{}: no Service in front of it has a port named metrics = {m}",
+                    w.origin()
+                ));
+            }
+            if w.annotations.get("prometheus.io/port").is_none() {
+                problems.push(format!(
+                    "{}: no prometheus.io/port annotation for its metrics",
+                    w.origin()
+                ));
+            }
             // The scrape annotation, if any, must point at the metrics port.
             if let Some(p) = w.annotations.get("prometheus.io/port")
                 && p.as_str() != Some(m.to_string().as_str())
@@ -244,23 +303,49 @@ fn ports_agree_across_configs_manifests_network_policy_and_dockerfile() {
         "networkpolicy.yaml should start from a default-deny policy for the namespace"
     );
     let mut admitted_to_adapters: BTreeSet<u16> = BTreeSet::new();
+    let mut monitoring_namespaces: BTreeSet<String> = BTreeSet::new();
     for (a, labels) in d.adapters.iter().zip(&adapter_pods) {
         let mut open: BTreeSet<u16> = BTreeSet::new();
+        let metrics: BTreeSet<u16> = a.metrics_port().into_iter().collect();
         for p in d.policies.iter().filter(|p| selects(&p.selector, labels)) {
             for r in p.rules.iter().filter(|r| r.ingress) {
                 open.extend(&r.ports);
+                // The metrics port is plain HTTP: only the monitoring namespace. Everything
+                // else (the gRPC port): only the broker.
+                if !r.ports.is_empty() && r.ports.is_subset(&metrics) {
+                    match monitoring_only(r) {
+                        Some(ns) => {
+                            monitoring_namespaces.insert(ns);
+                        }
+                        None => problems.push(format!(
+                            "NetworkPolicy {} admits others than one monitoring namespace to {}'s metrics {:?}",
+                            p.name,
+                            a.dept(),
+                            r.ports
+                        )),
+                    }
+                    continue;
+                }
                 let only_broker = !r.peers.is_empty()
                     && r.peers.iter().all(|peer| {
                         peer.namespaces.is_none()
                             && peer.pods.as_ref().is_some_and(|s| selects(s, broker_pods))
                     });
-                if !only_broker {
+                if !only_broker || !r.ports.is_disjoint(&metrics) {
                     problems.push(format!(
                         "NetworkPolicy {} admits others than the broker to {}",
                         p.name,
                         a.dept()
                     ));
                 }
+            }
+        }
+        for m in &metrics {
+            if !open.contains(m) {
+                problems.push(format!(
+                    "no NetworkPolicy admits the monitoring namespace to {}'s metrics on {m}",
+                    a.dept()
+                ));
             }
         }
         if !open.contains(&a.listen_port()) {
@@ -272,9 +357,15 @@ fn ports_agree_across_configs_manifests_network_policy_and_dockerfile() {
         }
         admitted_to_adapters.extend(open);
     }
-    if admitted_to_adapters != adapter_ports {
+    let adapter_all_ports: BTreeSet<u16> = d
+        .adapters
+        .iter()
+        .flat_map(|a| [Some(a.listen_port()), a.metrics_port()])
+        .flatten()
+        .collect();
+    if admitted_to_adapters != adapter_all_ports {
         problems.push(format!(
-            "NetworkPolicy admits {admitted_to_adapters:?} to adapters; they listen on {adapter_ports:?}"
+            "NetworkPolicy admits {admitted_to_adapters:?} to adapters; they listen on {adapter_all_ports:?}"
         ));
     }
     let mut broker_in: BTreeSet<u16> = BTreeSet::new();
@@ -287,6 +378,19 @@ fn ports_agree_across_configs_manifests_network_policy_and_dockerfile() {
         for r in &p.rules {
             if r.ingress {
                 broker_in.extend(&r.ports);
+                if let Some(m) = broker.metrics_port()
+                    && r.ports.contains(&m)
+                {
+                    match monitoring_only(r) {
+                        Some(ns) if r.ports.len() == 1 => {
+                            monitoring_namespaces.insert(ns);
+                        }
+                        _ => problems.push(format!(
+                            "NetworkPolicy {} admits others than one monitoring namespace to the broker's metrics {m}",
+                            p.name
+                        )),
+                    }
+                }
             } else if r.peers.iter().any(|peer| {
                 peer.pods
                     .as_ref()
@@ -303,6 +407,11 @@ fn ports_agree_across_configs_manifests_network_policy_and_dockerfile() {
     if broker_in != broker_ports {
         problems.push(format!(
             "NetworkPolicy admits {broker_in:?} to the broker; it listens on {broker_ports:?}"
+        ));
+    }
+    if monitoring_namespaces.len() > 1 {
+        problems.push(format!(
+            "the metrics ports admit different monitoring namespaces: {monitoring_namespaces:?}"
         ));
     }
     if broker_out != adapter_ports {
@@ -598,54 +707,13 @@ fn the_example_exchange_runs_as_deployed() {
     let d = Deploy::load();
     let tmp = TempDir::new("deploy");
     let root = tmp.path();
-    let relocate = |s: &str| -> String {
-        s.replace("/etc/huitong", root.join("etc/huitong").to_str().unwrap())
-            .replace(
-                "/var/lib/huitong",
-                root.join("var/lib/huitong").to_str().unwrap(),
-            )
-    };
+    let relocate = |s: &str| relocate(s, root);
+    // Metrics are left out: their fixed ports would clash between the three adapters here and
+    // with other tests, and they are not the subject.
+    install_examples(&d, root, false);
     let etc = root.join("etc/huitong");
-    copy_tree(&d.root.join("examples"), &etc, &relocate);
-    std::fs::create_dir_all(root.join("var/lib/huitong")).unwrap();
-
-    // The CA and server certificates, exactly as secrets.example.yaml says to make them.
     let pki = etc.join("pki");
-    for (origin, argv) in documented_commands() {
-        if !origin.ends_with("secrets.example.yaml")
-            || argv.get(1).map(String::as_str) != Some("pki")
-        {
-            continue;
-        }
-        // `--dir pki` is the CA directory; here it is the one the configs name.
-        let args: Vec<String> = argv[1..]
-            .iter()
-            .enumerate()
-            .map(|(i, a)| {
-                if argv[i] == "--dir" {
-                    pki.to_str().unwrap().to_owned()
-                } else {
-                    a.clone()
-                }
-            })
-            .collect();
-        run_ok(&args);
-    }
-    // Consumers' certificates for the grants, which a department would hold.
     let grants = d.grants();
-    assert!(!grants.is_empty(), "policy.toml declares no grants");
-    for consumer in grants.iter().map(|g| &g.consumer).collect::<BTreeSet<_>>() {
-        run_ok(&[
-            "pki",
-            "issue",
-            "--dir",
-            pki.to_str().unwrap(),
-            "--dept",
-            consumer.as_str(),
-            "--role",
-            "consumer",
-        ]);
-    }
 
     // Adapters, started with their manifests' commands.
     let start = |w: &Workload| -> Proc {
@@ -664,13 +732,11 @@ fn the_example_exchange_runs_as_deployed() {
         endpoints.insert(a.dept(), p.endpoint());
         running.push((w, p));
     }
-    // The broker dials them where they are, instead of at their Service names. Metrics are
-    // left out: their fixed port could clash with other tests, and they are not the subject.
+    // The broker dials them where they are, instead of at their Service names.
     let broker_toml = etc.join("broker.toml");
     let mut dept = String::new();
     let text: String = read(&broker_toml)
         .lines()
-        .filter(|l| !l.starts_with("metrics_listen"))
         .map(|l| {
             if let Some(v) = toml_value(l, "dept") {
                 dept = v;
@@ -797,6 +863,444 @@ fn the_example_exchange_runs_as_deployed() {
             w.origin()
         );
     }
+}
+
+/// Metrics are plain HTTP without authentication. On a host the example configs bind them to
+/// loopback; in Kubernetes loopback cannot be scraped from another pod, so every documented
+/// command that makes a ConfigMap from such a config pipes it through a `sed` that rebinds the
+/// address to 0.0.0.0 (in a pod: the pod's own address, behind the NetworkPolicy) and changes
+/// nothing else.
+#[test]
+fn metrics_bind_loopback_on_hosts_and_the_pod_address_in_kubernetes() {
+    let d = Deploy::load();
+    let mut problems = Vec::new();
+    // Every pipeline documented in deploy/: comments in every file, and the README's blocks.
+    let mut pipelines: Vec<(String, Vec<String>)> = Vec::new();
+    for f in files_in(&d.root.join("kubernetes"), "yaml") {
+        let origin = f.file_name().unwrap().to_str().unwrap().to_owned();
+        for p in commented_pipelines(&read(&f)) {
+            pipelines.push((origin.clone(), p));
+        }
+    }
+    for p in commented_pipelines(&fenced_as_comments(&read(&d.root.join("README.md")))) {
+        pipelines.push(("README.md".to_owned(), p));
+    }
+    let mut rebinding_seen = 0;
+    for cfg in d.configs() {
+        let Some(port) = cfg.metrics_port() else {
+            problems.push(format!("{}: no metrics_listen", cfg.name()));
+            continue;
+        };
+        let host = cfg.metrics_host().unwrap();
+        if host != "127.0.0.1" && host != "[::1]" {
+            problems.push(format!(
+                "{}: metrics_listen on {host}; on a host it must be loopback",
+                cfg.name()
+            ));
+            continue;
+        }
+        let text = read(&cfg.path);
+        let example = format!("deploy/examples/{}", cfg.name());
+        let makers: Vec<&(String, Vec<String>)> = pipelines
+            .iter()
+            .filter(|(_, p)| {
+                p.first().is_some_and(|w| w == "kubectl")
+                    && p.iter().any(|w| w == "configmap")
+                    && p.iter().any(|w| {
+                        w.strip_prefix("--from-file=")
+                            .is_some_and(|f| f.rsplit('=').next() == Some(example.as_str()))
+                    })
+            })
+            .collect();
+        if makers.is_empty() {
+            problems.push(format!(
+                "no documented command makes a ConfigMap from {example}"
+            ));
+        }
+        for (origin, p) in makers {
+            let Some(expr) = p.iter().position(|w| w == "sed").and_then(|i| p.get(i + 1)) else {
+                problems.push(format!(
+                    "{origin}: `{}` makes a ConfigMap from {example} without rebinding its metrics",
+                    p.join(" ")
+                ));
+                continue;
+            };
+            let Some((from, to)) = sed_substitution(expr) else {
+                problems.push(format!("{origin}: cannot read the sed expression {expr:?}"));
+                continue;
+            };
+            // sed runs on kubectl's YAML, where the file's lines may be escaped: the address
+            // alone is what it can match, so the address must occur once, in metrics_listen.
+            let hits: Vec<&str> = text.lines().filter(|l| l.contains(&from)).collect();
+            if hits.len() != 1
+                || !hits[0].starts_with("metrics_listen")
+                || text.matches(&from).count() != 1
+            {
+                problems.push(format!(
+                    "{origin}: the sed rewrites {from:?}, which {example} has {} times (lines {hits:?}); it must be only in metrics_listen",
+                    text.matches(&from).count()
+                ));
+                continue;
+            }
+            let rebound = hits[0].replace(&from, &to);
+            let want = format!("metrics_listen = \"0.0.0.0:{port}\"");
+            if strip_toml_comment(&rebound) != want {
+                problems.push(format!(
+                    "{origin}: the sed turns {:?} into {rebound:?}, not {want:?}",
+                    hits[0]
+                ));
+            }
+            if !p.iter().any(|w| w == "--dry-run=client") || !p.iter().any(|w| w == "apply") {
+                problems.push(format!(
+                    "{origin}: `{}` should render with --dry-run=client -o yaml and kubectl apply the result",
+                    p.join(" ")
+                ));
+            }
+            rebinding_seen += 1;
+        }
+    }
+    assert!(
+        rebinding_seen >= 4,
+        "found only {rebinding_seen} ConfigMap commands"
+    );
+    assert!(problems.is_empty(), "\n{}", problems.join("\n"));
+}
+
+/// A stop must be allowed to take as long as the server's own grace: systemd's TimeoutStopSec
+/// and Kubernetes' terminationGracePeriodSeconds (which includes the preStop pause) both above
+/// `shutdown_grace_seconds` with a margin for the last checkpoint, or every restart ends in
+/// SIGKILL. Units are `Type=notify` with a watchdog: the servers speak sd_notify.
+#[test]
+fn stop_timeouts_cover_the_shutdown_grace() {
+    let d = Deploy::load();
+    let mut problems = Vec::new();
+    const MARGIN: u64 = 5;
+    for cfg in d.configs() {
+        let grace = cfg.grace_seconds();
+        let unit = d.unit_running(cfg);
+        let one = |key: &str| -> Option<String> {
+            let all = unit.all(key);
+            (all.len() == 1).then(|| all[0].to_owned())
+        };
+        for (key, want) in [
+            ("Type", "notify"),
+            ("NotifyAccess", "main"),
+            ("KillSignal", "SIGTERM"),
+        ] {
+            if one(key).as_deref() != Some(want) {
+                problems.push(format!("{}: {key} should be {want}", unit.name));
+            }
+        }
+        match one("WatchdogSec").as_deref().map(systemd_seconds) {
+            Some(Some(w)) if w > 0 => {}
+            _ => problems.push(format!("{}: no WatchdogSec", unit.name)),
+        }
+        match one("TimeoutStopSec").as_deref().map(systemd_seconds) {
+            Some(Some(s)) if s >= grace + MARGIN => {}
+            other => problems.push(format!(
+                "{}: TimeoutStopSec {other:?} s is not above {}'s grace of {grace} s plus {MARGIN}",
+                unit.name,
+                cfg.name()
+            )),
+        }
+        let w = d.workload_running(cfg);
+        let pause = w.containers[0].pre_stop_seconds;
+        if pause.is_none() {
+            problems.push(format!(
+                "{}: no preStop pause, so the pod stops accepting before the Services forget it",
+                w.origin()
+            ));
+        }
+        let total: u64 = w
+            .grace_seconds
+            .as_deref()
+            .and_then(|g| g.parse().ok())
+            .unwrap_or(30);
+        if total < pause.unwrap_or(0) + grace + MARGIN {
+            problems.push(format!(
+                "{}: terminationGracePeriodSeconds {total} is not above the preStop pause {pause:?} plus {}'s grace of {grace} s plus {MARGIN}",
+                w.origin(),
+                cfg.name()
+            ));
+        }
+    }
+    assert!(problems.is_empty(), "\n{}", problems.join("\n"));
+}
+
+/// Every `huitong …` command line in the docs parses with the binary: see the module docs.
+#[test]
+fn every_documented_huitong_command_parses() {
+    let mut cli = Cli::default();
+    let mut problems = Vec::new();
+    let mut commands = doc_commands();
+    // And the commands in the deployment files' comments (deploy/README.md is read above).
+    commands.extend(
+        documented_commands()
+            .into_iter()
+            .filter(|(origin, argv)| origin != "README.md" && argv[0] == "huitong")
+            .map(|(origin, argv)| DocCommand {
+                origin: format!("deploy/{origin}"),
+                argv,
+                refusal: None,
+                inline: false,
+            }),
+    );
+    let from_docs = commands
+        .iter()
+        .filter(|c| c.origin.starts_with("docs/"))
+        .count();
+    assert!(
+        from_docs >= 60 && commands.len() >= 80,
+        "found only {} documented commands ({from_docs} in docs/); is the reading broken?",
+        commands.len()
+    );
+    let mut refusals = 0;
+    for c in &commands {
+        let mut found = Vec::new();
+        cli.check(&c.argv[1..], false, &c.origin, &mut found);
+        // Prose may name a command group (`huitong pki`).
+        problems.extend(
+            found
+                .into_iter()
+                .filter(|p| !(c.inline && p.contains("lacks a subcommand"))),
+        );
+        let mut args: Vec<String> = c.argv[1..]
+            .iter()
+            .take_while(|a| *a != "--")
+            .cloned()
+            .collect();
+        args.push("--help".into());
+        let out = clean_command().args(&args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let shown = c.argv.join(" ");
+        match &c.refusal {
+            // A refusal that parses is the server's (PERMISSION_DENIED, …), not checked here;
+            // one that does not must be refused as the docs say.
+            Some(_) if out.status.success() => {}
+            Some(error) => {
+                refusals += 1;
+                if !stderr.contains(error.as_str()) {
+                    problems.push(format!(
+                        "{}: `{shown}` is documented to fail with {error:?}, but says: {stderr}",
+                        c.origin
+                    ));
+                }
+            }
+            None if out.status.success() => {}
+            // Prose may name a flag without its value (`huitong demo --init`).
+            None if c.inline && stderr.contains("a value is required for") => {}
+            None => {
+                // A placeholder where a number or a choice goes is the docs' business.
+                let placeholder = stderr
+                    .split("invalid value '")
+                    .nth(1)
+                    .and_then(|r| r.split('\'').next())
+                    .is_some_and(is_placeholder);
+                if !placeholder {
+                    problems.push(format!("{}: `{shown}` does not parse: {stderr}", c.origin));
+                }
+            }
+        }
+    }
+    assert!(
+        refusals >= 1,
+        "the documented refusal (an unknown --zone) was not found"
+    );
+    assert!(problems.is_empty(), "\n{}", problems.join("\n"));
+}
+
+/// Fenced TOML in the docs is a whole file that `huitong config check` accepts, or marked as a
+/// fragment: see the module docs.
+#[test]
+fn every_documented_toml_file_passes_config_check() {
+    let tmp = TempDir::new("doc-toml");
+    huitong_tests::init_demo(tmp.path(), 500);
+    let blocks = doc_toml_blocks();
+    let checked = blocks.iter().filter(|b| !b.fragment).count();
+    assert!(
+        blocks.len() >= 7 && checked >= 3,
+        "found {} TOML blocks, {checked} to check; is the reading broken?",
+        blocks.len()
+    );
+    let mut problems = Vec::new();
+    for (i, b) in blocks.iter().enumerate().filter(|(_, b)| !b.fragment) {
+        let path = tmp.path().join(format!("doc-block-{i}.toml"));
+        std::fs::write(&path, &b.text).unwrap();
+        let out = clean_command()
+            .args(["config", "check"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        if !out.status.success() {
+            problems.push(format!(
+                "{}: this block fails `huitong config check` (mark it <!-- fragment --> if it is one):\n{}\n{}{}",
+                b.origin,
+                b.text,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+    }
+    assert!(problems.is_empty(), "\n{}", problems.join("\n"));
+}
+
+/// Every documented `HUITONG_…=value` works with the binary: see the module docs.
+#[test]
+fn every_documented_environment_variable_works() {
+    let d = Deploy::load();
+    let tmp = TempDir::new("doc-env");
+    huitong_tests::init_demo(tmp.path(), 500);
+    let config = tmp.path().join("broker.toml");
+    assert!(config.exists(), "huitong demo --init wrote no broker.toml");
+
+    let mut assignments = doc_env_assignments();
+    for unit in &d.units {
+        for e in unit.all("Environment") {
+            for w in shell_words(e) {
+                if let Some((k, v)) = w.split_once('=') {
+                    assignments.push((unit.name.clone(), k.to_owned(), v.to_owned()));
+                }
+            }
+        }
+    }
+    for w in &d.workloads {
+        for (k, v) in &w.containers[0].env {
+            assignments.push((w.origin(), k.clone(), v.clone()));
+        }
+    }
+    assignments.retain(|(_, k, _)| k.starts_with("HUITONG_"));
+    assert!(
+        assignments.iter().any(|(_, k, _)| k == "HUITONG_LOG_JSON"),
+        "HUITONG_LOG_JSON=… is documented in operations.md; is the reading broken?"
+    );
+
+    let mut cli = Cli::default();
+    let declared = cli.env_declarations();
+    let sources = rust_sources(&workspace_root().join("crates"));
+    let tests = rust_sources(&workspace_root().join("tests"));
+    let mut problems = Vec::new();
+    let mut seen = BTreeSet::new();
+    for (origin, name, value) in assignments {
+        if !seen.insert((name.clone(), value.clone())) {
+            continue;
+        }
+        let paths = declared.get(&name);
+        let run = if paths.is_some_and(|p| p.iter().any(Vec::is_empty))
+            || (paths.is_none() && sources.contains(&format!("\"{name}\"")))
+        {
+            // Read by every command (a global flag, the log filter): a real command with it.
+            let out = clean_command()
+                .env(&name, &value)
+                .args(["config", "check"])
+                .arg(&config)
+                .output()
+                .unwrap();
+            (out.status.success(), out)
+        } else if let Some(paths) = paths {
+            // A subcommand's: run one that lacks a required argument, so that clap reads the
+            // variable, then stops before anything runs.
+            let Some(path) = paths.iter().find(|p| cli.help(p).needs_arguments()) else {
+                problems.push(format!(
+                    "{origin}: {name} is read only by {paths:?}, none of which can be run here without doing something"
+                ));
+                continue;
+            };
+            let out = clean_command()
+                .env(&name, &value)
+                .args(path)
+                .output()
+                .unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            (
+                out.status.code() == Some(2)
+                    && stderr.contains("required")
+                    && !stderr.contains("invalid value"),
+                out,
+            )
+        } else {
+            let harness = tests.contains(&format!("\"{name}\""))
+                || name
+                    .strip_prefix("HUITONG_REQUIRE_")
+                    .is_some_and(|n| tests.contains(&format!("required(\"{n}\")")));
+            if !harness {
+                problems.push(format!(
+                    "{origin}: {name} is documented, but neither huitong nor the tests read it"
+                ));
+            }
+            continue;
+        };
+        if !run.0 {
+            problems.push(format!(
+                "{origin}: {name}={value} does not work: {:?}\n{}{}",
+                run.1.status,
+                String::from_utf8_lossy(&run.1.stdout),
+                String::from_utf8_lossy(&run.1.stderr)
+            ));
+        }
+    }
+    assert!(problems.is_empty(), "\n{}", problems.join("\n"));
+}
+
+/// The example files installed under `root` as on a host (`etc/huitong`, `var/lib/huitong`),
+/// with the CA and server certificates made exactly as secrets.example.yaml says, and a
+/// consumer certificate for every consumer the policy file grants something to.
+/// `metrics`: keep the configs' `metrics_listen`.
+fn install_examples(d: &Deploy, root: &Path, metrics: bool) {
+    let etc = root.join("etc/huitong");
+    let install = |s: &str| -> String {
+        relocate(s, root)
+            .lines()
+            .filter(|l| metrics || !l.starts_with("metrics_listen"))
+            .map(|l| format!("{l}\n"))
+            .collect()
+    };
+    copy_tree(&d.root.join("examples"), &etc, &install);
+    std::fs::create_dir_all(root.join("var/lib/huitong")).unwrap();
+    let pki = etc.join("pki");
+    for (origin, argv) in documented_commands() {
+        if !origin.ends_with("secrets.example.yaml")
+            || argv.get(1).map(String::as_str) != Some("pki")
+        {
+            continue;
+        }
+        // `--dir pki` is the CA directory; here it is the one the configs name.
+        let args: Vec<String> = argv[1..]
+            .iter()
+            .enumerate()
+            .map(|(i, a)| {
+                if argv[i] == "--dir" {
+                    pki.to_str().unwrap().to_owned()
+                } else {
+                    a.clone()
+                }
+            })
+            .collect();
+        run_ok(&args);
+    }
+    // Consumers' certificates for the grants, which a department would hold.
+    let grants = d.grants();
+    assert!(!grants.is_empty(), "policy.toml declares no grants");
+    for consumer in grants.iter().map(|g| &g.consumer).collect::<BTreeSet<_>>() {
+        run_ok(&[
+            "pki",
+            "issue",
+            "--dir",
+            pki.to_str().unwrap(),
+            "--dept",
+            consumer.as_str(),
+            "--role",
+            "consumer",
+        ]);
+    }
+}
+
+/// `/etc/huitong` and `/var/lib/huitong` moved under `root`.
+fn relocate(s: &str, root: &Path) -> String {
+    s.replace("/etc/huitong", root.join("etc/huitong").to_str().unwrap())
+        .replace(
+            "/var/lib/huitong",
+            root.join("var/lib/huitong").to_str().unwrap(),
+        )
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1123,6 +1627,17 @@ impl Config {
             .map(|m| host_port(&toml_string(m)).1)
     }
 
+    fn metrics_host(&self) -> Option<String> {
+        self.server()
+            .raw("metrics_listen")
+            .map(|m| host_port(&toml_string(m)).0.to_owned())
+    }
+    /// `shutdown_grace_seconds`, or the default both servers share.
+    fn grace_seconds(&self) -> u64 {
+        self.server()
+            .raw("shutdown_grace_seconds")
+            .map_or(10, |v| v.trim().parse().unwrap())
+    }
     fn data_dir(&self) -> Option<String> {
         (self.kind == Kind::Broker).then(|| self.resolve(&self.get("broker", "data_dir")))
     }
@@ -1242,6 +1757,10 @@ struct Container {
     probes: Vec<(String, Vec<String>)>,
     mounts: Vec<Mount>,
     security: Value,
+    /// Seconds the `preStop` hook pauses (the kubelet's `sleep` action or an exec of sleep).
+    pre_stop_seconds: Option<u64>,
+    /// `env` entries with a literal `value`.
+    env: Vec<(String, String)>,
 }
 
 #[derive(Debug)]
@@ -1286,12 +1805,38 @@ impl Container {
                 read_only: m.get("readOnly") == Some(&s("true")),
             })
             .collect();
+        let pre_stop = at(c, "lifecycle.preStop");
+        let pre_stop_seconds = pre_stop.and_then(|h| {
+            if let Some(s) = at(h, "sleep.seconds") {
+                return s.as_str().and_then(|s| s.parse().ok());
+            }
+            let cmd = strings(at(h, "exec.command"));
+            match cmd.as_slice() {
+                [sleep, n] if file_name(sleep) == "sleep" => n.parse().ok(),
+                _ => None,
+            }
+        });
+        assert!(
+            pre_stop.is_none() || pre_stop_seconds.is_some(),
+            "a preStop hook other than a pause is not read here: {pre_stop:?}"
+        );
+        let env = list(c.get("env"))
+            .iter()
+            .filter_map(|e| {
+                Some((
+                    str_at(e, "name").to_owned(),
+                    e.get("value")?.as_str()?.to_owned(),
+                ))
+            })
+            .collect();
         Container {
             command,
             ports,
             probes,
             mounts,
             security: c.get("securityContext").cloned().unwrap_or_default(),
+            pre_stop_seconds,
+            env,
         }
     }
 
@@ -1430,6 +1975,7 @@ struct Service {
 
 #[derive(Debug)]
 struct ServicePort {
+    name: String,
     port: u16,
     /// A number or a container port's name.
     target: String,
@@ -1446,6 +1992,11 @@ impl Service {
                 .map(|p| {
                     let port = str_at(p, "port").to_owned();
                     ServicePort {
+                        name: p
+                            .get("name")
+                            .and_then(Value::as_str)
+                            .unwrap_or_default()
+                            .to_owned(),
                         port: port.parse().unwrap(),
                         target: p
                             .get("targetPort")
@@ -1519,6 +2070,24 @@ impl Policy {
             rules,
         }
     }
+}
+
+/// The one namespace (its `kubernetes.io/metadata.name`) a rule admits, if it admits exactly
+/// one namespace, as a whole, and nothing else.
+fn monitoring_only(r: &Rule) -> Option<String> {
+    let [peer] = r.peers.as_slice() else {
+        return None;
+    };
+    if peer.pods.is_some() {
+        return None;
+    }
+    let ns = peer.namespaces.as_ref()?;
+    if ns.len() != 1 {
+        return None;
+    }
+    ns.get("kubernetes.io/metadata.name")?
+        .as_str()
+        .map(str::to_owned)
 }
 
 /// Whether a label selector (`matchLabels`) selects pods with `labels`; empty selects all.
@@ -1645,10 +2214,18 @@ fn documented_commands() -> Vec<(String, Vec<String>)> {
         }
     }
     // The README: lines in fenced code blocks.
-    let readme = read(&root.join("README.md"));
+    for argv in commented_commands(&fenced_as_comments(&read(&root.join("README.md")))) {
+        out.push(("README.md".to_owned(), argv));
+    }
+    out
+}
+
+/// The lines of a Markdown file's fenced code blocks, each made a `# ` comment line, so that
+/// [`commented_commands`] reads them as it reads the deployment files' comments.
+fn fenced_as_comments(markdown: &str) -> String {
     let mut in_code = false;
     let mut code = String::new();
-    for line in readme.lines() {
+    for line in markdown.lines() {
         if line.trim_start().starts_with("```") {
             in_code = !in_code;
             continue;
@@ -1659,15 +2236,351 @@ fn documented_commands() -> Vec<(String, Vec<String>)> {
             code.push('\n');
         }
     }
-    for argv in commented_commands(&code) {
-        out.push(("README.md".to_owned(), argv));
+    code
+}
+
+// --- the docs ------------------------------------------------------------------------------
+
+/// The Markdown files held to the binary: (path from the workspace root, text).
+fn doc_files() -> Vec<(String, String)> {
+    let root = workspace_root();
+    let mut out: Vec<(String, String)> = files_in(&root.join("docs"), "md")
+        .iter()
+        .map(|p| {
+            (
+                p.strip_prefix(&root).unwrap().display().to_string(),
+                read(p),
+            )
+        })
+        .collect();
+    for f in ["README.md", "deploy/README.md"] {
+        out.push((f.to_owned(), read(&root.join(f))));
     }
     out
+}
+
+/// A `huitong …` command line in the docs.
+#[derive(Debug)]
+struct DocCommand {
+    /// `file:line`.
+    origin: String,
+    /// Starting with `huitong`.
+    argv: Vec<String>,
+    /// The `error: …` line the docs show it failing with, if any.
+    refusal: Option<String>,
+    /// An inline code span, which may name a command group (`huitong pki`) without a command.
+    inline: bool,
+}
+
+/// Every `huitong …` command line in the docs: lines of fenced code blocks (in ```text blocks
+/// only after a `$ ` prompt, since the rest is output), continuation lines joined, and inline
+/// code spans in prose.
+fn doc_commands() -> Vec<DocCommand> {
+    let mut out = Vec::new();
+    for (name, text) in doc_files() {
+        let lines: Vec<&str> = text.lines().collect();
+        let mut fence: Option<String> = None;
+        let mut paragraph = String::new();
+        let mut paragraph_line = 0;
+        let mut i = 0;
+        while i < lines.len() {
+            let line = lines[i].trim();
+            if let Some(info) = line.strip_prefix("```") {
+                inline_commands(&name, paragraph_line, &paragraph, &mut out);
+                paragraph.clear();
+                fence = match fence {
+                    Some(_) => None,
+                    None => Some(info.trim().to_owned()),
+                };
+                i += 1;
+                continue;
+            }
+            let Some(lang) = &fence else {
+                if line.is_empty() {
+                    inline_commands(&name, paragraph_line, &paragraph, &mut out);
+                    paragraph.clear();
+                } else {
+                    if paragraph.is_empty() {
+                        paragraph_line = i + 1;
+                    }
+                    paragraph.push_str(line);
+                    paragraph.push(' ');
+                }
+                i += 1;
+                continue;
+            };
+            let start = i;
+            let mut cmd = String::new();
+            let mut l = line;
+            while let Some(part) = l.strip_suffix('\\') {
+                cmd.push_str(part);
+                cmd.push(' ');
+                i += 1;
+                l = lines.get(i).map_or("", |s| s.trim());
+            }
+            cmd.push_str(l);
+            let (prompted, rest) = match cmd.strip_prefix("$ ") {
+                Some(r) => (true, r),
+                None => (false, cmd.as_str()),
+            };
+            let rest = strip_env_assignments(rest);
+            let code = !["toml", "rust", "json", "yaml"].contains(&lang.as_str());
+            if code && rest.starts_with("huitong ") && (prompted || lang != "text") {
+                let refusal = lines
+                    .get(i + 1)
+                    .map(|n| n.trim())
+                    .filter(|n| n.starts_with("error:"))
+                    .map(str::to_owned);
+                out.push(DocCommand {
+                    origin: format!("{name}:{}", start + 1),
+                    argv: doc_words(rest),
+                    refusal,
+                    inline: false,
+                });
+            }
+            i += 1;
+        }
+        inline_commands(&name, paragraph_line, &paragraph, &mut out);
+    }
+    out
+}
+
+/// The `huitong …` code spans of one paragraph (its lines joined).
+fn inline_commands(name: &str, line: usize, paragraph: &str, out: &mut Vec<DocCommand>) {
+    for (i, span) in paragraph.split('`').enumerate() {
+        if i % 2 == 1 && span.starts_with("huitong ") {
+            out.push(DocCommand {
+                origin: format!("{name}:{line} (paragraph)"),
+                argv: doc_words(span),
+                refusal: None,
+                inline: true,
+            });
+        }
+    }
+}
+
+/// `NAME=value NAME2=value2 rest` → `rest`.
+fn strip_env_assignments(mut line: &str) -> &str {
+    loop {
+        let word = line.split_whitespace().next().unwrap_or("");
+        let assignment = word.split_once('=').is_some_and(|(k, _)| {
+            !k.is_empty()
+                && k.chars()
+                    .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+        });
+        if !assignment {
+            return line;
+        }
+        line = line.trim_start()[word.len()..].trim_start();
+    }
+}
+
+/// A documented command line as the words `huitong` would get: `<a placeholder>` kept as one
+/// word, cut at the first pipe, redirection, `&&`, `;` or `# comment`, and usage notation read
+/// as a choice: `[--json|--csv]` → `--json`.
+fn doc_words(line: &str) -> Vec<String> {
+    let mut text = String::new();
+    let mut in_placeholder = false;
+    let chars: Vec<char> = line.chars().collect();
+    for (i, &c) in chars.iter().enumerate() {
+        if c == '<'
+            && chars
+                .get(i + 1)
+                .is_some_and(|n| n.is_alphanumeric() || *n == '_')
+        {
+            in_placeholder = chars[i..].contains(&'>');
+        } else if c == '>' {
+            in_placeholder = false;
+        }
+        if in_placeholder && (c.is_whitespace() || c == '\'' || c == '"') {
+            text.push('_');
+        } else {
+            text.push(c);
+        }
+    }
+    let mut out = Vec::new();
+    for w in shell_words(&text) {
+        let cut = ["|", "||", "&&", ";", "&", "<"].contains(&w.as_str())
+            || w.starts_with('>')
+            || w.starts_with("2>")
+            || w.starts_with('#');
+        if cut {
+            break;
+        }
+        let w = w.trim_start_matches('[').trim_end_matches(']');
+        let w = w.split('|').next().unwrap_or_default();
+        if !w.is_empty() {
+            out.push(w.to_owned());
+        }
+    }
+    out
+}
+
+/// Whether a documented value stands for one to fill in.
+fn is_placeholder(v: &str) -> bool {
+    (v.starts_with('<') && v.ends_with('>'))
+        || v.contains('…')
+        || v.contains("...")
+        || (!v.is_empty() && v.chars().all(|c| c.is_ascii_uppercase() || c == '_'))
+}
+
+/// A fenced ```toml block of the docs.
+#[derive(Debug)]
+struct TomlBlock {
+    origin: String,
+    text: String,
+    /// Marked `<!-- fragment -->` on the line before its fence.
+    fragment: bool,
+}
+
+fn doc_toml_blocks() -> Vec<TomlBlock> {
+    let mut out = Vec::new();
+    for (name, text) in doc_files() {
+        let lines: Vec<&str> = text.lines().collect();
+        let mut i = 0;
+        while i < lines.len() {
+            if lines[i].trim() != "```toml" {
+                i += 1;
+                continue;
+            }
+            let fragment = lines[..i]
+                .iter()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .is_some_and(|l| l.trim().starts_with("<!-- fragment"));
+            let start = i + 1;
+            let mut body = String::new();
+            i += 1;
+            while i < lines.len() && !lines[i].trim().starts_with("```") {
+                body.push_str(lines[i]);
+                body.push('\n');
+                i += 1;
+            }
+            out.push(TomlBlock {
+                origin: format!("{name}:{start}"),
+                text: body,
+                fragment,
+            });
+            i += 1;
+        }
+    }
+    out
+}
+
+/// `HUITONG_…=value` anywhere in the docs: (file, name, value). Placeholder values are left out.
+fn doc_env_assignments() -> Vec<(String, String, String)> {
+    let mut out = Vec::new();
+    for (name, text) in doc_files() {
+        let mut rest = text.as_str();
+        while let Some(at) = rest.find("HUITONG_") {
+            let before = rest[..at].chars().next_back();
+            let tail = &rest[at..];
+            rest = &tail[1..];
+            if before.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_') {
+                continue;
+            }
+            let var_len = tail
+                .find(|c: char| !(c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_'))
+                .unwrap_or(tail.len());
+            let Some(after) = tail[var_len..].strip_prefix('=') else {
+                continue;
+            };
+            let value = match after.chars().next() {
+                Some(q @ ('"' | '\'')) => after[1..].split(q).next().unwrap_or_default(),
+                _ => after
+                    .split(|c: char| c.is_whitespace() || "`),;|".contains(c))
+                    .next()
+                    .unwrap_or_default(),
+            };
+            if !value.is_empty() && !is_placeholder(value) {
+                out.push((name.clone(), tail[..var_len].to_owned(), value.to_owned()));
+            }
+        }
+    }
+    out
+}
+
+/// Every `.rs` file under `dir`, concatenated: to see whether a variable's name is read.
+fn rust_sources(dir: &Path) -> String {
+    let mut out = String::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            if p.file_name().is_some_and(|n| n != "target") {
+                out.push_str(&rust_sources(&p));
+            }
+        } else if p.extension().is_some_and(|x| x == "rs") {
+            out.push_str(&read(&p));
+        }
+    }
+    out
+}
+
+/// `huitong` with none of the caller's `HUITONG_…` or `OTEL_…` variables, so that only what a
+/// test sets is read.
+fn clean_command() -> Command {
+    let mut c = Command::new(huitong_bin());
+    for (k, _) in std::env::vars_os() {
+        if k.to_str()
+            .is_some_and(|k| k.starts_with("HUITONG_") || k.starts_with("OTEL_"))
+        {
+            c.env_remove(k);
+        }
+    }
+    c
+}
+
+/// `s/FROM/TO/` (any delimiter) with `\.` escapes only: the literal strings.
+fn sed_substitution(expr: &str) -> Option<(String, String)> {
+    let rest = expr.strip_prefix('s')?;
+    let delim = rest.chars().next()?;
+    let parts: Vec<&str> = rest[delim.len_utf8()..].split(delim).collect();
+    let [from, to, flags] = parts.as_slice() else {
+        return None;
+    };
+    if !flags.is_empty() {
+        return None;
+    }
+    let unescape = |s: &str| s.replace("\\.", ".");
+    let literal = |s: &str| !unescape(s).contains(['\\', '*', '^', '$', '[', '&']);
+    (literal(from) && literal(to)).then(|| (unescape(from), unescape(to)))
+}
+
+/// A systemd time span in seconds: `20s`, `30`, `5min`, `1min 30s`.
+fn systemd_seconds(v: &str) -> Option<u64> {
+    let mut total = 0;
+    for part in v.split_whitespace() {
+        let digits = part
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(part.len());
+        let n: u64 = part[..digits].parse().ok()?;
+        total += n * match &part[digits..] {
+            "" | "s" | "sec" => 1,
+            "min" | "m" => 60,
+            "h" => 3600,
+            _ => return None,
+        };
+    }
+    Some(total)
 }
 
 /// Comment lines (`# …`) that begin with `huitong ` or `kubectl `, continuations joined,
 /// pipelines cut at the first `|`, `&&` or `;`.
 fn commented_commands(text: &str) -> Vec<Vec<String>> {
+    commented_pipelines(text)
+        .into_iter()
+        .map(|words| {
+            let end = words
+                .iter()
+                .position(|w| ["|", "&&", ";"].contains(&w.as_str()))
+                .unwrap_or(words.len());
+            words[..end].to_vec()
+        })
+        .collect()
+}
+
+/// As [`commented_commands`], whole: every word of the pipeline.
+fn commented_pipelines(text: &str) -> Vec<Vec<String>> {
     let mut out = Vec::new();
     let mut pending: Option<String> = None;
     for line in text.lines() {
@@ -1689,12 +2602,7 @@ fn commented_commands(text: &str) -> Vec<Vec<String>> {
             }
             None => {
                 cmd.push_str(c);
-                let words = shell_words(&cmd);
-                let end = words
-                    .iter()
-                    .position(|w| ["|", "&&", ";"].contains(&w.as_str()))
-                    .unwrap_or(words.len());
-                out.push(words[..end].to_vec());
+                out.push(shell_words(&cmd));
             }
         }
     }
@@ -1738,6 +2646,17 @@ struct Help {
     /// The command also runs without a subcommand (`huitong adapter --config …` beside
     /// `huitong adapter check …`): its first usage line names no command.
     subcommand_optional: bool,
+    /// The usage line has a positional argument outside brackets.
+    required_positional: bool,
+    /// Environment variables its options read (`[env: NAME=]`).
+    envs: BTreeSet<String>,
+}
+
+impl Help {
+    /// Whether it refuses to run without arguments.
+    fn needs_arguments(&self) -> bool {
+        self.commands.is_empty() && (!self.required.is_empty() || self.required_positional)
+    }
 }
 
 impl Cli {
@@ -1756,6 +2675,25 @@ impl Cli {
             .clone()
     }
 
+    /// Every environment variable any command reads, with the command paths that read it (the
+    /// empty path: `huitong` itself, for every subcommand).
+    fn env_declarations(&mut self) -> BTreeMap<String, Vec<Vec<String>>> {
+        let mut out: BTreeMap<String, Vec<Vec<String>>> = BTreeMap::new();
+        let mut todo: Vec<Vec<String>> = vec![Vec::new()];
+        while let Some(path) = todo.pop() {
+            let help = self.help(&path);
+            for e in &help.envs {
+                out.entry(e.clone()).or_default().push(path.clone());
+            }
+            for c in &help.commands {
+                let mut sub = path.clone();
+                sub.push(c.clone());
+                todo.push(sub);
+            }
+        }
+        out
+    }
+
     /// Checks `args` (after `huitong`): subcommands exist, flags are known; with
     /// `complete`, the flags the usage line requires are all given.
     fn check(&mut self, args: &[String], complete: bool, origin: &str, problems: &mut Vec<String>) {
@@ -1772,6 +2710,9 @@ impl Cli {
             };
             if help.subcommand_optional && sub.starts_with('-') {
                 break;
+            }
+            if sub == "--help" || sub == "-h" {
+                return;
             }
             if !help.commands.contains(sub) {
                 problems.push(format!(
@@ -1811,6 +2752,12 @@ impl Cli {
 
 fn parse_help(text: &str) -> Help {
     let mut help = Help::default();
+    let flat = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    for part in flat.split("[env: ").skip(1) {
+        if let Some(name) = part.split(['=', ']']).next() {
+            help.envs.insert(name.to_owned());
+        }
+    }
     let mut section = "";
     for line in text.lines() {
         if let Some(usage) = line.strip_prefix("Usage: ") {
@@ -1819,6 +2766,9 @@ fn parse_help(text: &str) -> Help {
             for w in usage.split_whitespace() {
                 if depth == 0 && w.starts_with("--") {
                     help.required.push(w.to_owned());
+                }
+                if depth == 0 && w.starts_with('<') && w != "<COMMAND>" {
+                    help.required_positional = true;
                 }
                 depth += w.matches(['[', '(']).count() as i32;
                 depth -= w.matches([']', ')']).count() as i32;
@@ -1838,7 +2788,9 @@ fn parse_help(text: &str) -> Help {
                     help.commands.insert(name.to_owned());
                 }
             }
-            "Options" => {
+            // "Options", or a heading of the command's own (`bench load` groups its flags).
+            "Arguments" => {}
+            _ if t.starts_with('-') => {
                 for w in t.split_whitespace() {
                     let w = w.trim_end_matches(',');
                     if !w.starts_with('-') {
