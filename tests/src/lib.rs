@@ -101,6 +101,8 @@ pub struct Proc {
     child: Child,
     pub addr: SocketAddr,
     stderr: std::sync::Arc<Output>,
+    /// The thread copying stderr, joined to read all of it after the process ended.
+    reader: Option<std::thread::JoinHandle<()>>,
 }
 
 /// A process's stderr as it arrives, for tests to wait on a line instead of sleeping.
@@ -128,7 +130,7 @@ impl Proc {
             .spawn()
             .unwrap_or_else(|e| panic!("starting {what}: {e}"));
         let stderr = std::sync::Arc::new(Output::default());
-        {
+        let reader = {
             let mut pipe = child.stderr.take().unwrap();
             let sink = stderr.clone();
             std::thread::spawn(move || {
@@ -143,14 +145,19 @@ impl Proc {
                         .push_str(&String::from_utf8_lossy(&buf[..n]));
                     sink.grew.notify_all();
                 }
-            });
-        }
+            })
+        };
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if let Some(addr) = line.split("listening on ").nth(1) {
                     let _ = tx.send(addr.trim().parse::<SocketAddr>().unwrap());
+                } else if let Ok(json) = serde_json::from_str::<serde_json::Value>(&line)
+                    && json["message"] == "listening"
+                {
+                    // `--log-json`: the same line as a JSON object.
+                    let _ = tx.send(json["addr"].as_str().unwrap().parse().unwrap());
                 }
             }
         });
@@ -159,6 +166,7 @@ impl Proc {
                 child,
                 addr,
                 stderr,
+                reader: Some(reader),
             },
             Err(_) => {
                 let _ = child.kill();
@@ -188,6 +196,7 @@ impl Proc {
             child,
             addr: ([127, 0, 0, 1], 0).into(),
             stderr: std::sync::Arc::new(Output::default()),
+            reader: None,
         }
     }
 
@@ -222,6 +231,18 @@ impl Proc {
         let pid = self.child.id().to_string();
         Command::new("kill").args(["-TERM", &pid]).status().unwrap();
         self.child.wait().unwrap()
+    }
+
+    /// Sends SIGTERM, waits for the exit and returns it with everything the process wrote to
+    /// stderr, its last lines included.
+    pub fn terminate_with_stderr(mut self) -> (std::process::ExitStatus, String) {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        let status = self.child.wait().unwrap();
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
+        }
+        (status, self.stderr())
     }
 }
 

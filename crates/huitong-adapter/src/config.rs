@@ -14,6 +14,7 @@
 //! handshake_timeout_ms = 2000        # optional: from TCP connect to finished TLS handshake
 //! max_pending_handshakes_per_address = 64   # optional; more connections are closed at once
 //! max_connections_per_address = 1024        # optional; likewise
+//! shutdown_grace_seconds = 10        # optional: on SIGTERM, how long calls in flight may take
 //!
 //! [[resources]]
 //! name = "household-register"
@@ -147,6 +148,9 @@ pub struct ConfigFile {
     pub max_pending_handshakes_per_address: Option<usize>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_connections_per_address: Option<usize>,
+    /// On SIGTERM, seconds calls in flight get to finish before they are cut.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shutdown_grace_seconds: Option<u64>,
     /// The adapter's certificate and the exchange CA; required, every link is mutual TLS.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsConfig>,
@@ -435,6 +439,9 @@ impl AdapterConfig {
             max_page_size: raw.max_page_size.unwrap_or(defaults.max_page_size),
             brokers,
             connections,
+            shutdown_grace: raw
+                .shutdown_grace_seconds
+                .map_or(defaults.shutdown_grace, std::time::Duration::from_secs),
         };
         if let Some((key, problem)) = options.problem() {
             return Err(err(key.into(), problem));

@@ -50,6 +50,8 @@ pub use config::{AdapterConfig, ConfigFile, FieldConfig, ResourceConfig, SourceC
 pub use error::{ConfigError, Error};
 pub use huitong_proto::v1::{Record, Value};
 pub use jsonl::JsonlSource;
-pub use server::{AdapterService, ServeOptions, WatchCloser, default_broker, serve};
+pub use server::{
+    AdapterService, DEFAULT_SHUTDOWN_GRACE, ServeOptions, WatchCloser, default_broker, serve,
+};
 pub use source::{Change, ChangeStream, Page, PageRequest, Source, SourceError};
 pub use table::MemTable;

@@ -20,11 +20,16 @@ pub struct AdapterMetrics {
     registry: Arc<Registry>,
     requests: Family<Labels, Counter>,
     seconds: Family<Labels, Histogram, fn() -> Histogram>,
+    facts: Arc<huitong_proto::metrics::ServerFacts>,
 }
 
 impl Default for AdapterMetrics {
     fn default() -> Self {
-        let mut registry = Registry::with_prefix("huitong_adapter");
+        // The root holds what every server exports (`process_*` has no prefix).
+        let mut root = Registry::default();
+        let facts = huitong_proto::metrics::ServerFacts::new("adapter");
+        root.register_collector(Box::new(Arc::clone(&facts)));
+        let registry = root.sub_registry_with_prefix("huitong_adapter");
         let requests = Family::<Labels, Counter>::default();
         registry.register(
             "requests",
@@ -39,9 +44,10 @@ impl Default for AdapterMetrics {
             seconds.clone(),
         );
         AdapterMetrics {
-            registry: Arc::new(registry),
+            registry: Arc::new(root),
             requests,
             seconds,
+            facts,
         }
     }
 }
@@ -49,6 +55,11 @@ impl Default for AdapterMetrics {
 impl AdapterMetrics {
     pub fn registry(&self) -> Arc<Registry> {
         Arc::clone(&self.registry)
+    }
+
+    /// Build, process, certificate and authentication metrics; TLS is attached by `serve`.
+    pub fn facts(&self) -> &huitong_proto::metrics::ServerFacts {
+        &self.facts
     }
 
     pub(crate) fn call(

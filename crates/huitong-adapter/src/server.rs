@@ -55,7 +55,14 @@ pub struct ServeOptions {
     pub brokers: Vec<PeerId>,
     /// Against floods of idle or slow connections.
     pub connections: ConnectionLimits,
+    /// On shutdown, how long calls in flight get to finish before they are cut (the broker
+    /// retries a cut call on the adapter's replacement or reports UNAVAILABLE).
+    pub shutdown_grace: std::time::Duration,
 }
+
+/// [`ServeOptions::shutdown_grace`] by default: below the 30 s systemd and Kubernetes give
+/// a process between SIGTERM and SIGKILL.
+pub const DEFAULT_SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl Default for ServeOptions {
     fn default() -> Self {
@@ -66,6 +73,7 @@ impl Default for ServeOptions {
             metrics_listen: None,
             brokers: Vec::new(),
             connections: ConnectionLimits::default(),
+            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
         }
     }
 }
@@ -678,6 +686,7 @@ pub async fn serve<S: Source>(
             .map_err(|e| Error::InvalidOptions(format!("connection limits: {e}")))?,
     );
     let service = AdapterService::new(dept, source, &options)?;
+    service.metrics().facts().set_tls(&tls);
     let closer = service.watch_closer();
     let (stop_metrics, metrics_stopped) = tokio::sync::watch::channel(false);
     if let Some(addr) = options.metrics_listen {
@@ -697,6 +706,8 @@ pub async fn serve<S: Source>(
             },
         ));
     }
+    // After the metrics listener is up, so that whoever reads the warning can scrape the gauge.
+    service.metrics().facts().warn_of_expiry();
     let dept = service.dept.clone();
     let resources = service.resources.len();
     let max = options.max_message_bytes;
@@ -714,26 +725,42 @@ pub async fn serve<S: Source>(
     let reflection_v1alpha =
         transport::reflection(&[adapter_server::SERVICE_NAME]).build_v1alpha()?;
 
+    let (stopping, mut stopped) = tokio::sync::watch::channel(false);
     let signal = {
         let dept = dept.clone();
         async move {
             shutdown.await;
-            let _ = stop_metrics.send(true);
-            closer.close();
-            tracing::info!(%dept, "adapter shutting down");
+            let _ = stopping.send(true);
+            // NOT_SERVING first, so that health checks send new work elsewhere; then the
+            // change streams end (UNAVAILABLE, which the broker resumes elsewhere) and tonic
+            // sends GOAWAY on every connection and lets calls in flight finish.
             for name in ["", adapter_server::SERVICE_NAME] {
                 health
                     .set_service_status(name, tonic_health::ServingStatus::NotServing)
                     .await;
             }
+            closer.close();
+            let _ = stop_metrics.send(true);
+            tracing::info!(%dept, "adapter shutting down");
         }
     };
+    // Daily, so that a certificate running out is in the log for weeks before it does.
+    let expiry_warnings = {
+        let metrics = service.metrics();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_secs(86_400)).await;
+                metrics.facts().warn_of_expiry();
+            }
+        })
+    };
+    let grace = options.shutdown_grace;
 
     match listener.local_addr() {
         Ok(addr) => tracing::info!(%dept, %addr, resources, "adapter serving"),
         Err(_) => tracing::info!(%dept, resources, "adapter serving"),
     }
-    tonic::transport::Server::builder()
+    let server = tonic::transport::Server::builder()
         .layer(MessageLimitLayer::new(max))
         .layer(OneRequestLayer)
         .add_service(InterceptedService::new(
@@ -753,8 +780,21 @@ pub async fn serve<S: Source>(
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .serve_with_incoming_shutdown(tls.incoming(listener), signal)
-        .await?;
+        .serve_with_incoming_shutdown(tls.incoming(listener), signal);
+    // A client may keep its connection, and calls on it, open past GOAWAY: after the grace
+    // the server is dropped, which cuts whatever is left, so that a stop always ends.
+    let result = tokio::select! {
+        r = server => r,
+        () = async move {
+            let _ = stopped.wait_for(|s| *s).await;
+            tokio::time::sleep(grace).await;
+        } => {
+            tracing::warn!(%dept, grace_ms = u64::try_from(grace.as_millis()).unwrap_or(u64::MAX), "calls still open after the shutdown grace period were cut");
+            Ok(())
+        }
+    };
+    expiry_warnings.abort();
+    result?;
     tracing::info!(%dept, "adapter stopped");
     Ok(())
 }

@@ -208,6 +208,44 @@ const MIN_MESSAGE_BYTES: usize = 1024;
 const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 
 impl BrokerConfig {
+    /// What start-up reads besides the config file itself, checked without starting: the
+    /// certificates, key and CRL (as a server and as the adapters' client) and the policy
+    /// file. One error per problem, each naming its file and key once. `path` is the config
+    /// file, named in the errors about its `[tls]` keys.
+    pub fn check_files(&self, path: &Path) -> Vec<ConfigError> {
+        let mut problems = Vec::new();
+        let tls_problem = |e: huitong_tls::Error| ConfigError {
+            path: path.to_owned(),
+            problem: match self.tls.key_of(&e) {
+                Some(k) => format!("tls.{k}: {e}"),
+                None => format!("tls: {e}"),
+            },
+        };
+        match huitong_tls::ServerTls::load(&self.tls) {
+            Err(e) => problems.push(tls_problem(e)),
+            // The same files as the adapters' client: a certificate without clientAuth, say.
+            Ok(_) => {
+                if let Err(e) = huitong_tls::ClientTls::load(&self.tls) {
+                    problems.push(tls_problem(e));
+                }
+            }
+        }
+        if let Some(policy) = &self.policy
+            && let Err(e) = crate::policy::check_policy_file(policy)
+        {
+            problems.push(match e {
+                crate::policy::PolicyError::PolicyFile { path, problem } => {
+                    ConfigError { path, problem }
+                }
+                other => ConfigError {
+                    path: policy.clone(),
+                    problem: other.to_string(),
+                },
+            });
+        }
+        problems
+    }
+
     /// Reads and checks a config file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let err = |problem: String| ConfigError {

@@ -27,7 +27,13 @@ pub struct Metrics {
     stage_seconds: Family<Labels, Histogram, fn() -> Histogram>,
     adapter_reachable: Family<Labels, Gauge>,
     log_entries: Gauge,
-    log_syncs: Gauge,
+    log_syncs: Counter,
+    log_bytes: Gauge,
+    checkpoint_time: Gauge,
+    checkpoint_size: Gauge,
+    data_dir_available: Gauge,
+    policy_reloads: Family<Labels, Counter>,
+    facts: Arc<huitong_proto::metrics::ServerFacts>,
     cache_lookups: Family<Labels, Counter>,
     cache_entries: Gauge,
     cache_bytes: Gauge,
@@ -67,7 +73,12 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn new() -> Metrics {
-        let mut registry = Registry::with_prefix("huitong");
+        // The root holds what every server exports (`process_*` has no prefix); the broker's
+        // own metrics are under `huitong_`.
+        let mut root = Registry::default();
+        let facts = huitong_proto::metrics::ServerFacts::new("broker");
+        root.register_collector(Box::new(Arc::clone(&facts)));
+        let registry = root.sub_registry_with_prefix("huitong");
         let exchanges = Family::<Labels, Counter>::default();
         registry.register(
             "exchanges",
@@ -78,7 +89,7 @@ impl Metrics {
             Family::<Labels, Histogram, fn() -> Histogram>::new_with_constructor(histogram);
         registry.register(
             "exchange_duration_seconds",
-            "End-to-end exchange time in the broker, by outcome",
+            "End-to-end exchange time in the broker, by outcome, provider and resource",
             exchange_seconds.clone(),
         );
         let stage_seconds =
@@ -100,11 +111,45 @@ impl Metrics {
             "Entries in the exchange log",
             log_entries.clone(),
         );
-        let log_syncs = Gauge::default();
+        let log_syncs = Counter::default();
         registry.register(
             "log_syncs",
             "fdatasync calls by the exchange log since start (one per group commit)",
             log_syncs.clone(),
+        );
+        let log_bytes = Gauge::default();
+        registry.register(
+            "log_bytes",
+            "Bytes of the exchange log on disk (entries, their index and the subject indexes)",
+            log_bytes.clone(),
+        );
+        let checkpoint_time = Gauge::default();
+        registry.register(
+            "log_checkpoint_timestamp_seconds",
+            "When the latest checkpoint was signed (Unix time); checkpoints are signed only while the log grows",
+            checkpoint_time.clone(),
+        );
+        let checkpoint_size = Gauge::default();
+        registry.register(
+            "log_checkpoint_size",
+            "Entries the latest signed checkpoint covers; huitong_log_entries minus this is not yet under a signature",
+            checkpoint_size.clone(),
+        );
+        let data_dir_available = Gauge::default();
+        registry.register(
+            "data_dir_available_bytes",
+            "Free bytes on the filesystem of the broker's data directory (the log stops answering when it is full)",
+            data_dir_available.clone(),
+        );
+        let policy_reloads = Family::<Labels, Counter>::default();
+        // Both series from the start, so that a dashboard sees 0 before the first reload.
+        for result in ["ok", "failed"] {
+            let _ = policy_reloads.get_or_create(&vec![("result", result.to_owned())]);
+        }
+        registry.register(
+            "policy_reloads",
+            "Policy file reloads (SIGHUP) by result: ok, or failed (the previous grants stay in force)",
+            policy_reloads.clone(),
         );
         let cache_lookups = Family::<Labels, Counter>::default();
         registry.register(
@@ -174,7 +219,13 @@ impl Metrics {
             alerts_raised.clone(),
         );
         Metrics {
-            registry: Arc::new(registry),
+            registry: Arc::new(root),
+            log_bytes,
+            checkpoint_time,
+            checkpoint_size,
+            data_dir_available,
+            policy_reloads,
+            facts,
             consumer_subjects,
             consumer_refusals,
             alert_active,
@@ -199,6 +250,11 @@ impl Metrics {
         Arc::clone(&self.registry)
     }
 
+    /// Build, process, certificate and authentication metrics; TLS is attached once loaded.
+    pub fn facts(&self) -> &huitong_proto::metrics::ServerFacts {
+        &self.facts
+    }
+
     /// One finished exchange.
     pub fn exchange(
         &self,
@@ -219,7 +275,11 @@ impl Metrics {
             ])
             .inc();
         self.exchange_seconds
-            .get_or_create(&vec![("outcome", outcome.to_owned())])
+            .get_or_create(&vec![
+                ("outcome", outcome.to_owned()),
+                ("provider", provider.to_owned()),
+                ("resource", resource.to_owned()),
+            ])
             .observe(took.as_secs_f64());
     }
 
@@ -291,9 +351,38 @@ impl Metrics {
         self.shed.inc();
     }
 
+    /// The log's size and the writer's fsync count since start (a counter: only the increase
+    /// since the last call is added).
     pub fn log(&self, entries: u64, syncs: u64) {
-        self.log_entries
-            .set(i64::try_from(entries).unwrap_or(i64::MAX));
-        self.log_syncs.set(i64::try_from(syncs).unwrap_or(i64::MAX));
+        self.log_entries.set(gauge(entries));
+        let seen = self.log_syncs.get();
+        if syncs > seen {
+            self.log_syncs.inc_by(syncs - seen);
+        }
     }
+
+    /// What is on disk: the log's bytes, the latest checkpoint and the space left.
+    pub fn disk(&self, log_bytes: u64, checkpoint: Option<(i64, u64)>, available: Option<u64>) {
+        self.log_bytes.set(gauge(log_bytes));
+        if let Some((signed_at, size)) = checkpoint {
+            self.checkpoint_time.set(signed_at);
+            self.checkpoint_size.set(gauge(size));
+        }
+        if let Some(a) = available {
+            self.data_dir_available.set(gauge(a));
+        }
+    }
+
+    pub fn policy_reloaded(&self, ok: bool) {
+        self.policy_reloads
+            .get_or_create(&vec![(
+                "result",
+                if ok { "ok" } else { "failed" }.to_owned(),
+            )])
+            .inc();
+    }
+}
+
+fn gauge(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
 }

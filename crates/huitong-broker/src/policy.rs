@@ -1014,6 +1014,24 @@ fn policy_bounds(
     })
 }
 
+/// What a policy file declares, as start-up and reloads read it.
+#[derive(Debug)]
+pub struct PolicyFileContents {
+    pub grants: Vec<Grant>,
+    pub quotas: Vec<QuotaRule>,
+    pub cache_limits: HashMap<ResourceId, u32>,
+}
+
+/// Reads a policy file whole, as the broker does at start and on reload (grants, quotas and
+/// cache limits): for `huitong config check`, which must refuse what start-up refuses.
+pub fn check_policy_file(path: &Path) -> Result<PolicyFileContents, PolicyError> {
+    Ok(PolicyFileContents {
+        grants: load_policy_file(path)?,
+        quotas: load_quotas(path)?,
+        cache_limits: load_cache_limits(path)?,
+    })
+}
+
 /// Reads grants declared in a policy file; every mistake names the file, the key and the problem.
 pub fn load_policy_file(path: &Path) -> Result<Vec<Grant>, PolicyError> {
     let err = |problem: String| PolicyError::PolicyFile {

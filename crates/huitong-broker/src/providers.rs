@@ -67,6 +67,7 @@ pub struct Providers {
     // A snapshot swapped whole on refresh: a query clones the Arc and never holds the lock.
     catalogue: RwLock<Arc<Catalogue>>,
     call_timeout: Duration,
+    tls: ClientTls,
 }
 
 impl Providers {
@@ -109,7 +110,13 @@ impl Providers {
             by_dept,
             catalogue: RwLock::new(Arc::new(Catalogue::default())),
             call_timeout: config.adapter_timeout,
+            tls,
         })
+    }
+
+    /// The TLS the broker dials adapters with (it remembers their certificates' expiry).
+    pub fn client_tls(&self) -> &ClientTls {
+        &self.tls
     }
 
     pub fn get(&self, dept: &DeptId) -> Option<&Arc<Provider>> {

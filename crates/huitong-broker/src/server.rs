@@ -89,6 +89,9 @@ impl Broker {
                 Some(l)
             }
         };
+        let metrics = Arc::new(Metrics::new());
+        metrics.facts().set_tls(&tls);
+        metrics.facts().set_peers(providers.client_tls());
         Ok(Broker {
             config,
             tls,
@@ -96,7 +99,7 @@ impl Broker {
             providers,
             log,
             events,
-            metrics: Arc::new(Metrics::new()),
+            metrics,
             metrics_listener,
         })
     }
@@ -105,6 +108,7 @@ impl Broker {
     pub fn policy_reloader(&self) -> Option<PolicyReloader> {
         self.config.policy.clone().map(|path| PolicyReloader {
             policy: Arc::clone(&self.policy),
+            metrics: Arc::clone(&self.metrics),
             path,
         })
     }
@@ -123,6 +127,7 @@ impl Broker {
 #[derive(Debug, Clone)]
 pub struct PolicyReloader {
     policy: Arc<Policy>,
+    metrics: Arc<Metrics>,
     path: std::path::PathBuf,
 }
 
@@ -130,7 +135,9 @@ impl PolicyReloader {
     /// Reads the policy file again; on a mistake the grants in force stay and the error says
     /// which file, key and problem.
     pub fn reload(&self) -> Result<usize, crate::policy::PolicyError> {
-        self.policy.reload_policy_file(&self.path)
+        let result = self.policy.reload_policy_file(&self.path);
+        self.metrics.policy_reloaded(result.is_ok());
+        result
     }
 }
 
@@ -168,7 +175,10 @@ async fn serve_ready(
             addr: config.metrics_listen.unwrap_or(([0, 0, 0, 0], 0).into()),
             source,
         })?;
-        info!(addr = ?l.local_addr().ok(), "metrics served at /metrics");
+        match l.local_addr() {
+            Ok(addr) => info!(%addr, "metrics served at /metrics"),
+            Err(_) => info!("metrics served at /metrics"),
+        }
         let mut stopped = metrics_stopped.clone();
         tokio::spawn(huitong_proto::metrics::serve(
             l,
@@ -193,8 +203,25 @@ async fn serve_ready(
             Arc::clone(&providers),
             Arc::clone(&log),
         );
+        let data_dir = config.data_dir.clone();
         tokio::spawn(async move {
+            let mut tick: u64 = 0;
             loop {
+                // Disk figures walk directories: every 10 s is enough for an alert.
+                if tick.is_multiple_of(10) {
+                    let (log_dir, data_dir) = (log.log().dir().to_owned(), data_dir.clone());
+                    if let Ok((bytes, checkpoint, available)) =
+                        tokio::task::spawn_blocking(move || disk_figures(&log_dir, &data_dir)).await
+                    {
+                        let size = log.log().latest_checkpoint().map(|c| c.size);
+                        metrics.disk(bytes, checkpoint.zip(size), available);
+                    }
+                }
+                // Certificates are warned about at start and then daily (see docs/runbook.md).
+                if tick.is_multiple_of(86_400) {
+                    metrics.facts().warn_of_expiry();
+                }
+                tick += 1;
                 for p in providers.iter() {
                     metrics.adapter_reachable(p.dept.as_str(), p.is_reachable());
                     metrics.breaker_state(p.dept.as_str(), p.guard.breaker_state());
@@ -284,7 +311,10 @@ async fn serve_ready(
         .build_v1alpha()
         .map_err(|e| Error::Reflection(e.to_string()))?;
 
-    info!(addr = ?listener.local_addr().ok(), resources = providers.catalogue().len(), "broker serving");
+    match listener.local_addr() {
+        Ok(addr) => info!(%addr, resources = providers.catalogue().len(), "broker serving"),
+        Err(_) => info!(resources = providers.catalogue().len(), "broker serving"),
+    }
     let (stopping, mut stopped) = tokio::sync::watch::channel(false);
     let shutdown = async move {
         shutdown.await;
@@ -357,8 +387,53 @@ async fn serve_ready(
     // Every exchange answered has been recorded; let the writer finish and sign where it ended.
     log.log().close().await;
     let final_log = Arc::clone(&log);
-    if let Ok(Err(e)) = tokio::task::spawn_blocking(move || final_log.log().checkpoint()).await {
-        tracing::warn!(error = %e, "could not sign a final checkpoint");
+    match tokio::task::spawn_blocking(move || final_log.log().checkpoint()).await {
+        Ok(Ok(cp)) => info!(
+            size = cp.size,
+            root = %hex(&cp.root),
+            "checkpoint signed; the broker stopped"
+        ),
+        Ok(Err(e)) => tracing::warn!(error = %e, "could not sign a final checkpoint"),
+        Err(e) => tracing::warn!(error = %e, "the final checkpoint task failed"),
     }
     result.map_err(Error::Serve)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes.iter().fold(String::with_capacity(64), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+/// Bytes under the log's directory, when its checkpoint file was last written (Unix seconds),
+/// and the space left on the data directory's filesystem. Blocking.
+fn disk_figures(
+    log_dir: &std::path::Path,
+    data_dir: &std::path::Path,
+) -> (u64, Option<i64>, Option<u64>) {
+    fn walk(dir: &std::path::Path) -> u64 {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return 0;
+        };
+        entries
+            .flatten()
+            .map(|e| match e.metadata() {
+                Ok(m) if m.is_dir() => walk(&e.path()),
+                Ok(m) => m.len(),
+                Err(_) => 0,
+            })
+            .sum()
+    }
+    let signed_at = std::fs::metadata(log_dir.join(huitong_audit::store::CHECKPOINT_FILE))
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .and_then(|d| i64::try_from(d.as_secs()).ok());
+    (
+        walk(log_dir),
+        signed_at,
+        fs2::available_space(data_dir).ok(),
+    )
 }

@@ -74,6 +74,16 @@ pub enum ClientError {
 
 impl From<tonic::Status> for ClientError {
     fn from(s: tonic::Status) -> Self {
+        // The caller did not cancel (dropping the future would end the call silently): a
+        // CANCELLED status means the connection closed under the call, as when a broker
+        // stops. That is UNAVAILABLE, the code for "try again", which retry logic looks for.
+        if s.code() == tonic::Code::Cancelled {
+            return ClientError::Status(tonic::Status::unavailable(format!(
+                "the connection closed before the answer arrived ({}); the server may be \
+                 restarting: try again",
+                s.message()
+            )));
+        }
         ClientError::Status(s)
     }
 }

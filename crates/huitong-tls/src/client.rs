@@ -66,6 +66,9 @@ struct Shared {
     provider: Arc<CryptoProvider>,
     trust_domain: String,
     revocation: Revocation<Arc<WebPkiServerVerifier>>,
+    /// The not-after of each server's certificate as last verified: so that the broker can
+    /// tell its operator which adapter's certificate runs out first.
+    peer_expiry: std::sync::Mutex<std::collections::HashMap<PeerId, i64>>,
 }
 
 impl fmt::Debug for ClientTls {
@@ -78,6 +81,15 @@ impl fmt::Debug for ClientTls {
 }
 
 impl ClientTls {
+    /// The servers this client verified, each with its certificate's not-after (Unix seconds)
+    /// as of the last handshake.
+    pub fn peer_expiries(&self) -> Vec<(PeerId, i64)> {
+        crate::revocation::lock(&self.shared.peer_expiry)
+            .iter()
+            .map(|(id, t)| (id.clone(), *t))
+            .collect()
+    }
+
     /// Reads the CA, our certificate and key, and the CRL.
     ///
     /// Refuses a certificate that no server would accept: not issued by the CA, expired,
@@ -115,6 +127,7 @@ impl ClientTls {
                 provider,
                 trust_domain: loaded.id.trust_domain.clone(),
                 revocation,
+                peer_expiry: std::sync::Mutex::default(),
             }),
             id: loaded.id,
         })
@@ -153,7 +166,21 @@ impl ClientTls {
         Connector {
             tls: TlsConnector::from(Arc::new(config)),
             expect: description.into(),
+            server_name: None,
         }
+    }
+}
+
+impl Connector {
+    /// Verifies the server's certificate for `name` rather than the host dialled: for a
+    /// probe that dials 127.0.0.1 or a pod IP and must check the name clients use.
+    pub fn with_server_name(mut self, name: &str) -> Result<Connector, Error> {
+        let parsed = ServerName::try_from(name.to_owned()).map_err(|_| Error::InvalidUri {
+            uri: name.chars().take(200).collect(),
+            reason: "the server name is neither a DNS name nor an IP address".into(),
+        })?;
+        self.server_name = Some(parsed);
+        Ok(self)
     }
 }
 
@@ -223,6 +250,9 @@ impl ServerCertVerifier for ExpectVerifier {
                 want()
             )));
         }
+        if let Some(not_after) = crate::time::not_after(end_entity) {
+            crate::revocation::lock(&self.shared.peer_expiry).insert(got, not_after);
+        }
         Ok(ServerCertVerified::assertion())
     }
 
@@ -268,6 +298,8 @@ pub struct Connector {
     tls: TlsConnector,
     /// The expectation, as shown in errors and `Debug`.
     expect: Arc<str>,
+    /// The name to verify instead of the URI's host.
+    server_name: Option<ServerName<'static>>,
 }
 
 impl fmt::Debug for Connector {
@@ -289,6 +321,7 @@ impl tower_service::Service<Uri> for Connector {
 
     fn call(&mut self, uri: Uri) -> Self::Future {
         let tls = self.tls.clone();
+        let fixed_name = self.server_name.clone();
         Box::pin(async move {
             let (host, port) = target(&uri)?;
             let addr = if host.contains(':') {
@@ -296,11 +329,13 @@ impl tower_service::Service<Uri> for Connector {
             } else {
                 format!("{host}:{port}")
             };
-            let server_name =
-                ServerName::try_from(host.clone()).map_err(|_| Error::InvalidUri {
+            let server_name = match fixed_name {
+                Some(name) => name,
+                None => ServerName::try_from(host.clone()).map_err(|_| Error::InvalidUri {
                     uri: uri.to_string(),
                     reason: "its host is neither a DNS name nor an IP address".into(),
-                })?;
+                })?,
+            };
             let tcp = TcpStream::connect((host.as_str(), port))
                 .await
                 .map_err(|source| Error::Connect {

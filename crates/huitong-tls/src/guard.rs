@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use tonic::{Request, Status};
 
-use crate::{CertWatch, PeerId, Role, ServerTls};
+use crate::{CertWatch, FailureReason, PeerId, Role, ServerTls};
 
 /// An interceptor that authenticates each request with [`ServerTls::authenticate`], refuses
 /// roles the service is not for, and leaves the verified identity for [`verified_peer`].
@@ -91,13 +91,22 @@ struct Verified(PeerId, Arc<ServerTls>);
 
 impl tonic::service::Interceptor for Guard {
     fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
-        let peer = self.tls.authenticate(&request).map_err(|e| {
-            tracing::debug!(service = %self.service, reason = %e, "refused an unauthenticated request");
-            Status::from(e)
-        })?;
+        let peer = match self.tls.authenticate(&request) {
+            Ok(peer) => peer,
+            Err(e) => {
+                self.tls
+                    .record_failure(&request, FailureReason::from(&e), &self.service, &e);
+                return Err(Status::from(e));
+            }
+        };
         match &self.admits {
             Admits::Roles(roles) if !roles.contains(&peer.role) => {
-                tracing::debug!(service = %self.service, %peer, "refused a request from a role the service does not serve");
+                self.tls.record_failure(
+                    &request,
+                    FailureReason::WrongRole,
+                    &self.service,
+                    &format_args!("{} is not served to {peer}", self.service),
+                );
                 return Err(Status::permission_denied(format!(
                     "{} serves only {} certificates; yours is {peer}",
                     self.service,
@@ -105,7 +114,12 @@ impl tonic::service::Interceptor for Guard {
                 )));
             }
             Admits::Ids { ids, setting } if !ids.contains(&peer) => {
-                tracing::warn!(service = %self.service, %peer, "refused a request from an identity the service does not serve");
+                self.tls.record_failure(
+                    &request,
+                    FailureReason::WrongRole,
+                    &self.service,
+                    &format_args!("{peer} is not in `{setting}`"),
+                );
                 return Err(Status::permission_denied(format!(
                     "{} serves only {}; yours is {peer}. If {peer} is a broker of this \
                      exchange, add it to `{setting}` in this server's configuration",

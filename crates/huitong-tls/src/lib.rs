@@ -18,6 +18,7 @@
 
 mod client;
 mod error;
+mod failures;
 mod files;
 pub mod guard;
 mod identity;
@@ -36,6 +37,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 pub use client::{ClientTls, Connector, Expect, endpoint};
 pub use error::{AuthError, Error};
+pub use failures::FailureReason;
 pub use identity::{PeerId, Role, peer_id_of};
 pub use server::{CertWatch, Conn, ConnectionLimits, ServerTls};
 pub use time::format_utc;
@@ -54,6 +56,24 @@ pub struct TlsFiles {
 }
 
 impl TlsFiles {
+    /// Which of the files (`ca`, `cert`, `key`, `crl`) an error of [`ServerTls::load`] or
+    /// [`ClientTls::load`] is about, so that a config check can name the key to fix.
+    pub fn key_of(&self, e: &Error) -> Option<&'static str> {
+        let path = match e {
+            Error::Io { path, .. } | Error::File { path, .. } => path,
+            _ => return None,
+        };
+        [
+            ("ca", Some(&self.ca)),
+            ("cert", Some(&self.cert)),
+            ("key", Some(&self.key)),
+            ("crl", self.crl.as_ref()),
+        ]
+        .into_iter()
+        .find(|(_, p)| *p == Some(path))
+        .map(|(k, _)| k)
+    }
+
     /// The files [`pki::init`] and [`pki::issue`] write in `dir` for `dept` in `role`,
     /// with the CRL.
     pub fn from_pki_dir(dir: &Path, dept: &DeptId, role: Role) -> TlsFiles {
@@ -78,12 +98,24 @@ struct Loaded {
     key: PrivateKeyDer<'static>,
     id: PeerId,
     crl: Option<(PathBuf, revocation::StampedCrls)>,
+    /// Not-after of our certificate and of the (earliest-expiring) CA certificate, Unix seconds.
+    expiry: Expiry,
+}
+
+/// When a party's own certificate and its CA stop being valid, Unix seconds: for the
+/// `huitong_certificate_expiry_timestamp_seconds` metric and the warning before it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Expiry {
+    pub own: i64,
+    pub ca: i64,
 }
 
 impl Loaded {
     fn read(files: &TlsFiles) -> Result<Loaded, Error> {
         let mut roots = RootCertStore::empty();
-        for ca in files::certs(&files.ca)? {
+        let cas = files::certs(&files.ca)?;
+        let ca_expiry = cas.iter().filter_map(|c| time::not_after(c)).min();
+        for ca in cas {
             roots.add(ca).map_err(|e| {
                 Error::file(&files.ca, format!("it is not a usable CA certificate: {e}"))
             })?;
@@ -100,12 +132,17 @@ impl Loaded {
             Some(path) => Some((path.clone(), revocation::read_crls(path)?)),
             None => None,
         };
+        let expiry = Expiry {
+            own: chain.first().and_then(|c| time::not_after(c)).unwrap_or(0),
+            ca: ca_expiry.unwrap_or(0),
+        };
         Ok(Loaded {
             roots: Arc::new(roots),
             chain,
             key,
             id,
             crl,
+            expiry,
         })
     }
 

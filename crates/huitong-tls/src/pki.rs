@@ -381,7 +381,50 @@ pub fn revoke(dir: &Path, cert_pem: &Path, reason: &str) -> Result<(), Error> {
     let who = crate::identity::peer_id_of_parsed(&cert)
         .map(|id| id.uri())
         .unwrap_or_else(|_| "-".into());
+    record_revocation(dir, &ca, serial, &who, reason)
+}
 
+/// Revokes the certificate with serial number `serial` (hex, as `huitong pki list` prints
+/// it; colons and a `0x` prefix are ignored), for when the PEM file is gone, e.g. overwritten
+/// by a re-issue. Only a serial of a certificate in `dir` is accepted, so that a typo cannot
+/// pass for a revocation.
+pub fn revoke_serial(dir: &Path, serial: &str, reason: &str) -> Result<(), Error> {
+    let ca = Ca::load(dir)?;
+    let wanted: String = serial
+        .trim()
+        .trim_start_matches("0x")
+        .chars()
+        .filter(|c| *c != ':')
+        .collect::<String>()
+        .to_ascii_lowercase();
+    let wanted = wanted.trim_start_matches('0');
+    if wanted.is_empty() || !wanted.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(Error::InvalidArgument(format!(
+            "--serial {serial:?} is not a hexadecimal serial number as `huitong pki list` prints it"
+        )));
+    }
+    let found = list(dir)?
+        .into_iter()
+        .find(|c| c.issued_by_ca && c.serial.trim_start_matches('0') == wanted)
+        .ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "no certificate of the CA in {} has serial {serial}; see `huitong pki list --dir {}`, \
+                 or revoke with --cert FILE",
+                dir.display(),
+                dir.display()
+            ))
+        })?;
+    let who = found.id.map(|id| id.uri()).unwrap_or_else(|| "-".into());
+    record_revocation(dir, &ca, found.serial, &who, reason)
+}
+
+fn record_revocation(
+    dir: &Path,
+    ca: &Ca,
+    serial: String,
+    who: &str,
+    reason: &str,
+) -> Result<(), Error> {
     let (code, note) = parse_reason(reason);
     let mut entries = read_register(dir)?;
     if !entries.iter().any(|e| e.serial == serial) {
@@ -744,6 +787,61 @@ pub fn revoked_serials(crl: &Path) -> Result<Vec<RevokedSerial>, Error> {
                     .unwrap_or_default(),
             });
         }
+    }
+    Ok(out)
+}
+
+/// A certificate found in a CA directory, as `huitong pki list` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertInfo {
+    /// The PEM file.
+    pub path: PathBuf,
+    /// Its Huitong identity; `None` if it has none.
+    pub id: Option<PeerId>,
+    /// Serial number, lower-case hex.
+    pub serial: String,
+    /// End of validity, Unix seconds.
+    pub not_after: i64,
+    /// In this CA's revocation register.
+    pub revoked: bool,
+    /// Issued by this directory's CA (a stray PEM of another CA is listed, and said so).
+    pub issued_by_ca: bool,
+}
+
+/// Every certificate in `dir` but the CA's own (the `.old.pem` pairs kept by a forced re-issue
+/// included), sorted by file name.
+pub fn list(dir: &Path) -> Result<Vec<CertInfo>, Error> {
+    let ca = Ca::load(dir)?;
+    let (_, ca_cert) = X509Certificate::from_der(&ca.cert_der)
+        .map_err(|_| Error::file(dir.join(CA_CERT), "the CA certificate cannot be parsed"))?;
+    let revoked: std::collections::HashSet<String> =
+        read_register(dir)?.into_iter().map(|r| r.serial).collect();
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| Error::io("read", dir, e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.extension().is_some_and(|x| x == "pem")
+                && p.file_name().is_some_and(|n| n != CA_CERT && n != CRL)
+        })
+        .collect();
+    paths.sort();
+    let mut out = Vec::with_capacity(paths.len());
+    for path in paths {
+        let certs = files::certs(&path)?;
+        let Some(leaf) = certs.first() else {
+            continue;
+        };
+        let (_, cert) = X509Certificate::from_der(leaf)
+            .map_err(|_| Error::file(&path, "the certificate cannot be parsed"))?;
+        let serial = hex(&cert.tbs_certificate.serial.to_bytes_be());
+        out.push(CertInfo {
+            id: crate::identity::peer_id_of_parsed(&cert).ok(),
+            revoked: revoked.contains(&serial),
+            serial,
+            not_after: cert.validity().not_after.timestamp(),
+            issued_by_ca: cert.issuer().as_raw() == ca_cert.subject().as_raw(),
+            path,
+        });
     }
     Ok(out)
 }

@@ -27,10 +27,14 @@ use tokio_stream::Stream;
 use x509_parser::extensions::GeneralName;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
+use crate::failures::AuthFailures;
 use crate::identity::peer_id_of_parsed;
 use crate::revocation::{Revocation, lock, verifier_error};
 use crate::time::{system_time, unix_now};
-use crate::{AuthError, Error, Loaded, PeerId, TlsFiles, own_cert_error, own_key_error, provider};
+use crate::{
+    AuthError, Error, Expiry, FailureReason, Loaded, PeerId, TlsFiles, own_cert_error,
+    own_key_error, provider,
+};
 
 /// Handshakes in flight from all addresses together; connections beyond it are closed at once.
 /// The per-address limits keep one client far below it, so only a flood from many addresses
@@ -68,6 +72,7 @@ pub struct ServerTls {
     auth: Arc<Authenticator>,
     id: PeerId,
     limits: ConnectionLimits,
+    expiry: Expiry,
 }
 
 /// Limits on the connections [`ServerTls::incoming`] accepts, against floods of idle or slow
@@ -131,6 +136,7 @@ struct Authenticator {
     trust_domain: String,
     revocation: Arc<Revocation<Arc<dyn ClientCertVerifier>>>,
     cache: Mutex<Cache>,
+    failures: AuthFailures,
 }
 
 #[derive(Default)]
@@ -175,9 +181,11 @@ impl ServerTls {
                 trust_domain: loaded.id.trust_domain.clone(),
                 revocation: Arc::new(loaded.revocation(&provider)?),
                 cache: Mutex::new(Cache::default()),
+                failures: AuthFailures::default(),
             }),
             id: loaded.id,
             limits: ConnectionLimits::default(),
+            expiry: loaded.expiry,
         })
     }
 
@@ -196,6 +204,38 @@ impl ServerTls {
     /// This server's own identity, from its certificate.
     pub fn id(&self) -> &PeerId {
         &self.id
+    }
+
+    /// When this server's certificate and its CA's stop being valid.
+    pub fn expiry(&self) -> Expiry {
+        self.expiry
+    }
+
+    /// Failed authentications since start, by [`FailureReason`] label (every reason listed,
+    /// zero included, so that a dashboard sees the series before the first failure).
+    pub fn auth_failures(&self) -> Vec<(&'static str, u64)> {
+        self.auth.failures.counts()
+    }
+
+    /// Counts a refused request and logs it once per peer and reason (see
+    /// [`crate::failures::LOG_EVERY`]). The guard calls this for every refusal it makes.
+    pub(crate) fn record_failure<T>(
+        &self,
+        request: &tonic::Request<T>,
+        reason: FailureReason,
+        service: &str,
+        detail: &dyn fmt::Display,
+    ) {
+        let claimed = request.peer_certs().and_then(|chain| {
+            chain
+                .first()
+                .and_then(|leaf| crate::peer_id_of(leaf).ok())
+                .map(|id| id.to_string())
+        });
+        let ip = request.remote_addr().map(|a| a.ip().to_canonical());
+        self.auth
+            .failures
+            .record(ip, claimed, reason, service, detail);
     }
 
     /// Accepted TLS connections for `tonic::transport::Server::serve_with_incoming[_shutdown]`.

@@ -60,3 +60,11 @@ pub fn format_utc(t: SystemTime) -> String {
 
 #[cfg(test)]
 mod tests;
+
+/// A certificate's not-after, Unix seconds; `None` when it does not parse.
+pub(crate) fn not_after(cert: &rustls_pki_types::CertificateDer<'_>) -> Option<i64> {
+    use x509_parser::prelude::FromDer;
+    x509_parser::prelude::X509Certificate::from_der(cert)
+        .ok()
+        .map(|(_, c)| c.validity().not_after.timestamp())
+}

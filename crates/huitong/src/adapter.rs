@@ -45,6 +45,11 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         (None, None) => anyhow::bail!("give --config FILE, or use `huitong adapter check`"),
     };
     let config = AdapterConfig::load(&config_path)?;
+    // The checks `huitong config check` makes, so that both say the same, naming the key.
+    let problems = crate::config::adapter_problems(&config);
+    if !problems.is_empty() {
+        anyhow::bail!("cannot start: {}", problems.join("; "));
+    }
     let source = huitong_sources::load(&config)
         .with_context(|| format!("loading the sources of {}", config_path.display()))?;
     let tls = huitong_tls::ServerTls::load(config.tls_files())

@@ -23,6 +23,11 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         config.listen = addr;
     }
     let listen = config.listen;
+    // The checks `huitong config check` makes, so that both say the same, naming the key.
+    let problems = crate::config::broker_problems(&args.config, &config);
+    if !problems.is_empty() {
+        anyhow::bail!("cannot start: {}", problems.join("; "));
+    }
     let broker = tokio::task::spawn_blocking(move || huitong_broker::Broker::new(config))
         .await
         .context("starting the broker")?

@@ -17,6 +17,10 @@ pub struct Args {
     /// The role the server's certificate must have: broker or adapter.
     #[arg(long, default_value = "broker")]
     server_role: String,
+    /// Verify the server's certificate for this name instead of the host in --addr: for a
+    /// probe that dials 127.0.0.1 or a pod address while clients use a DNS name.
+    #[arg(long)]
+    server_name: Option<String>,
     /// The service to ask about; empty for the server as a whole.
     #[arg(long, default_value = "")]
     service: String,
@@ -34,9 +38,15 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         other => anyhow::bail!("--server-role {other:?}: use broker or adapter"),
     };
     let tls = ClientTls::load(&args.identity.files())?;
+    let mut connector = tls.connector(Expect::Role(role));
+    if let Some(name) = &args.server_name {
+        connector = connector
+            .with_server_name(name)
+            .map_err(|e| anyhow::anyhow!("--server-name: {e}"))?;
+    }
     let check = async {
         let channel = huitong_tls::endpoint(&args.addr)?
-            .connect_with_connector(tls.connector(Expect::Role(role)))
+            .connect_with_connector(connector)
             .await?;
         let status = HealthClient::new(channel)
             .check(HealthCheckRequest {

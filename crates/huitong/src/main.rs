@@ -3,7 +3,6 @@
 //! This file only parses flags and maps the outcome to an exit code; each subcommand lives in
 //! its own module and the work itself in the library crates.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -32,8 +31,14 @@ mod zone;
     about = "Huitong (汇通): cross-department data exchange. Data travels between departments, not citizens."
 )]
 struct Cli {
-    /// Write log lines as JSON objects (for log shippers) instead of text.
-    #[arg(long, global = true, env = "HUITONG_LOG_JSON")]
+    /// Write log lines as JSON objects (for log shippers) instead of text. The environment
+    /// variable takes 1/0, true/false, yes/no or on/off.
+    #[arg(
+        long,
+        global = true,
+        env = "HUITONG_LOG_JSON",
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
     log_json: bool,
     /// Export spans over OTLP/gRPC to this collector, e.g. http://127.0.0.1:4317.
     #[arg(long, global = true, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
@@ -72,11 +77,9 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 enum ConfigCommand {
-    /// Check a broker or adapter config file; exits non-zero with the key and problem if wrong.
-    Check {
-        /// The file to check.
-        file: PathBuf,
-    },
+    /// Check a broker config, an adapter config or a policy file as start-up would; exits
+    /// non-zero with one line per problem, each naming the file and key.
+    Check(config::CheckArgs),
 }
 
 fn main() -> ExitCode {
@@ -120,6 +123,7 @@ fn main() -> ExitCode {
             }
         }
     };
+    serve::set_json(cli.log_json);
     let result = runtime.block_on(async {
         match cli.command {
             Command::Demo(args) => demo::run(args).await,
@@ -132,7 +136,7 @@ fn main() -> ExitCode {
             Command::Bench(args) => bench::run(args).await,
             Command::Health(args) => health::run(args).await,
             Command::Pki(cmd) => pki::run(cmd),
-            Command::Config(ConfigCommand::Check { file }) => config::check(&file),
+            Command::Config(ConfigCommand::Check(args)) => config::check(&args),
         }
     });
     if let Some(provider) = otlp {
@@ -145,10 +149,27 @@ fn main() -> ExitCode {
         // The reader (e.g. `head`) has what it wanted; nothing failed.
         Err(e) if out::is_closed(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", report(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes, each said once: library errors often include their source in
+/// their own message (`cannot read x.pem: No such file`), which `{:#}` would repeat.
+fn report(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
 }
 
 fn service_name(command: &Command) -> &'static str {

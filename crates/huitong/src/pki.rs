@@ -49,11 +49,22 @@ pub enum Command {
         #[arg(long)]
         dir: PathBuf,
         /// The certificate to revoke (PEM).
+        #[arg(long, required_unless_present = "serial", conflicts_with = "serial")]
+        cert: Option<PathBuf>,
+        /// Or its serial number (hex, as `pki list` prints it), e.g. when the PEM was replaced.
         #[arg(long)]
-        cert: PathBuf,
+        serial: Option<String>,
         /// Why, for the record.
         #[arg(long)]
         reason: String,
+    },
+    /// List the certificates in DIR: identity, serial, expiry, revoked; soonest expiry first.
+    List {
+        #[arg(long)]
+        dir: PathBuf,
+        /// One JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -104,10 +115,75 @@ pub fn run(cmd: Command) -> anyhow::Result<ExitCode> {
                 issued.key.display()
             )?;
         }
-        Command::Revoke { dir, cert, reason } => {
-            pki::revoke(&dir, &cert, &reason)?;
-            outln!("revoked {}; crl.pem rewritten", cert.display())?;
-        }
+        Command::Revoke {
+            dir,
+            cert,
+            serial,
+            reason,
+        } => match (cert, serial) {
+            (Some(cert), _) => {
+                pki::revoke(&dir, &cert, &reason)?;
+                outln!("revoked {}; crl.pem rewritten", cert.display())?;
+            }
+            (None, Some(serial)) => {
+                pki::revoke_serial(&dir, &serial, &reason)?;
+                outln!("revoked serial {serial}; crl.pem rewritten")?;
+            }
+            // clap requires one of the two.
+            (None, None) => anyhow::bail!("give --cert FILE or --serial HEX"),
+        },
+        Command::List { dir, json } => list(&dir, json)?,
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Soonest expiry first: the rows that need action are on top.
+fn list(dir: &std::path::Path, json: bool) -> anyhow::Result<()> {
+    let mut certs = pki::list(dir)?;
+    certs.sort_by_key(|c| (c.revoked, c.not_after));
+    let now = jiff::Timestamp::now().as_second();
+    let day = 86_400;
+    for c in &certs {
+        let id = c.id.as_ref().map(|i| i.uri()).unwrap_or_else(|| "-".into());
+        let role = c.id.as_ref().map_or("-", |i| i.role.as_str());
+        let file = c
+            .path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let not_after = jiff::Timestamp::from_second(c.not_after)
+            .map(|t| t.to_string())
+            .unwrap_or_else(|_| c.not_after.to_string());
+        let days_left = (c.not_after - now).div_euclid(day);
+        let state = if c.revoked {
+            "revoked"
+        } else if !c.issued_by_ca {
+            "not-this-ca"
+        } else if c.not_after <= now {
+            "expired"
+        } else if days_left < 30 {
+            "expires-soon"
+        } else {
+            "valid"
+        };
+        if json {
+            outln!(
+                "{}",
+                serde_json::json!({
+                    "file": file, "id": id, "role": role, "serial": c.serial,
+                    "not_after": not_after, "days_left": days_left, "revoked": c.revoked,
+                    "state": state,
+                })
+            )?;
+        } else {
+            outln!(
+                "{state:<12} {days_left:>5}d  {not_after}  {role:<8} {id}  serial {}  {file}",
+                c.serial
+            )?;
+        }
+    }
+    if !json && certs.is_empty() {
+        outln!("no certificates in {}", dir.display())?;
+    }
+    Ok(())
 }

@@ -95,7 +95,7 @@ fn optional_settings_are_read() {
          default_page_size = 10\nmax_page_size = 10\n\
          brokers = [\"spiffe://gov.example/dept/exchange-a/broker\", \"spiffe://gov.example/dept/exchange-b/broker\"]\n\
          handshake_timeout_ms = 1500\nmax_pending_handshakes_per_address = 8\n\
-         max_connections_per_address = 100\n",
+         max_connections_per_address = 100\nshutdown_grace_seconds = 3\n",
     )
     .replacen(
         "update_cycle",
@@ -125,6 +125,7 @@ fn optional_settings_are_read() {
                 pending_handshakes_per_address: 8,
                 connections_per_address: 100,
             },
+            shutdown_grace: std::time::Duration::from_secs(3),
         }
     );
     assert_eq!(

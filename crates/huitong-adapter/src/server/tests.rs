@@ -25,6 +25,7 @@ const OPTIONS: ServeOptions = ServeOptions {
     metrics_listen: None,
     brokers: Vec::new(),
     connections: huitong_tls::ConnectionLimits::DEFAULT,
+    shutdown_grace: crate::server::DEFAULT_SHUTDOWN_GRACE,
 };
 
 fn id(i: usize) -> String {
