@@ -3207,3 +3207,259 @@ fn run_ok<S: AsRef<std::ffi::OsStr> + std::fmt::Debug>(args: &[S]) -> String {
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+// ---------------------------------------------------------------------------------------------
+// Monitoring: deploy/monitoring against promtool, the metrics table and the runbook
+// ---------------------------------------------------------------------------------------------
+
+fn monitoring_dir() -> PathBuf {
+    workspace_root().join("deploy").join("monitoring")
+}
+
+/// promtool from `HUITONG_PROMTOOL` or `PATH`. Absent, the test is skipped with a note, unless
+/// CI made it mandatory (`HUITONG_REQUIRE_PROMTOOL=1`).
+fn promtool(test: &str) -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("HUITONG_PROMTOOL") {
+        let p = PathBuf::from(p);
+        // Set explicitly, it must be there: a typo should not turn into a skipped test.
+        assert!(
+            p.is_file(),
+            "HUITONG_PROMTOOL={} is not a file",
+            p.display()
+        );
+        return Some(p);
+    }
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join("promtool"))
+            .find(|p| p.is_file())
+    });
+    if found.is_none() {
+        assert!(
+            !huitong_tests::required("PROMTOOL"),
+            "HUITONG_REQUIRE_PROMTOOL=1 but promtool is neither in HUITONG_PROMTOOL nor on PATH"
+        );
+        eprintln!(
+            "SKIPPED {test}: promtool not found. Install it from Debian's `prometheus` package \
+             (`apt-get download prometheus && dpkg -x prometheus_*.deb DIR`, no daemon needed) \
+             and set HUITONG_PROMTOOL=DIR/usr/bin/promtool"
+        );
+    }
+    found
+}
+
+fn run_promtool(promtool: &Path, dir: &Path, args: &[&str]) {
+    let out = Command::new(promtool)
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "promtool {} (in {}) failed:\n{}{}",
+        args.join(" "),
+        dir.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Every PromQL query of the Grafana dashboard, in panel order.
+fn dashboard_queries() -> Vec<String> {
+    fn walk(v: &Value, out: &mut Vec<String>) {
+        for t in list(v.get("targets")) {
+            if let Some(e) = t.get("expr").and_then(Value::as_str) {
+                out.push(e.to_owned());
+            }
+        }
+        for p in list(v.get("panels")) {
+            walk(p, out);
+        }
+    }
+    let dash: Value =
+        serde_json::from_str(&read(&monitoring_dir().join("grafana-huitong.json"))).unwrap();
+    let mut out = Vec::new();
+    walk(&dash, &mut out);
+    out
+}
+
+#[test]
+fn the_alert_rules_pass_promtool() {
+    let Some(promtool) = promtool("the_alert_rules_pass_promtool") else {
+        return;
+    };
+    let dir = monitoring_dir();
+    run_promtool(&promtool, &dir, &["check", "rules", "huitong-rules.yml"]);
+    run_promtool(
+        &promtool,
+        &dir,
+        &["test", "rules", "huitong-rules.test.yml"],
+    );
+    // The host scrape config, which also loads the rules file it names.
+    run_promtool(&promtool, &dir, &["check", "config", "prometheus.yml"]);
+
+    // The dashboard's queries parse too: as recording rules, with Grafana's variables replaced
+    // by what Grafana would put there.
+    let queries = dashboard_queries();
+    assert!(
+        queries.len() >= 20,
+        "the dashboard has only {} queries; is it read right?",
+        queries.len()
+    );
+    let mut rules = String::from("groups:\n  - name: dashboard\n    rules:\n");
+    for (i, q) in queries.iter().enumerate() {
+        let q = q
+            .replace("$__rate_interval", "2m")
+            .replace("$__range", "6h")
+            .replace("$instance", ".+");
+        assert!(!q.contains('$'), "a Grafana variable left in {q}");
+        // A JSON string is a YAML double-quoted scalar.
+        rules.push_str(&format!(
+            "      - record: dashboard:query{i}\n        expr: {}\n",
+            serde_json::to_string(&q).unwrap()
+        ));
+    }
+    let tmp = TempDir::new("dashboard-queries");
+    std::fs::write(tmp.path().join("dashboard.yml"), rules).unwrap();
+    run_promtool(&promtool, tmp.path(), &["check", "rules", "dashboard.yml"]);
+}
+
+/// The metric names (`huitong_…`, `process_…`) in `text`, histogram series reduced to the
+/// histogram's name.
+fn metric_names(text: &str) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    for prefix in ["huitong_", "process_"] {
+        let mut from = 0;
+        while let Some(at) = text[from..].find(prefix) {
+            let start = from + at;
+            let end = text[start..]
+                .find(|c: char| !(c.is_ascii_lowercase() || c == '_'))
+                .map_or(text.len(), |n| start + n);
+            from = end;
+            // Part of a longer word (say `bad_process_x`) is not a name.
+            if text[..start]
+                .chars()
+                .next_back()
+                .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
+            {
+                continue;
+            }
+            let mut name = &text[start..end];
+            for suffix in ["_bucket", "_sum", "_count"] {
+                if let Some(base) = name.strip_suffix(suffix) {
+                    name = base;
+                    break;
+                }
+            }
+            names.insert(name.to_owned());
+        }
+    }
+    names
+}
+
+/// The first column of the table under `### Metrics` in docs/operations.md.
+fn documented_metrics() -> BTreeSet<String> {
+    let doc = read(&workspace_root().join("docs").join("operations.md"));
+    let section = doc
+        .split_once("\n### Metrics\n")
+        .expect("docs/operations.md has no ### Metrics section")
+        .1;
+    let section = section.split("\n#").next().unwrap();
+    section
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `"))
+        .filter_map(|l| l.split_once('`'))
+        .map(|(name, _)| name.to_owned())
+        .collect()
+}
+
+#[test]
+fn every_metric_the_rules_and_dashboard_name_is_documented() {
+    let documented = documented_metrics();
+    assert!(
+        documented.len() >= 25,
+        "only {} metrics found in docs/operations.md's ### Metrics table: {documented:?}",
+        documented.len()
+    );
+    let mut problems = Vec::new();
+    for file in ["huitong-rules.yml", "grafana-huitong.json"] {
+        let used = metric_names(&read(&monitoring_dir().join(file)));
+        assert!(
+            used.len() >= 10,
+            "only {} metric names found in {file}: {used:?}",
+            used.len()
+        );
+        for name in used.difference(&documented) {
+            problems.push(format!(
+                "deploy/monitoring/{file} uses {name}, which docs/operations.md (### Metrics) does not list"
+            ));
+        }
+    }
+    assert!(problems.is_empty(), "\n{}", problems.join("\n"));
+}
+
+#[test]
+fn every_alert_has_labels_a_runbook_section_and_a_firing_test() {
+    let rules = read(&monitoring_dir().join("huitong-rules.yml"));
+    let tests = read(&monitoring_dir().join("huitong-rules.test.yml"));
+    let runbook = read(&workspace_root().join("docs").join("runbook.md"));
+    let sections: BTreeSet<&str> = runbook
+        .lines()
+        .filter_map(|l| l.strip_prefix("## "))
+        .map(str::trim)
+        .collect();
+    // Each `- alert:` up to the next one (or the next group) is one rule.
+    let mut alerts = BTreeSet::new();
+    let mut problems = Vec::new();
+    for chunk in rules.split("- alert: ").skip(1) {
+        let chunk = chunk.split("\n  - name:").next().unwrap();
+        let name = chunk.lines().next().unwrap().trim().to_owned();
+        let has = |needle: &str| chunk.lines().any(|l| l.trim_start().starts_with(needle));
+        if !(has("severity: warning") || has("severity: critical")) {
+            problems.push(format!("{name}: no severity warning or critical"));
+        }
+        for key in ["summary:", "description:"] {
+            if !has(key) {
+                problems.push(format!("{name}: no {key} annotation"));
+            }
+        }
+        let url = format!("runbook_url: \"docs/runbook.md#{}\"", name.to_lowercase());
+        if !has(&url) {
+            problems.push(format!("{name}: no {url}"));
+        }
+        if !sections.contains(name.as_str()) {
+            problems.push(format!(
+                "{name}: docs/runbook.md has no `## {name}` section"
+            ));
+        }
+        alerts.insert(name);
+    }
+    assert!(
+        alerts.len() >= 12,
+        "only {} alerts found: {alerts:?}",
+        alerts.len()
+    );
+    for s in &sections {
+        if !alerts.contains(*s) {
+            problems.push(format!(
+                "docs/runbook.md: `## {s}` is not an alert any more"
+            ));
+        }
+    }
+    // A test case that expects the alert to fire: its `alertname:` with an `exp_labels` before
+    // the next case.
+    let fired: BTreeSet<&str> = tests
+        .split("- eval_time:")
+        .filter(|case| case.contains("exp_labels:"))
+        .filter_map(|case| {
+            case.lines()
+                .find_map(|l| l.trim().strip_prefix("alertname: "))
+        })
+        .collect();
+    for a in &alerts {
+        if !fired.contains(a.as_str()) {
+            problems.push(format!("{a}: huitong-rules.test.yml never shows it firing"));
+        }
+    }
+    assert!(problems.is_empty(), "\n{}", problems.join("\n"));
+}
