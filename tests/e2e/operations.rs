@@ -108,7 +108,10 @@ async fn metrics_count_what_happened() {
         Some(at_start as f64 + 5.0),
         "{m}"
     );
-    assert!(sample(&m, &["huitong_log_syncs "]).unwrap() >= 1.0, "{m}");
+    assert!(
+        sample(&m, &["huitong_log_syncs_total "]).unwrap() >= 1.0,
+        "{m}"
+    );
     assert_eq!(
         sample(
             &m,

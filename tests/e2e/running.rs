@@ -432,6 +432,7 @@ async fn the_broker_and_adapter_export_the_server_metrics() {
         "huitong_log_syncs_total ",
         "huitong_log_checkpoint_timestamp_seconds ",
         "huitong_log_checkpoint_size ",
+        "huitong_log_indexed_entries ",
         "huitong_data_dir_available_bytes ",
         "huitong_certificate_expiry_timestamp_seconds{cert=\"own\"}",
         "huitong_certificate_expiry_timestamp_seconds{cert=\"ca\"}",
@@ -704,4 +705,63 @@ fn pki_lists_certificates_and_revokes_by_serial() {
     assert_eq!(revoked.len(), 1, "{after:?}");
     assert_eq!(revoked[0]["file"], "taxation-consumer.pem");
     assert_eq!(revoked[0]["state"], "revoked");
+}
+
+/// A not-shared resource's changes are never asked for: nobody may receive them, and the
+/// provider's log would fill with refusals (issue 15: retried every 2 s forever).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_broker_never_watches_a_not_shared_resource() {
+    let mut ex = Exchange::start("");
+    let port = free_port();
+    let listen = format!("127.0.0.1:{}", ex.adapter("public-security").addr.port());
+    let cfg = ex.dir.path().join("public-security.toml");
+    let original = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(
+        &cfg,
+        format!("metrics_listen = \"127.0.0.1:{port}\"\n{original}"),
+    )
+    .unwrap();
+    let old = std::mem::replace(ex.adapter("public-security"), Proc::placeholder());
+    drop(old);
+    *ex.adapter("public-security") = Proc::start(&[
+        "adapter",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--listen",
+        &listen,
+    ]);
+    // Metrics are served before the adapter says it is serving.
+    ex.adapter("public-security")
+        .wait_for_stderr(Duration::from_secs(10), |l| l.contains("adapter serving"));
+    // The broker reconnects and resumes its change streams; then a few of its rescans pass.
+    let addr = format!("127.0.0.1:{port}");
+    let t = Instant::now();
+    let metrics = loop {
+        let m = http_get(&addr, "/metrics");
+        if sample(
+            &m,
+            &[
+                "method=\"watch_changes\"",
+                "resource=\"household-register\"",
+            ],
+        )
+        .is_some()
+        {
+            break m;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "no change stream opened:\n{m}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let later = http_get(&addr, "/metrics");
+    for m in [&metrics, &later] {
+        assert!(
+            !m.lines()
+                .any(|l| l.contains("watch_changes") && l.contains("criminal-records")),
+            "the not-shared resource was watched:\n{m}"
+        );
+    }
 }

@@ -31,6 +31,73 @@ const RESCAN: Duration = Duration::from_secs(2);
 const UNOFFERED_RETRY: Duration = Duration::from_secs(60);
 /// Most changes stored in one batch (one flush).
 const BATCH: usize = 512;
+/// Longest pause between attempts at a stream the adapter refuses (it may be reconfigured)
+/// and at one that cannot be reached (it may come back).
+const REFUSED_CAP: Duration = Duration::from_secs(300);
+const UNREACHABLE_CAP: Duration = Duration::from_secs(30);
+
+/// Where a follower stands, logged only when it changes, not at every retry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StreamState {
+    Following,
+    Refused(Code),
+    Unreachable,
+}
+
+impl StreamState {
+    /// Logs the change from `before`; returns the new state.
+    fn enter(
+        self,
+        before: StreamState,
+        resource: &ResourceId,
+        status: Option<&tonic::Status>,
+    ) -> StreamState {
+        if self == before {
+            return self;
+        }
+        let message = status.map(|s| s.message()).unwrap_or_default();
+        match self {
+            StreamState::Following => info!(%resource, "following changes"),
+            StreamState::Refused(code) => warn!(
+                %resource, ?code, reason = message,
+                cap_s = REFUSED_CAP.as_secs(),
+                "the adapter refuses the change stream; retrying with back-off, logged again only when this changes"
+            ),
+            StreamState::Unreachable => info!(
+                %resource, reason = message,
+                cap_s = UNREACHABLE_CAP.as_secs(),
+                "change stream unavailable; retrying with back-off"
+            ),
+        }
+        self
+    }
+
+    /// The pause before attempt `attempt` in this state: doubling, capped, jittered.
+    fn pause(self, attempt: u32) -> Duration {
+        match self {
+            StreamState::Following => Duration::from_millis(50),
+            StreamState::Refused(_) => {
+                (Duration::from_secs(1).saturating_mul(1 << attempt.min(9))).min(REFUSED_CAP)
+            }
+            StreamState::Unreachable => {
+                Duration::from_millis(50)
+                    + backoff(attempt.min(10), Duration::from_millis(40)).min(UNREACHABLE_CAP)
+            }
+        }
+    }
+}
+
+/// Codes that say the stream is not for us (as configured), as against "not now".
+fn is_refusal(code: Code) -> bool {
+    matches!(
+        code,
+        Code::PermissionDenied
+            | Code::FailedPrecondition
+            | Code::NotFound
+            | Code::InvalidArgument
+            | Code::Unauthenticated
+    )
+}
 
 /// Where changes go.
 #[derive(Debug, Clone)]
@@ -47,7 +114,9 @@ pub async fn follow_all(providers: Arc<Providers>, sinks: Sinks) {
     loop {
         let catalogue = providers.catalogue();
         for spec in catalogue.iter() {
-            if following.contains(spec.id()) {
+            // A not-shared resource is never served, so its changes have no subscriber and
+            // no cached copy to drop; asking for them would only fill the provider's log.
+            if following.contains(spec.id()) || spec.check_shared().is_err() {
                 continue;
             }
             let Some(provider) = providers.get(spec.id().provider()) else {
@@ -73,6 +142,7 @@ async fn follow(
     sinks: Sinks,
 ) {
     let mut attempt = 0u32;
+    let mut state = StreamState::Following;
     loop {
         let cursor = match sinks.events.cursor(&resource) {
             Ok(c) => c,
@@ -94,7 +164,12 @@ async fn follow(
                 {
                     cache.invalidate_resource(&resource);
                 }
-                debug!(%resource, "following changes");
+                if state == StreamState::Following {
+                    debug!(%resource, "following changes");
+                } else {
+                    state = StreamState::Following.enter(state, &resource, None);
+                    attempt = 0;
+                }
                 let mut stream = stream.into_inner();
                 loop {
                     let first = match stream.message().await {
@@ -103,6 +178,12 @@ async fn follow(
                         Err(status) => {
                             if status.code() == Code::OutOfRange {
                                 resynchronise(&sinks, &resource, &status);
+                            } else if is_refusal(status.code()) {
+                                state = StreamState::Refused(status.code()).enter(
+                                    state,
+                                    &resource,
+                                    Some(&status),
+                                );
                             }
                             break;
                         }
@@ -149,14 +230,23 @@ async fn follow(
             Err(status) if status.code() == Code::OutOfRange => {
                 resynchronise(&sinks, &resource, &status);
             }
+            Err(status) if is_refusal(status.code()) => {
+                state = StreamState::Refused(status.code()).enter(state, &resource, Some(&status));
+            }
             Err(status) => {
                 debug!(%resource, code = ?status.code(), "change stream unavailable");
+                // One broken stream is routine (an adapter restart); from the second failed
+                // attempt on it is a state worth one line.
+                if attempt >= 1 {
+                    state = StreamState::Unreachable.enter(state, &resource, Some(&status));
+                }
             }
         }
-        tokio::time::sleep(
-            Duration::from_millis(50) + backoff(attempt.min(6), Duration::from_millis(40)),
-        )
-        .await;
+        let pause = match state {
+            StreamState::Following => StreamState::Unreachable.pause(attempt.min(6)),
+            other => other.pause(attempt),
+        };
+        tokio::time::sleep(pause).await;
         attempt = attempt.saturating_add(1);
     }
 }

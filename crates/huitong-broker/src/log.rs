@@ -149,6 +149,13 @@ impl ExchangeLog {
         })
     }
 
+    /// Entries the audit index holds, for the indexer-lag metric; `None` while it is closed
+    /// after a failure.
+    pub fn indexed_size(&self) -> Option<u64> {
+        let slot = self.index.read().unwrap_or_else(PoisonError::into_inner);
+        slot.as_ref().and_then(|i| i.indexed_size().ok())
+    }
+
     /// Brings the indexes up to date now (blocking; call from a blocking task).
     pub fn catch_up(&self) -> Result<(), LogError> {
         let index = self.index()?;

@@ -29,6 +29,7 @@ pub struct Metrics {
     log_entries: Gauge,
     log_syncs: Counter,
     log_bytes: Gauge,
+    log_indexed: Gauge,
     checkpoint_time: Gauge,
     checkpoint_size: Gauge,
     data_dir_available: Gauge,
@@ -122,6 +123,12 @@ impl Metrics {
             "log_bytes",
             "Bytes of the exchange log on disk (entries, their index and the subject indexes)",
             log_bytes.clone(),
+        );
+        let log_indexed = Gauge::default();
+        registry.register(
+            "log_indexed_entries",
+            "Entries the audit index (subjects, officials, cases, kinds) holds; huitong_log_entries minus this is the indexer's lag",
+            log_indexed.clone(),
         );
         let checkpoint_time = Gauge::default();
         registry.register(
@@ -221,6 +228,7 @@ impl Metrics {
         Metrics {
             registry: Arc::new(root),
             log_bytes,
+            log_indexed,
             checkpoint_time,
             checkpoint_size,
             data_dir_available,
@@ -371,6 +379,10 @@ impl Metrics {
         if let Some(a) = available {
             self.data_dir_available.set(gauge(a));
         }
+    }
+
+    pub fn indexed(&self, entries: u64) {
+        self.log_indexed.set(gauge(entries));
     }
 
     pub fn policy_reloaded(&self, ok: bool) {

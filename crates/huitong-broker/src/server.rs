@@ -232,6 +232,9 @@ async fn serve_ready(
                 }
                 let stats = log.log().stats();
                 metrics.log(log.log().size(), stats.syncs);
+                if let Some(indexed) = log.indexed_size() {
+                    metrics.indexed(indexed);
+                }
                 if let Some(w) = &alert_watch {
                     w.tick(huitong_audit::record::micros(std::time::SystemTime::now()));
                 }
