@@ -388,3 +388,127 @@ async fn a_delivery_is_in_the_report_of_the_record_it_released_with_official_and
     let other = audit.person_report("P-1", None).await.unwrap();
     assert!(other.entries.iter().all(|e| e.index != index));
 }
+
+/// `huitong subscribe` as a script runs it: killed (SIGKILL) and restarted with `--out`, and
+/// stopped (SIGTERM) and restarted on stdout, every event is printed exactly once.
+#[tokio::test(flavor = "multi_thread")]
+async fn huitong_subscribe_prints_every_event_exactly_once_across_restarts() {
+    use std::process::{Command, Stdio};
+    let land = Parcels::conditional("land-resources");
+    let s = Setup::start(&[&land], "", POLICY).await;
+    let id = s.identity("housing", huitong_tests::Role::Consumer);
+    let out = s.dir.path().join("events.jsonl");
+    let command = |extra: &[&str]| {
+        let mut c = Command::new(huitong_tests::huitong_bin());
+        c.args([
+            "subscribe",
+            "land-resources/parcels",
+            "--fields",
+            "parcel_no,owner",
+            "--purpose",
+            PURPOSE,
+            "--broker",
+            &s.broker.endpoint(),
+            "--ca",
+            id.ca.to_str().unwrap(),
+            "--cert",
+            id.cert.to_str().unwrap(),
+        ])
+        .args(extra)
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped());
+        c
+    };
+    let lines_of = |text: &str| -> Vec<serde_json::Value> {
+        text.lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let wait_for_lines = |n: usize| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let text = std::fs::read_to_string(&out).unwrap_or_default();
+            if text.lines().count() >= n {
+                return;
+            }
+            assert!(std::time::Instant::now() < deadline, "{text}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+
+    // --out: SIGKILL after five events, five more while it is down, then a restart.
+    let mut first = command(&[
+        "--name",
+        "file",
+        "--from-start",
+        "--out",
+        out.to_str().unwrap(),
+    ])
+    .stdout(Stdio::null())
+    .spawn()
+    .unwrap();
+    // Subscribed once the broker has a position for it: publish only then.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for i in 1..=5 {
+        land.change_owner(&format!("P-{i}"), "李四");
+    }
+    wait_for_lines(5);
+    first.kill().unwrap();
+    first.wait().unwrap();
+    for i in 6..=10 {
+        land.change_owner(&format!("P-{i}"), "王五");
+    }
+    let mut second = command(&["--name", "file", "--out", out.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_lines(10);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    second.kill().unwrap();
+    second.wait().unwrap();
+    let events = lines_of(&std::fs::read_to_string(&out).unwrap());
+    let seqs: Vec<u64> = events
+        .iter()
+        .map(|e| e["sequence"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, (1..=10).collect::<Vec<_>>(), "{events:?}");
+    // Masked as the grant says, and each delivery recorded in the log.
+    assert_eq!(events[0]["record"]["owner"], "李*");
+    assert!(events.iter().all(|e| e["log_index"].as_u64().is_some()));
+
+    // stdout: SIGTERM after three events, two more while it is down, then a restart.
+    let run = |extra: &[&str]| command(extra).stdout(Stdio::piped()).spawn().unwrap();
+    let mut third = run(&["--name", "stdout", "--after", "10", "--count", "1000"]);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for i in 11..=13 {
+        land.change_owner(&format!("P-{i}"), "赵六");
+    }
+    let mut reader = std::io::BufReader::new(third.stdout.take().unwrap());
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut reader, &mut line).unwrap();
+        got.push(serde_json::from_str::<serde_json::Value>(&line).unwrap());
+    }
+    Command::new("kill")
+        .args(["-TERM", &third.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(third.wait().unwrap().success());
+    for i in 14..=15 {
+        land.change_owner(&format!("P-{i}"), "钱七");
+    }
+    let fourth = run(&["--name", "stdout", "--count", "2"]);
+    let output = fourth.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    got.extend(lines_of(&String::from_utf8_lossy(&output.stdout)));
+    let seqs: Vec<u64> = got
+        .iter()
+        .map(|e| e["sequence"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, (11..=15).collect::<Vec<_>>(), "{got:?}");
+}

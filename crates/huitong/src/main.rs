@@ -22,6 +22,7 @@ mod out;
 mod pki;
 mod query;
 mod serve;
+mod subscribe;
 mod zone;
 
 #[derive(Debug, Parser)]
@@ -59,6 +60,9 @@ enum Command {
     Query(query::QueryArgs),
     /// List the broker's catalogue.
     Catalogue(query::CatalogueArgs),
+    /// Follow a resource's change events: JSON lines, acknowledged as written, resumed after
+    /// a restart.
+    Subscribe(subscribe::Args),
     /// Access requests and grants (a department administrator's certificate).
     Admin(admin::Args),
     /// Read, filter and verify the exchange log.
@@ -88,6 +92,7 @@ fn main() -> ExitCode {
         cli.command,
         Command::Query(_)
             | Command::Catalogue(_)
+            | Command::Subscribe(_)
             | Command::Config(_)
             | Command::Demo(_)
             | Command::Admin(_)
@@ -131,6 +136,7 @@ fn main() -> ExitCode {
             Command::Adapter(args) => adapter::run(args).await,
             Command::Query(args) => query::run_query(args).await,
             Command::Catalogue(args) => query::run_catalogue(args).await,
+            Command::Subscribe(args) => subscribe::run(args).await,
             Command::Admin(args) => admin::run(args).await,
             Command::Audit(args) => audit::run(args).await,
             Command::Bench(args) => bench::run(args).await,
