@@ -608,3 +608,51 @@ fn admin_approve_with_bounds_shows_them_in_the_listing() {
     assert!(p1["max_records_per_query"].is_null() && p1["max_subjects_per_day"].is_null());
     assert_eq!(p1["require_case"], false);
 }
+
+/// A second demo exchange on the same machine: `--port-base` moves every port, so both run.
+#[test]
+fn demo_init_port_base_gives_a_second_exchange_its_own_ports() {
+    let dir = TempDir::new("port-base");
+    let base = huitong_tests::free_port().saturating_sub(10).max(20_000);
+    let (ok, stdout, stderr) = run(&[
+        "demo",
+        "--init",
+        dir.path().to_str().unwrap(),
+        "--persons",
+        "500",
+        "--port-base",
+        &base.to_string(),
+    ]);
+    assert!(ok, "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains(&format!("HUITONG_BROKER=https://127.0.0.1:{base}")),
+        "{stdout}"
+    );
+    let broker = std::fs::read_to_string(dir.path().join("broker.toml")).unwrap();
+    assert!(
+        broker.contains(&format!("listen = \"127.0.0.1:{base}\"")),
+        "{broker}"
+    );
+    for (i, dept) in ["public-security", "civil-affairs", "market-regulation"]
+        .iter()
+        .enumerate()
+    {
+        let port = base + 1 + i as u16;
+        assert!(
+            broker.contains(&format!("endpoint = \"https://127.0.0.1:{port}\"")),
+            "{broker}"
+        );
+        let adapter = std::fs::read_to_string(dir.path().join(format!("{dept}.toml"))).unwrap();
+        assert!(adapter.contains(&format!("127.0.0.1:{port}")), "{adapter}");
+    }
+    // The ports it names are the ones the parts listen on.
+    let adapter = huitong_tests::Proc::start(&[
+        "adapter",
+        "--config",
+        dir.path().join("public-security.toml").to_str().unwrap(),
+    ]);
+    assert_eq!(adapter.addr.port(), base + 1);
+    // A port base that leaves no room for the adapters is refused by the parser.
+    let (ok, _, stderr) = run(&["demo", "--init", "x", "--port-base", "65534"]);
+    assert!(!ok && stderr.contains("--port-base"), "{stderr}");
+}

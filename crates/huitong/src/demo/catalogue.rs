@@ -14,18 +14,20 @@ use serde_json::json;
 
 use super::data::DemoData;
 
-/// The three departments, with the port each adapter uses in a config written by `--init`.
+/// The three departments, with the offset from the broker's port of the port each adapter
+/// uses in a config written by `--init`.
 pub const DEPARTMENTS: [(&str, &str, u16); 3] = [
-    ("public-security", "公安 Public security bureau", 7401),
-    ("civil-affairs", "民政 Civil affairs bureau", 7402),
+    ("public-security", "公安 Public security bureau", 1),
+    ("civil-affairs", "民政 Civil affairs bureau", 2),
     (
         "market-regulation",
         "市场监管 Market regulation administration",
-        7403,
+        3,
     ),
 ];
 
-/// Where the broker listens in a config written by `--init`.
+/// Where the broker listens in a config written by `--init`, unless `--port-base` says
+/// otherwise; the adapters listen on the next three ports.
 pub const BROKER_PORT: u16 = 7400;
 
 /// The demo exchange's SPIFFE trust domain.
@@ -308,7 +310,7 @@ pub struct Written {
 }
 
 /// Writes the records, one adapter config per department and a broker config into `dir`.
-pub fn write_exchange(dir: &Path, data: &DemoData) -> anyhow::Result<Written> {
+pub fn write_exchange(dir: &Path, data: &DemoData, port_base: u16) -> anyhow::Result<Written> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     data.write_jsonl(dir)
         .with_context(|| format!("writing records to {}", dir.display()))?;
@@ -320,11 +322,14 @@ pub fn write_exchange(dir: &Path, data: &DemoData) -> anyhow::Result<Written> {
     let mut adapter_configs = Vec::new();
     let mut broker = format!(
         "# The demo exchange's broker. Start the adapters first: huitong adapter --config <dept>.toml\n\
-         [broker]\nlisten = \"127.0.0.1:{BROKER_PORT}\"\ndata_dir = \"broker-data\"\npolicy = \"policy.toml\"\n\n\
+         [broker]\nlisten = \"127.0.0.1:{port_base}\"\ndata_dir = \"broker-data\"\npolicy = \"policy.toml\"\n\n\
          [tls]\nca = \"{PKI_DIR}/ca.pem\"\ncert = \"{PKI_DIR}/{OPERATOR}-broker.pem\"\n\
          key = \"{PKI_DIR}/{OPERATOR}-broker.key\"\ncrl = \"{PKI_DIR}/crl.pem\"\n"
     );
-    for (dept, _, port) in DEPARTMENTS {
+    for (dept, _, offset) in DEPARTMENTS {
+        let port = port_base
+            .checked_add(offset)
+            .context("--port-base leaves no room for the adapters' ports")?;
         let dept_id = DeptId::new(dept)?;
         let resources = RESOURCES
             .iter()

@@ -33,6 +33,11 @@ pub struct Args {
     /// Residents in the synthetic household register (at least 500).
     #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u32).range(500..=1_000_000))]
     persons: u32,
+    /// With --init: the broker's port; the adapters get the next three. For a second exchange
+    /// on one machine.
+    #[arg(long, default_value_t = catalogue::BROKER_PORT, requires = "init",
+          value_parser = clap::value_parser!(u16).range(1..=65532))]
+    port_base: u16,
     /// Seed of the synthetic records; the same seed gives the same records.
     #[arg(long, default_value_t = 20_261_126)]
     seed: u64,
@@ -48,7 +53,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     );
 
     if let Some(dir) = &args.init {
-        let written = catalogue::write_exchange(dir, &data)?;
+        let written = catalogue::write_exchange(dir, &data, args.port_base)?;
         println!(
             "Wrote the demo exchange to {}. Run each part in its own terminal:",
             dir.display()
@@ -61,12 +66,13 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             written.broker_config.display()
         );
         println!(
-            "  export HUITONG_CA={0}/ca.pem HUITONG_CERT={0}/civil-affairs-consumer.pem",
-            dir.join(catalogue::PKI_DIR).display()
+            "  export HUITONG_CA={0}/ca.pem HUITONG_CERT={0}/civil-affairs-consumer.pem HUITONG_BROKER=https://127.0.0.1:{1}",
+            dir.join(catalogue::PKI_DIR).display(),
+            args.port_base
         );
         println!(
             "  huitong query --broker https://127.0.0.1:{} public-security/household-register --key id_number={} --fields name,birth_date --purpose \"{}\"",
-            catalogue::BROKER_PORT,
+            args.port_base,
             data.eligible_couple().0.id_number,
             scenario::MARRIAGE_PURPOSE,
         );
@@ -84,7 +90,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             false,
         ),
     };
-    let written = catalogue::write_exchange(&dir, &data)?;
+    let written = catalogue::write_exchange(&dir, &data, catalogue::BROKER_PORT)?;
     let result = run_exchange(&args, &data, &written, started).await;
     if keep {
         println!("The exchange's files are kept in {}.", dir.display());
