@@ -35,7 +35,7 @@ impl Run {
 /// certificate as the identity the adapter must refuse, plus `extra` flags.
 fn check(pki: &Path, target: &str, extra: &[&str]) -> Run {
     let out = Command::new(huitong_bin())
-        .args(["adapter", "check", "--target", target])
+        .args(["adapter", "check", "--adapter", target])
         .arg("--ca")
         .arg(pki.join("ca.pem"))
         .arg("--cert")

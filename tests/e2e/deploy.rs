@@ -143,11 +143,17 @@ fn every_huitong_invocation_uses_real_subcommands_and_flags() {
                     ));
                 }
             }
-            // A probe must ask the right kind of server, or it fails on the identity check.
+            // A probe must ask the right kind of server, or it fails on the identity check:
+            // `--adapter URL` for an adapter, `--broker URL` for the broker.
             for (what, argv) in &c.probes {
-                if flag(argv, "--server-role") != Some(w.role.as_str()) {
+                let other = if w.role.as_str() == "adapter" {
+                    "--broker"
+                } else {
+                    "--adapter"
+                };
+                if flag(argv, &format!("--{}", w.role)).is_none() || flag(argv, other).is_some() {
                     problems.push(format!(
-                        "{} {what}: --server-role should be {}",
+                        "{} {what}: the probe should name the server with --{}",
                         w.origin(),
                         w.role
                     ));
@@ -233,18 +239,20 @@ fn ports_agree_across_configs_manifests_network_policy_and_dockerfile() {
         }
         // Probes dial the listen port on loopback, which the certificate names.
         for (what, argv) in &container.probes {
-            let addr = flag(argv, "--addr").unwrap_or("https://127.0.0.1:7400");
+            let addr = flag(argv, "--adapter")
+                .or_else(|| flag(argv, "--broker"))
+                .unwrap_or("https://127.0.0.1:7400");
             let (host, port) = host_port(addr);
             if port != listen {
                 problems.push(format!(
-                    "{} {what}: --addr {addr}, but {} listens on {listen}",
+                    "{} {what}: it dials {addr}, but {} listens on {listen}",
                     w.origin(),
                     cfg.name()
                 ));
             }
             if host != "127.0.0.1" {
                 problems.push(format!(
-                    "{} {what}: --addr {addr} should dial 127.0.0.1",
+                    "{} {what}: it dials {addr}; it should dial 127.0.0.1",
                     w.origin()
                 ));
             }

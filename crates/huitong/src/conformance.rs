@@ -31,12 +31,12 @@ use crate::identity::IdentityArgs;
 #[command(
     after_help = "Adapters serve only the broker, so give a broker certificate of the \
 exchange (huitong pki issue --role broker) with --cert. Example:\n  huitong adapter check \
---target https://127.0.0.1:7401 --ca pki/ca.pem --cert pki/exchange-office-broker.pem \
+--adapter https://127.0.0.1:7401 --ca pki/ca.pem --cert pki/exchange-office-broker.pem \
 --other-cert pki/civil-affairs-consumer.pem"
 )]
 pub struct Args {
-    /// The adapter to check, e.g. https://127.0.0.1:7401.
-    #[arg(long)]
+    /// The adapter to check, e.g. https://127.0.0.1:7401 (`--target` is its old name).
+    #[arg(long = "adapter", alias = "target")]
     target: String,
     // A broker certificate: adapters serve only the broker (see after_help).
     #[command(flatten)]

@@ -11,13 +11,19 @@ use crate::identity::IdentityArgs;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The server to check, e.g. https://127.0.0.1:7400.
-    #[arg(long, default_value = crate::query::DEFAULT_BROKER)]
-    addr: String,
-    /// The role the server's certificate must have: broker or adapter.
-    #[arg(long, default_value = "broker")]
+    /// The broker to check, e.g. https://127.0.0.1:7400.
+    #[arg(long, env = "HUITONG_BROKER", default_value = crate::query::DEFAULT_BROKER)]
+    broker: String,
+    /// Check this adapter instead of the broker, e.g. https://127.0.0.1:7401.
+    #[arg(long)]
+    adapter: Option<String>,
+    /// Before `--broker` and `--adapter`: the server's address, with `--server-role`. Kept so
+    /// that existing probes keep working.
+    #[arg(long, hide = true)]
+    addr: Option<String>,
+    #[arg(long, hide = true, default_value = "broker")]
     server_role: String,
-    /// Verify the server's certificate for this name instead of the host in --addr: for a
+    /// Verify the server's certificate for this name instead of the host dialled: for a
     /// probe that dials 127.0.0.1 or a pod address while clients use a DNS name.
     #[arg(long)]
     server_name: Option<String>,
@@ -32,10 +38,14 @@ pub struct Args {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let role = match args.server_role.as_str() {
-        "broker" => Role::Broker,
-        "adapter" => Role::Adapter,
-        other => anyhow::bail!("--server-role {other:?}: use broker or adapter"),
+    let (addr, role) = match (&args.adapter, &args.addr) {
+        (Some(adapter), _) => (adapter.clone(), Role::Adapter),
+        (None, Some(addr)) => match args.server_role.as_str() {
+            "broker" => (addr.clone(), Role::Broker),
+            "adapter" => (addr.clone(), Role::Adapter),
+            other => anyhow::bail!("--server-role {other:?}: use broker or adapter"),
+        },
+        (None, None) => (args.broker.clone(), Role::Broker),
     };
     let tls = ClientTls::load(&args.identity.files())?;
     let mut connector = tls.connector(Expect::Role(role));
@@ -45,7 +55,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             .map_err(|e| anyhow::anyhow!("--server-name: {e}"))?;
     }
     let check = async {
-        let channel = huitong_tls::endpoint(&args.addr)?
+        let channel = huitong_tls::endpoint(&addr)?
             .connect_with_connector(connector)
             .await?;
         let status = HealthClient::new(channel)
@@ -59,7 +69,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     let status = tokio::time::timeout(args.timeout, check)
         .await
-        .map_err(|_| anyhow::anyhow!("{} did not answer within {:?}", args.addr, args.timeout))??;
+        .map_err(|_| anyhow::anyhow!("{addr} did not answer within {:?}", args.timeout))??;
     // The exit code carries the answer, so a reader that went away (`| head -c0`) changes
     // nothing; any other write error is reported.
     if let Err(e) = crate::out::outln!("{}", status.as_str_name())
