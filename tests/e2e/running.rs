@@ -765,3 +765,39 @@ async fn the_broker_never_watches_a_not_shared_resource() {
         );
     }
 }
+
+/// Files are told apart by their keys; `--kind` says what a file is meant to be.
+#[test]
+fn config_check_tells_files_apart_and_takes_a_kind() {
+    let dir = TempDir::new("kinds");
+    init_demo(dir.path(), 500);
+    for (file, says) in [
+        ("broker.toml", "broker config with 3 adapters is valid"),
+        (
+            "public-security.toml",
+            "adapter config for public-security is valid",
+        ),
+        ("policy.toml", "policy file with"),
+    ] {
+        let out = huitong(&["config", "check", dir.path().join(file).to_str().unwrap()]);
+        assert!(out.status.success(), "{file}: {}", text(&out.stderr));
+        assert!(
+            text(&out.stdout).contains(says),
+            "{file}: {}",
+            text(&out.stdout)
+        );
+    }
+    let out = huitong(&[
+        "config",
+        "check",
+        "--kind",
+        "policy",
+        dir.path().join("broker.toml").to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("unknown field `adapters`"),
+        "{}",
+        text(&out.stderr)
+    );
+}

@@ -20,10 +20,13 @@ pub struct CheckArgs {
     /// checked against its resources and fields too.
     #[arg(long)]
     catalogue: Option<PathBuf>,
+    /// What the file is, when its keys would mislead (they are told apart by default).
+    #[arg(long, value_enum)]
+    kind: Option<Kind>,
 }
 
 /// Which kind of file a table is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum Kind {
     Adapter,
     Broker,
@@ -56,7 +59,7 @@ pub fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
         None => None,
         Some(path) => Some(Catalogue::read(path)?),
     };
-    let (problems, summary) = match kind_of(&table) {
+    let (problems, summary) = match args.kind.unwrap_or_else(|| kind_of(&table)) {
         Kind::Adapter => {
             let config = huitong_adapter::AdapterConfig::load(file)?;
             let summary = format!("adapter config for {} is valid", config.dept());
