@@ -286,6 +286,51 @@ async fn a_query_without_a_purpose_is_refused() {
     }
 }
 
+/// A `keep:N:M` mask from the policy file, applied by a real broker: a name of three or more
+/// characters shows its first and last, a two-character one shows nothing (N + M covers it).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_keep_mask_from_the_policy_file_is_applied_by_the_broker() {
+    let policy = r#"
+[[grants]]
+consumer = "taxation"
+resource = "public-security/household-register"
+fields = ["name", "birth_date"]
+purposes = ["税务稽查 tax audit"]
+expires = "2099-12-31"
+masks = { name = "keep:1:1" }
+"#;
+    let ex = Exchange::start_with_policy("", policy);
+    let people = ex.records("household-register.jsonl");
+    let name_of = |p: &serde_json::Map<String, serde_json::Value>| {
+        p["name"].as_str().unwrap().chars().collect::<Vec<char>>()
+    };
+    let long = people.iter().find(|p| name_of(p).len() >= 3).unwrap();
+    let short = people.iter().find(|p| name_of(p).len() == 2).unwrap();
+    let mut c = ex.consumer("taxation").await;
+    for person in [long, short] {
+        let id = person["id_number"].as_str().unwrap();
+        let answer = c
+            .query(
+                Query::by_key(REGISTER, "id_number", id)
+                    .fields(["name", "birth_date"])
+                    .purpose("税务稽查 tax audit"),
+            )
+            .await
+            .unwrap();
+        assert_eq!(answer.masked_fields, ["name"]);
+        let got = &answer.records[0].fields;
+        assert_eq!(got["birth_date"].to_json(), person["birth_date"]);
+        let name = name_of(person);
+        let want: String = if name.len() <= 2 {
+            "*".repeat(name.len())
+        } else {
+            let hidden = "*".repeat(name.len() - 2);
+            format!("{}{hidden}{}", name[0], name[name.len() - 1])
+        };
+        assert_eq!(got["name"].as_str().unwrap(), want, "{id}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_not_shared_resource_is_never_served() {
     let ex = Exchange::start("");

@@ -590,7 +590,8 @@ impl Approval {
         self
     }
 
-    /// Masks `field` with `mask` (`id-number`, `name`, `address`, `phone` or `redact`).
+    /// Masks `field` with `mask` (`id-number`, `name`, `address`, `phone`, `bank-card`, `email`,
+    /// `licence-plate`, `redact`, or `keep:N:M` / `keep:N:M:C`; see docs/masking.md).
     pub fn mask(mut self, field: &str, mask: &str) -> Self {
         self.req.masks.insert(field.to_owned(), mask.to_owned());
         self

@@ -3,9 +3,12 @@
 //! A grant may attach one [`Mask`] to each field it lists; the broker applies it to every value of
 //! that field before the answer leaves. The text masks keep the part that the receiving
 //! department typically needs (the region of an ID number, the family name, the district of an
-//! address) and hide the rest. All of them work on characters, not bytes, so Chinese text is
+//! address, the issuer of a bank card, the domain of an email address, the city of a licence
+//! plate) and hide the rest; `keep:N:M` keeps what the grant says. Every mask is described with
+//! an example in `docs/masking.md`. All of them work on characters, not bytes, so Chinese text is
 //! never cut inside a character. When unsure, they keep less, never more.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use crate::catalogue::FieldType;
@@ -21,39 +24,135 @@ pub enum Mask {
     Address,
     /// A telephone number: the first 3 and last 4 digits are kept, e.g. `138****5678`.
     Phone,
+    /// A bank card number: the first 6 (issuer) and last 4 digits are kept, separators dropped,
+    /// e.g. `622202******1234`.
+    BankCard,
+    /// An email address: the first character of the local part and the whole domain are kept,
+    /// e.g. `z***@example.gov.cn`.
+    Email,
+    /// A Chinese licence plate (号牌): the province, the issuing authority's letter and the last
+    /// character are kept, e.g. `京A****5`.
+    LicencePlate,
     /// The value is withheld entirely: it is released as null.
     Redact,
+    /// The first `head` and the last `tail` characters are kept and each other character is
+    /// replaced by `fill`; written `keep:N:M` (fill `*`) or `keep:N:M:C`.
+    Keep { head: u16, tail: u16, fill: char },
 }
 
+/// Why a mask name was refused; its message says what to write instead.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParseMaskError {
+    name: String,
+    problem: String,
+}
+
+impl fmt::Display for ParseMaskError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "mask {:?} {}", self.name, self.problem)
+    }
+}
+
+impl std::error::Error for ParseMaskError {}
+
+const KEEP_SYNTAX: &str = "write keep:N:M (keep the first N and last M characters, hide the rest \
+                           with *) or keep:N:M:C (hide them with the character C), e.g. keep:3:4";
+
 impl Mask {
-    /// Every mask, in order.
+    /// Every mask with a fixed name, in order; [`Mask::Keep`] is written with its numbers.
     pub const ALL: &'static [Mask] = &[
         Mask::IdNumber,
         Mask::Name,
         Mask::Address,
         Mask::Phone,
+        Mask::BankCard,
+        Mask::Email,
+        Mask::LicencePlate,
         Mask::Redact,
     ];
 
-    /// The name used in config files, requests and messages, e.g. `id-number`.
-    pub fn as_str(self) -> &'static str {
-        match self {
+    /// The name used in config files, requests and messages, e.g. `id-number` or `keep:3:4`.
+    /// [`Mask::parse`] reads it back to the same mask.
+    pub fn as_str(self) -> Cow<'static, str> {
+        Cow::Borrowed(match self {
             Mask::IdNumber => "id-number",
             Mask::Name => "name",
             Mask::Address => "address",
             Mask::Phone => "phone",
+            Mask::BankCard => "bank-card",
+            Mask::Email => "email",
+            Mask::LicencePlate => "licence-plate",
             Mask::Redact => "redact",
+            Mask::Keep { head, tail, fill } => {
+                // The default fill is left out, so that `keep:1:1:*` and `keep:1:1` read back
+                // as one name.
+                return Cow::Owned(if fill == HIDDEN {
+                    format!("keep:{head}:{tail}")
+                } else {
+                    format!("keep:{head}:{tail}:{fill}")
+                });
+            }
+        })
+    }
+
+    /// Parses the name used in config files and requests. The error names what to write.
+    pub fn parse(s: &str) -> Result<Mask, ParseMaskError> {
+        if let Some(m) = Mask::ALL.iter().copied().find(|m| m.as_str() == s) {
+            return Ok(m);
         }
+        let refuse = |problem: String| ParseMaskError {
+            name: s.to_owned(),
+            problem,
+        };
+        let Some(rest) = s.strip_prefix("keep:") else {
+            return Err(refuse(format!("is not one of {}", Mask::names())));
+        };
+        // At most three parts, so that the fill may itself be `:`.
+        let mut parts = rest.splitn(3, ':');
+        let (Some(head), Some(tail)) = (parts.next(), parts.next()) else {
+            return Err(refuse(format!("is incomplete: {KEEP_SYNTAX}")));
+        };
+        let count = |what: &str, v: &str| -> Result<u16, ParseMaskError> {
+            // Digits only: `u16::from_str` would also take `+3`.
+            if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(refuse(format!(
+                    "has {v:?} for {what}, which must be a number of characters: {KEEP_SYNTAX}"
+                )));
+            }
+            v.parse().map_err(|_| {
+                refuse(format!(
+                    "keeps {v} characters, more than {}: {KEEP_SYNTAX}",
+                    u16::MAX
+                ))
+            })
+        };
+        let head = count("N", head)?;
+        let tail = count("M", tail)?;
+        let fill = match parts.next() {
+            None => HIDDEN,
+            Some(c) => {
+                let mut chars = c.chars();
+                match (chars.next(), chars.next()) {
+                    (Some(fill), None) if !fill.is_whitespace() && !fill.is_control() => fill,
+                    _ => {
+                        return Err(refuse(format!(
+                            "has {c:?} for C, which must be one visible character, e.g. \
+                             keep:{head}:{tail}:#"
+                        )));
+                    }
+                }
+            }
+        };
+        Ok(Mask::Keep { head, tail, fill })
     }
 
-    /// Parses the name used in config files and requests.
-    pub fn parse(s: &str) -> Option<Mask> {
-        Mask::ALL.iter().copied().find(|m| m.as_str() == s)
-    }
-
-    /// The accepted names, for error messages: `id-number, name, address, phone, redact`.
+    /// The accepted names, for error messages and help:
+    /// `id-number, name, address, phone, bank-card, email, licence-plate, redact, keep:N:M,
+    /// keep:N:M:C`.
     pub fn names() -> String {
-        let names: Vec<&str> = Mask::ALL.iter().map(|m| m.as_str()).collect();
+        let mut names: Vec<Cow<'static, str>> = Mask::ALL.iter().map(|m| m.as_str()).collect();
+        names.push("keep:N:M".into());
+        names.push("keep:N:M:C".into());
         names.join(", ")
     }
 
@@ -67,7 +166,7 @@ impl Mask {
 
 impl fmt::Display for Mask {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        f.write_str(&self.as_str())
     }
 }
 
@@ -80,6 +179,10 @@ impl fmt::Display for Mask {
 /// assert_eq!(apply_text(Mask::Name, "欧阳娜娜").as_deref(), Some("欧阳**"));
 /// assert_eq!(apply_text(Mask::Address, "浙江省杭州市西湖区文三路").as_deref(), Some("浙江省杭州市西湖区"));
 /// assert_eq!(apply_text(Mask::Phone, "13812345678").as_deref(), Some("138****5678"));
+/// assert_eq!(apply_text(Mask::BankCard, "6222 0212 3456 1234").as_deref(), Some("622202******1234"));
+/// assert_eq!(apply_text(Mask::Email, "zhang.wei@example.gov.cn").as_deref(), Some("z***@example.gov.cn"));
+/// assert_eq!(apply_text(Mask::LicencePlate, "京A12345").as_deref(), Some("京A****5"));
+/// assert_eq!(apply_text(Mask::parse("keep:1:1").unwrap(), "张小明").as_deref(), Some("张*明"));
 /// assert_eq!(apply_text(Mask::Redact, "anything"), None);
 /// ```
 pub fn apply_text(mask: Mask, text: &str) -> Option<String> {
@@ -89,6 +192,10 @@ pub fn apply_text(mask: Mask, text: &str) -> Option<String> {
         Mask::Name => Some(mask_name(text)),
         Mask::Address => Some(mask_address(text)),
         Mask::Phone => Some(mask_phone(text)),
+        Mask::BankCard => Some(mask_bank_card(text)),
+        Mask::Email => Some(mask_email(text)),
+        Mask::LicencePlate => Some(mask_licence_plate(text)),
+        Mask::Keep { head, tail, fill } => Some(keep(text, head.into(), tail.into(), fill)),
         Mask::Redact => None,
     }
 }
@@ -357,6 +464,124 @@ fn mask_address(text: &str) -> String {
     let mut out: String = chars[..keep].iter().collect();
     out.push('…');
     out
+}
+
+/// Every character hidden: what a mask gives for a value it cannot read with certainty.
+fn hide_all(text: &str) -> String {
+    text.chars().map(|_| HIDDEN).collect()
+}
+
+/// Separators written inside card numbers (spaces, dashes), dropped from the masked value so
+/// that their positions do not show how the number was grouped.
+fn is_card_separator(c: char) -> bool {
+    c.is_whitespace() || matches!(c, '-' | '－' | '‐' | '–' | '—')
+}
+
+/// Separators written inside plates: those of card numbers and the dot of 粤B·D12345.
+fn is_plate_separator(c: char) -> bool {
+    is_card_separator(c) || is_name_separator(c)
+}
+
+/// Card numbers with fewer digits are hidden entirely. Six and four digits leave nothing hidden
+/// at 10 digits, and at 11 the one hidden digit is the one the Luhn check digit gives back.
+const BANK_CARD_MIN_DIGITS: usize = 12;
+
+/// Bank card numbers: separators are dropped, then the first 6 digits (the issuer, 发卡行识别码)
+/// and the last 4 are kept, the most that PCI DSS allows to be shown. A value that holds
+/// anything but digits and separators is not read as a card number and is hidden entirely, as is
+/// one with fewer than 12 digits.
+fn mask_bank_card(text: &str) -> String {
+    let chars: Vec<char> = text.chars().filter(|&c| !is_card_separator(c)).collect();
+    if chars.len() < BANK_CARD_MIN_DIGITS || !chars.iter().all(|&c| is_digit(c)) {
+        return chars.iter().map(|_| HIDDEN).collect();
+    }
+    let tail = chars.len() - 4;
+    chars
+        .iter()
+        .enumerate()
+        .map(|(i, &c)| if i < 6 || i >= tail { c } else { HIDDEN })
+        .collect()
+}
+
+/// Email addresses: the first character of the local part and the whole domain (after the last
+/// `@`, which names the organisation, as a phone's area code does) are kept; the rest of the
+/// local part becomes a fixed `***`, so its length is not shown. A one-character local part is
+/// hidden too, since keeping its first character would keep all of it. A value that is not one
+/// word with text on both sides of an `@` is hidden entirely.
+fn mask_email(text: &str) -> String {
+    let Some((local, domain)) = text.rsplit_once('@') else {
+        return hide_all(text);
+    };
+    if local.is_empty() || domain.is_empty() || text.chars().any(char::is_whitespace) {
+        return hide_all(text);
+    }
+    let mut out = String::new();
+    let mut local_chars = local.chars();
+    if let (Some(first), Some(_)) = (local_chars.next(), local_chars.next()) {
+        out.push(first);
+    }
+    out.push_str("***@");
+    out.push_str(domain);
+    out
+}
+
+/// The province (or municipality) characters that start a civil licence plate.
+const PLATE_PROVINCES: &str = "京津沪渝冀豫云辽黑湘皖鲁新苏浙赣鄂桂甘晋蒙陕吉闽贵粤青藏川宁琼";
+
+/// Characters that may end a plate in place of a letter or digit: learner, police, trailer, Hong
+/// Kong and Macao crossing, consulate, trial and oversize vehicles.
+const PLATE_ENDINGS: &str = "学警挂港澳领试超";
+
+fn is_plate_letter(c: char) -> bool {
+    c.is_ascii_uppercase()
+}
+
+/// Licence plates (号牌): a province character, the issuing authority's letter, then 5 letters
+/// or digits (6 on a new-energy plate), the last of which may be a character such as 警 or 学.
+/// The province, the letter (the city, which the receiving department needs to route a case)
+/// and the last character are kept; separators (`·`, spaces) are dropped. Anything else,
+/// military and embassy plates included, is hidden entirely.
+fn mask_licence_plate(text: &str) -> String {
+    let chars: Vec<char> = text.chars().filter(|&c| !is_plate_separator(c)).collect();
+    let is_plate = match chars.as_slice() {
+        [province, authority, rest @ .., last] => {
+            PLATE_PROVINCES.contains(*province)
+                && is_plate_letter(*authority)
+                && matches!(rest.len(), 4 | 5)
+                && rest
+                    .iter()
+                    .all(|&c| c.is_ascii_digit() || is_plate_letter(c))
+                && (last.is_ascii_digit()
+                    || is_plate_letter(*last)
+                    || PLATE_ENDINGS.contains(*last))
+        }
+        _ => false,
+    };
+    if !is_plate {
+        return chars.iter().map(|_| HIDDEN).collect();
+    }
+    let last = chars.len() - 1;
+    chars
+        .iter()
+        .enumerate()
+        .map(|(i, &c)| if i < 2 || i == last { c } else { HIDDEN })
+        .collect()
+}
+
+/// `keep:N:M:C`: the first `head` and last `tail` characters are kept, each other one becomes
+/// `fill`. When they would cover the whole value, all of it is hidden: a mask that reveals the
+/// whole value is no mask.
+fn keep(text: &str, head: usize, tail: usize, fill: char) -> String {
+    let chars: Vec<char> = text.chars().collect();
+    if head.saturating_add(tail) >= chars.len() {
+        return chars.iter().map(|_| fill).collect();
+    }
+    let tail_from = chars.len() - tail;
+    chars
+        .iter()
+        .enumerate()
+        .map(|(i, &c)| if i < head || i >= tail_from { c } else { fill })
+        .collect()
 }
 
 #[cfg(test)]

@@ -196,11 +196,12 @@ fn purposes(v: &[String]) -> Result<Vec<Purpose>, Error> {
 pub fn masks_to_wire(masks: &[(FieldName, Mask)]) -> std::collections::HashMap<String, String> {
     masks
         .iter()
-        .map(|(f, m)| (f.to_string(), m.as_str().to_owned()))
+        .map(|(f, m)| (f.to_string(), m.to_string()))
         .collect()
 }
 
-/// Reads field -> mask name pairs; an unknown mask name is refused with the accepted ones.
+/// Reads field -> mask name pairs; an unknown mask name is refused with the accepted ones, a
+/// malformed `keep:N:M` with what to write.
 pub fn masks_from_wire(
     masks: &std::collections::HashMap<String, String>,
 ) -> Result<Vec<(FieldName, Mask)>, Error> {
@@ -208,12 +209,8 @@ pub fn masks_from_wire(
         .iter()
         .map(|(f, m)| {
             let field = FieldName::new(f)?;
-            let mask = Mask::parse(m).ok_or_else(|| {
-                Error::InvalidGrant(format!(
-                    "mask {m:?} for field {field} is not one of {}",
-                    Mask::names()
-                ))
-            })?;
+            let mask =
+                Mask::parse(m).map_err(|e| Error::InvalidGrant(format!("field {field}: {e}")))?;
             Ok((field, mask))
         })
         .collect::<Result<_, Error>>()?;

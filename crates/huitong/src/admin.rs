@@ -65,7 +65,9 @@ enum Command {
         /// Grant only these fields (comma-separated); default all requested.
         #[arg(long, value_delimiter = ',')]
         fields: Vec<String>,
-        /// FIELD=MASK with MASK one of id-number, name, address, phone, redact; repeat.
+        /// FIELD=MASK with MASK one of id-number, name, address, phone, bank-card, email,
+        /// licence-plate, redact, keep:N:M or keep:N:M:C (keep the first N and last M
+        /// characters, hide the rest with * or C); repeat. See docs/masking.md.
         #[arg(long = "mask")]
         masks: Vec<String>,
         /// Masked fields the consumer may still filter or key on (comma-separated). Without

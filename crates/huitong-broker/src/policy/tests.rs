@@ -55,6 +55,17 @@ fn policy_file_mistakes_name_file_key_and_problem() {
         "{e}"
     );
     let e = problem(
+        "d2.toml",
+        &GOOD.replace("address = \"address\"", "address = \"keep:3\""),
+    );
+    assert!(
+        e.contains(
+            "d2.toml: grants[0].masks: field address: mask \"keep:3\" is incomplete: write \
+             keep:N:M"
+        ),
+        "{e}"
+    );
+    let e = problem(
         "e.toml",
         &GOOD.replace(
             "masks = { address = \"address\" }",

@@ -4,19 +4,109 @@ fn masked(mask: Mask, text: &str) -> String {
     apply_text(mask, text).unwrap()
 }
 
+fn keep(head: u16, tail: u16, fill: char) -> Mask {
+    Mask::Keep { head, tail, fill }
+}
+
 #[test]
 fn names_round_trip() {
-    for m in Mask::ALL {
-        assert_eq!(Mask::parse(m.as_str()), Some(*m));
+    let keeps = [
+        keep(0, 0, '*'),
+        keep(1, 1, '*'),
+        keep(3, 4, '#'),
+        keep(u16::MAX, 2, '×'),
+        keep(1, 1, ':'),
+        keep(2, 0, '某'),
+    ];
+    for m in Mask::ALL.iter().chain(&keeps) {
+        assert_eq!(Mask::parse(&m.as_str()), Ok(*m), "{m}");
         assert_eq!(m.to_string(), m.as_str());
     }
-    assert_eq!(Mask::parse("ID-number"), None);
-    assert_eq!(Mask::parse(""), None);
-    assert_eq!(Mask::names(), "id-number, name, address, phone, redact");
+    assert_eq!(keep(1, 1, '*').as_str(), "keep:1:1");
+    assert_eq!(keep(3, 4, '#').as_str(), "keep:3:4:#");
+    assert_eq!(Mask::parse("keep:1:1:*"), Ok(keep(1, 1, '*')));
+    assert_eq!(Mask::parse("keep:1:1::"), Ok(keep(1, 1, ':')));
+    assert!(Mask::parse("ID-number").is_err());
+    assert!(Mask::parse("").is_err());
+    assert_eq!(
+        Mask::names(),
+        "id-number, name, address, phone, bank-card, email, licence-plate, redact, keep:N:M, \
+         keep:N:M:C"
+    );
+}
+
+#[test]
+fn bad_mask_names_say_what_to_write() {
+    let syntax = "write keep:N:M (keep the first N and last M characters, hide the rest with *) \
+                  or keep:N:M:C (hide them with the character C), e.g. keep:3:4";
+    let cases = [
+        (
+            "scramble",
+            format!("mask \"scramble\" is not one of {}", Mask::names()),
+        ),
+        ("keep", format!("mask \"keep\" is not one of {}", Mask::names())),
+        ("keep:", format!("mask \"keep:\" is incomplete: {syntax}")),
+        ("keep:3", format!("mask \"keep:3\" is incomplete: {syntax}")),
+        (
+            "keep:3:",
+            format!("mask \"keep:3:\" has \"\" for M, which must be a number of characters: {syntax}"),
+        ),
+        (
+            "keep:a:4",
+            format!("mask \"keep:a:4\" has \"a\" for N, which must be a number of characters: {syntax}"),
+        ),
+        (
+            "keep:+3:4",
+            format!("mask \"keep:+3:4\" has \"+3\" for N, which must be a number of characters: {syntax}"),
+        ),
+        (
+            "keep:-1:4",
+            format!("mask \"keep:-1:4\" has \"-1\" for N, which must be a number of characters: {syntax}"),
+        ),
+        (
+            "keep:3: 4",
+            format!("mask \"keep:3: 4\" has \" 4\" for M, which must be a number of characters: {syntax}"),
+        ),
+        (
+            "keep:3:65536",
+            format!("mask \"keep:3:65536\" keeps 65536 characters, more than 65535: {syntax}"),
+        ),
+        (
+            "keep:3:4:",
+            "mask \"keep:3:4:\" has \"\" for C, which must be one visible character, e.g. keep:3:4:#".to_owned(),
+        ),
+        (
+            "keep:3:4:ab",
+            "mask \"keep:3:4:ab\" has \"ab\" for C, which must be one visible character, e.g. keep:3:4:#".to_owned(),
+        ),
+        (
+            "keep:3:4: ",
+            "mask \"keep:3:4: \" has \" \" for C, which must be one visible character, e.g. keep:3:4:#".to_owned(),
+        ),
+        (
+            "keep:3:4:#:",
+            "mask \"keep:3:4:#:\" has \"#:\" for C, which must be one visible character, e.g. keep:3:4:#".to_owned(),
+        ),
+    ];
+    for (name, want) in cases {
+        match Mask::parse(name) {
+            Err(e) => assert_eq!(e.to_string(), want, "{name}"),
+            Ok(m) => panic!("{name:?} parsed as {m:?}"),
+        }
+    }
 }
 
 #[test]
 fn text_masks_fit_strings_and_redact_fits_all() {
+    for m in [
+        Mask::BankCard,
+        Mask::Email,
+        Mask::LicencePlate,
+        keep(1, 1, '*'),
+    ] {
+        assert!(m.fits(FieldType::String), "{m}");
+        assert!(!m.fits(FieldType::Int), "{m}");
+    }
     assert!(Mask::Name.fits(FieldType::String));
     assert!(!Mask::Name.fits(FieldType::Date));
     assert!(!Mask::IdNumber.fits(FieldType::Int));
@@ -326,5 +416,212 @@ fn masks_never_lengthen_what_they_hide_and_never_panic_on_odd_text() {
                 );
             }
         }
+    }
+}
+
+#[test]
+fn bank_cards_keep_the_issuer_and_last_four_without_separators() {
+    let cases = [
+        ("6222021234561234", "622202******1234"),
+        ("6222 0212 3456 1234", "622202******1234"),
+        ("6222-0212-3456-1234", "622202******1234"),
+        ("  6217 0000 1234 5678 901 ", "621700*********8901"),
+        ("4111111111111111", "411111******1111"),
+        // 12 digits, the shortest shown in part.
+        ("622202123456", "622202**3456"),
+        // Full-width digits count as digits and are kept as written.
+        (
+            "６２２２０２１２３４５６１２３４",
+            "６２２２０２******１２３４",
+        ),
+    ];
+    for (card, want) in cases {
+        assert_eq!(masked(Mask::BankCard, card), want, "{card}");
+    }
+}
+
+#[test]
+fn short_or_odd_bank_card_values_are_hidden_entirely() {
+    let cases = [
+        ("", ""),
+        ("1234", "****"),
+        ("6222021234", "**********"),
+        // 11 digits: the one digit hidden would be given back by the Luhn check digit.
+        ("62220212345", "***********"),
+        ("6222-ABCD-1234", "************"),
+        ("6222021234561234x", "*****************"),
+        ("卡号6222021234561234", "******************"),
+        ("6222.0212.3456.1234", "*******************"),
+    ];
+    for (card, want) in cases {
+        assert_eq!(masked(Mask::BankCard, card), want, "{card}");
+    }
+    // Whatever the input, at most 6 + 4 digits of it are shown, and only when 2 or more are
+    // hidden.
+    for len in 0..25 {
+        let card: String = "7".repeat(len);
+        let shown = masked(Mask::BankCard, &card)
+            .chars()
+            .filter(|&c| c != '*')
+            .count();
+        assert!(
+            shown <= 10 && (shown == 0 || len >= shown + 2),
+            "{len}: {shown}"
+        );
+    }
+}
+
+#[test]
+fn emails_keep_the_first_character_and_the_domain() {
+    let cases = [
+        ("zhang.wei@example.gov.cn", "z***@example.gov.cn"),
+        ("zw@example.gov.cn", "z***@example.gov.cn"),
+        (" li@mca.gov.cn ", "l***@mca.gov.cn"),
+        ("张伟@例子.中国", "张***@例子.中国"),
+        // One character: keeping it would keep the whole local part.
+        ("z@example.gov.cn", "***@example.gov.cn"),
+        // The domain is after the last @.
+        ("\"a@b\"@example.cn", "\"***@example.cn"),
+    ];
+    for (email, want) in cases {
+        assert_eq!(masked(Mask::Email, email), want, "{email}");
+    }
+}
+
+#[test]
+fn values_that_are_not_emails_are_hidden_entirely() {
+    let cases = [
+        ("", ""),
+        ("zhang.wei", "*********"),
+        ("张伟", "**"),
+        ("@example.cn", "***********"),
+        ("zhang@", "******"),
+        ("call z@x.cn", "***********"),
+    ];
+    for (email, want) in cases {
+        assert_eq!(masked(Mask::Email, email), want, "{email}");
+    }
+}
+
+#[test]
+fn licence_plates_keep_province_authority_and_last_character() {
+    let cases = [
+        ("京A12345", "京A****5"),
+        ("沪C0A123", "沪C****3"),
+        ("粤B·D12345", "粤B*****5"),
+        ("粤BD12345", "粤B*****5"),
+        ("粤B D12345", "粤B*****5"),
+        ("苏E-12345", "苏E****5"),
+        ("川A1234学", "川A****学"),
+        ("浙A1234警", "浙A****警"),
+    ];
+    for (plate, want) in cases {
+        assert_eq!(masked(Mask::LicencePlate, plate), want, "{plate}");
+    }
+}
+
+#[test]
+fn values_that_are_not_civil_plates_are_hidden_entirely() {
+    let cases = [
+        ("", ""),
+        ("京", "*"),
+        ("京A1234", "******"),
+        ("京A1234567", "*********"),
+        ("京a12345", "*******"),
+        ("WJ12345", "*******"),
+        ("使123456", "*******"),
+        ("A京12345", "*******"),
+        ("京A12#45", "*******"),
+        ("京A12345警警", "*********"),
+    ];
+    for (plate, want) in cases {
+        assert_eq!(masked(Mask::LicencePlate, plate), want, "{plate}");
+    }
+}
+
+#[test]
+fn keep_keeps_head_and_tail_characters() {
+    let cases = [
+        (keep(3, 4, '*'), "91310115MA1H7XYZ3K", "913***********YZ3K"),
+        (keep(1, 1, '*'), "张小明", "张*明"),
+        (keep(1, 1, '#'), "张小明", "张#明"),
+        (keep(2, 0, '某'), "欧阳娜娜", "欧阳某某"),
+        (keep(0, 3, '*'), "abcdef", "***def"),
+        (keep(0, 0, '*'), "abc", "***"),
+        (keep(1, 1, '*'), "😀😀😀", "😀*😀"),
+        // Separators are characters like any other.
+        (keep(3, 4, '*'), "138-1234-5678", "138******5678"),
+        (keep(1, 1, '*'), "  ab c  ", "a**c"),
+        (keep(1, 1, '*'), "", ""),
+    ];
+    for (m, text, want) in cases {
+        assert_eq!(masked(m, text), want, "{m} {text}");
+    }
+}
+
+#[test]
+fn keep_never_reveals_the_whole_value() {
+    // N + M at the length or beyond: all hidden.
+    assert_eq!(masked(keep(1, 1, '*'), "ab"), "**");
+    assert_eq!(masked(keep(2, 2, '*'), "王五"), "**");
+    assert_eq!(masked(keep(3, 1, '#'), "abcd"), "####");
+    assert_eq!(masked(keep(u16::MAX, u16::MAX, '*'), "abc"), "***");
+    // One below: one character hidden.
+    assert_eq!(masked(keep(2, 1, '*'), "abcd"), "ab*d");
+    for len in 0..12 {
+        let text: String = "x".repeat(len);
+        for head in 0..12 {
+            for tail in 0..12 {
+                let out = masked(keep(head, tail, '*'), &text);
+                assert_eq!(out.chars().count(), len);
+                let shown = out.chars().filter(|&c| c != '*').count();
+                assert!(len == 0 || shown < len, "keep:{head}:{tail} on {len}");
+            }
+        }
+    }
+}
+
+/// Reads the table of docs/masking.md: `(mask, input, output)` for each example row, the output
+/// `None` where the table says null.
+fn examples_in_docs() -> Vec<(String, String, Option<String>)> {
+    let doc = include_str!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../docs/masking.md"
+    ));
+    let code = |cell: &str| -> Option<String> {
+        let cell = cell.trim();
+        cell.strip_prefix('`')
+            .and_then(|c| c.strip_suffix('`'))
+            .map(str::to_owned)
+    };
+    doc.lines()
+        .filter(|l| l.starts_with("| `"))
+        .map(|l| {
+            let cells: Vec<&str> = l.trim_matches('|').split(" | ").collect();
+            assert_eq!(cells.len(), 5, "{l}");
+            let mask = code(cells[0]).unwrap_or_else(|| panic!("mask in {l}"));
+            let input = code(cells[3]).unwrap_or_else(|| panic!("input in {l}"));
+            let output = match cells[4].trim() {
+                "null" => None,
+                c => Some(code(c).unwrap_or_else(|| panic!("output in {l}"))),
+            };
+            (mask, input, output)
+        })
+        .collect()
+}
+
+#[test]
+fn examples_in_docs_masking_md_hold() {
+    let examples = examples_in_docs();
+    for (name, input, output) in &examples {
+        let m = Mask::parse(name).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(&apply_text(m, input), output, "{name} {input}");
+    }
+    let shown: Vec<&str> = examples.iter().map(|(m, _, _)| m.as_str()).collect();
+    for m in Mask::ALL {
+        assert!(shown.contains(&&*m.as_str()), "{m} has no example");
+    }
+    for form in ["keep:3:4", "keep:1:1:#", "keep:2:2"] {
+        assert!(shown.contains(&form), "{form} has no example");
     }
 }
