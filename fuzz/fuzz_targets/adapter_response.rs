@@ -22,7 +22,20 @@ fn released(records: &[Record]) {
         for v in r.fields.values() {
             let _ = v.to_json();
             if let Some(Kind::StringValue(s)) = &v.kind {
-                for m in Mask::ALL {
+                // The fixed masks, and a pattern mask at the edges of its range.
+                let patterns = [
+                    Mask::Keep {
+                        head: 1,
+                        tail: 1,
+                        fill: '*',
+                    },
+                    Mask::Keep {
+                        head: 0,
+                        tail: u16::MAX,
+                        fill: '字',
+                    },
+                ];
+                for m in Mask::ALL.iter().chain(patterns.iter()) {
                     let _ = apply_text(*m, s);
                 }
             }
