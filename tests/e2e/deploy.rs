@@ -32,7 +32,9 @@
 //!   directory, so that its relative certificate paths resolve) unless the line before its
 //!   fence is `<!-- fragment -->`: the mark for blocks that show some keys of a larger file
 //!   (an adapter's `[resources.source]`, the broker's `[alerts]`), which no check can judge
-//!   alone. Policy-file blocks are whole files and are checked;
+//!   alone. Policy-file blocks are whole files and are checked. A fenced block whose line
+//!   before its fence is `<!-- file: NAME -->` is a file such a config names (a CSV file, a
+//!   secret): it is written as NAME into that directory first;
 //! - every documented `HUITONG_…=value` works: a variable of the whole command is set on a real
 //!   `huitong config check`; one of a subcommand is set on that subcommand, which must get past
 //!   reading it (clap reads the environment before it reports missing arguments); the test
@@ -1123,6 +1125,23 @@ fn every_documented_huitong_command_parses() {
 fn every_documented_toml_file_passes_config_check() {
     let tmp = TempDir::new("doc-toml");
     huitong_tests::init_demo(tmp.path(), 500);
+    let mut written: BTreeMap<String, (String, String)> = BTreeMap::new();
+    for (origin, name, text) in doc_data_files() {
+        if let Some((first, before)) = written.get(&name) {
+            assert_eq!(
+                before, &text,
+                "{origin} and {first} both show the file {name}, differently"
+            );
+            continue;
+        }
+        let path = tmp.path().join(&name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, &text).unwrap();
+        // As the docs say to keep secrets; a file others may read only earns a warning.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        written.insert(name, (origin, text));
+    }
     let blocks = doc_toml_blocks();
     let checked = blocks.iter().filter(|b| !b.fragment).count();
     assert!(
@@ -2470,6 +2489,46 @@ fn doc_toml_blocks() -> Vec<TomlBlock> {
                 fragment,
             });
             i += 1;
+        }
+    }
+    out
+}
+
+/// Fenced blocks marked `<!-- file: NAME -->` on the line before their fence: (`file:line`,
+/// NAME, text). NAME must stay inside the directory it is written to.
+fn doc_data_files() -> Vec<(String, String, String)> {
+    let mut out = Vec::new();
+    for (doc, text) in doc_files() {
+        let lines: Vec<&str> = text.lines().collect();
+        for (i, line) in lines.iter().enumerate() {
+            let Some(name) = line
+                .trim()
+                .strip_prefix("<!-- file:")
+                .and_then(|r| r.strip_suffix("-->"))
+            else {
+                continue;
+            };
+            let (name, origin) = (name.trim(), format!("{doc}:{}", i + 1));
+            assert!(
+                !name.is_empty()
+                    && Path::new(name).is_relative()
+                    && !name.split('/').any(|c| c == ".."),
+                "{origin}: {name:?} must be a relative path inside the directory"
+            );
+            let fence = lines[i + 1..]
+                .iter()
+                .position(|l| !l.trim().is_empty())
+                .map(|k| i + 1 + k)
+                .filter(|&k| lines[k].trim_start().starts_with("```"));
+            let Some(fence) = fence else {
+                panic!("{origin}: <!-- file: {name} --> is not followed by a fenced block");
+            };
+            let body: String = lines[fence + 1..]
+                .iter()
+                .take_while(|l| !l.trim_start().starts_with("```"))
+                .map(|l| format!("{l}\n"))
+                .collect();
+            out.push((origin, name.to_owned(), body));
         }
     }
     out

@@ -1,100 +1,28 @@
 //! The adapter configuration file (TOML), read by `huitong adapter --config adapter.toml` and
-//! written by `huitong demo`.
+//! written by `huitong demo`. Every key, with its type, default and meaning, and a complete
+//! example per source kind: `docs/adapter-config.md`, which `config/tests.rs` holds to these
+//! structs. In short:
 //!
 //! ```toml
 //! dept = "public-security"
-//! listen = "127.0.0.1:7401"          # optional
-//! max_message_bytes = 4194304        # optional
-//! default_page_size = 100            # optional
-//! max_page_size = 1000               # optional
-//! brokers = ["spiffe://gov.example/dept/exchange-office/broker"]
-//!                                    # optional: the broker identities served, one per
-//!                                    # broker of a cluster; by default the exchange office's
-//!                                    # broker of this adapter's trust domain
-//! handshake_timeout_ms = 2000        # optional: from TCP connect to finished TLS handshake
-//! max_pending_handshakes_per_address = 64   # optional; more connections are closed at once
-//! max_connections_per_address = 1024        # optional; likewise
-//! shutdown_grace_seconds = 10        # optional: on SIGTERM, how long calls in flight may take
+//!
+//! [tls]                    # relative paths start at this file's directory
+//! ca = "pki/ca.pem"
+//! cert = "pki/public-security-adapter.pem"
+//! key = "pki/public-security-adapter.key"
 //!
 //! [[resources]]
 //! name = "household-register"
 //! title = "户籍登记 Household register"
-//! description = "..."                # optional
-//! sharing_class = "conditional"      # open | conditional | not-shared
-//! legal_basis = "户口登记条例"         # required unless open
-//! update_cycle = "daily"             # optional
-//! max_cache_age_seconds = 300        # optional, 0 (never cache) by default
-//! stale_if_error_seconds = 3600      # optional, 0 (never serve stale) by default
+//! sharing_class = "conditional"
+//! legal_basis = "户口登记条例"
 //! key_fields = ["id_number"]
-//! source = { kind = "jsonl", path = "household-register.jsonl" }  # relative to this file
-//!
-//! [[resources.fields]]
-//! name = "id_number"
-//! type = "string"          # string | int | double | bool | bytes | date | timestamp
-//! sensitivity = "personal" # public | internal | personal | sensitive
-//! description = "公民身份号码 citizen ID number"   # optional
-//! ```
-//!
-//! # Sources
-//!
-//! Each resource's `source` table names its `kind` and the options of that kind. Paths are
-//! relative to the configuration file's directory. `jsonl` is served by this crate
-//! ([`AdapterConfig::into_source`]); `huitong adapter` serves every kind through the
-//! `huitong-sources` crate, which also reloads `jsonl` and `csv` files when they change and
-//! reports the changes to watchers.
-//!
-//! ```toml
-//! # JSON Lines: one JSON object per line, field names as keys.
 //! source = { kind = "jsonl", path = "household-register.jsonl" }
-//!
-//! # CSV with a header row. Optional: delimiter (one ASCII character, "," by default) and
-//! # columns, the header of a field whose column is not named after it. An empty unquoted
-//! # cell is null; "" is the empty string.
-//! source = { kind = "csv", path = "licences.csv", delimiter = ";", columns = { name = "企业名称" } }
-//!
-//! # SQL: PostgreSQL, MySQL/MariaDB or SQLite.
-//! [resources.source]
-//! kind = "sql"
-//! url_env = "HR_DATABASE_URL"       # exactly one of: url_env, url_file (a file holding the
-//!                                   # URL), url (no password in it), e.g.
-//!                                   # "postgres://huitong@db.internal/hr", "sqlite:hr.db"
-//! password_file = "secrets/hr-db"   # optional, or password_env; for a URL without one
-//! table = "hr.household_register"   # a table or view (`schema.name` allowed), or instead:
-//! # query = "SELECT p.sfzh AS id_number, p.xm AS name FROM person p WHERE p.region = :region"
-//! # params = { region = "110000" }  # values for the query's :name placeholders
-//! columns = { id_number = "sfzh" }  # optional: column of a field not named after it
-//! max_connections = 5               # optional pool size, 1 to 100
-//! connect_timeout_ms = 5000         # optional: to connect, or wait for a free connection
-//! query_timeout_ms = 5000           # optional: longest one query may run
-//! changes = { column = "change_seq", poll_interval_ms = 1000, notify_channel = "hr_changes" }
-//!                                   # optional: see below
-//!
-//! # HTTP: an existing REST API answering JSON.
-//! [resources.source]
-//! kind = "http"
-//! fetch = "https://api.example.gov.cn/persons/{id_number}"  # one {placeholder} per key field
-//! search = ["https://api.example.gov.cn/persons?district={district}"]  # optional
-//! record = "data"                   # optional JSON path to the record in a fetch answer
-//! records = "data.items"            # optional JSON path to the array in a search answer
-//! paths = { name = "person.fullName" }  # optional: JSON path of a field within a record
-//! auth_file = "secrets/api-token"   # optional, or auth_env: the credential header's value
-//! auth_header = "Authorization"     # optional, Authorization by default
-//! ca_file = "pki/api-ca.pem"        # optional CA besides the public roots, for https
-//! timeout_ms = 5000                 # optional
+//! fields = [{ name = "id_number", type = "string", sensitivity = "personal" }]
 //! ```
 //!
-//! SQL identifiers (table, columns, change column, channel) come only from this file and must
-//! be ASCII letters, digits and `_`; they are quoted in every statement, and key and filter
-//! values are always bound parameters. Rows are read in key order, so paging is stable. With
-//! `changes`, watchers are sent rows whose `column` grew since their cursor, found by polling
-//! every `poll_interval_ms` and, on PostgreSQL with `notify_channel`, as soon as a `NOTIFY` on
-//! that channel arrives (its payload is not read). The column must be set on every insert and
-//! update; deletions are not seen.
-//!
-//! An HTTP fetch answering 404 means no such record. A search uses the first `search` URL
-//! whose placeholders are all among the filters, then keeps only records equal to every
-//! filter; a search with no such URL is refused, naming the filter sets accepted. Placeholder
-//! values are percent-encoded, and may stand only in the path and query.
+//! `jsonl` is served by this crate ([`AdapterConfig::into_source`]); `huitong adapter` serves
+//! every kind through the `huitong-sources` crate.
 //!
 //! [`ConfigFile`] is the file as written, with plain strings; [`AdapterConfig`] is the checked
 //! result. Enumerations are read as strings and checked here rather than by serde, so that an

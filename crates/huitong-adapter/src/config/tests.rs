@@ -1,3 +1,5 @@
+use std::collections::{BTreeMap, BTreeSet};
+
 use huitong_core::{FieldType, Sensitivity};
 
 use super::*;
@@ -442,4 +444,443 @@ fn a_config_built_in_code_is_written_and_read_back() {
         "{e}"
     );
     assert!(!bad.exists());
+}
+
+// ---------------------------------------------------------------------------------------------
+// docs/adapter-config.md against the structs
+// ---------------------------------------------------------------------------------------------
+
+const REFERENCE: &str = include_str!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../docs/adapter-config.md"
+));
+
+/// One documented key: its type and required/default cells, and the whole row.
+#[derive(Debug)]
+struct DocKey {
+    ty: String,
+    default: String,
+    row: String,
+}
+
+/// The key tables of the reference (those whose header starts `| key |`), by the text of the
+/// heading above each. A row's first cell must be exactly one `key`.
+fn documented_tables(doc: &str) -> BTreeMap<String, BTreeMap<String, DocKey>> {
+    let mut tables: BTreeMap<String, BTreeMap<String, DocKey>> = BTreeMap::new();
+    let mut heading = String::new();
+    let mut in_key_table = false;
+    for line in doc.lines() {
+        let line = line.trim();
+        if line.starts_with('#') {
+            heading = line.trim_start_matches('#').trim().to_owned();
+            in_key_table = false;
+            continue;
+        }
+        if !line.starts_with('|') {
+            in_key_table = false;
+            continue;
+        }
+        let cells: Vec<&str> = line.trim_matches('|').split('|').map(str::trim).collect();
+        if cells.first() == Some(&"key") {
+            in_key_table = true;
+            assert!(
+                !tables.contains_key(&heading),
+                "docs/adapter-config.md: section {heading:?} has two key tables"
+            );
+            tables.insert(heading.clone(), BTreeMap::new());
+            continue;
+        }
+        if !in_key_table || cells.iter().all(|c| c.chars().all(|ch| ch == '-')) {
+            continue;
+        }
+        let key = cells[0]
+            .strip_prefix('`')
+            .and_then(|k| k.strip_suffix('`'))
+            .filter(|k| !k.contains('`'))
+            .unwrap_or_else(|| {
+                panic!("docs/adapter-config.md, {heading:?}: the row {line:?} must start with one `key`")
+            });
+        assert!(
+            cells.len() == 4,
+            "docs/adapter-config.md, {heading:?}: the row of `{key}` must have 4 cells (key, type, required / default, meaning)"
+        );
+        let keys = tables.get_mut(&heading).unwrap_or_else(|| unreachable!());
+        let doc_key = DocKey {
+            ty: cells[1].to_owned(),
+            default: cells[2].to_owned(),
+            row: line.to_owned(),
+        };
+        assert!(
+            keys.insert(key.to_owned(), doc_key).is_none(),
+            "docs/adapter-config.md, {heading:?}: `{key}` is documented twice"
+        );
+    }
+    tables
+}
+
+/// One key a struct accepts: the TOML type its value is written as, and whether serde needs
+/// it (a file without it does not parse).
+#[derive(Debug)]
+struct StructKey {
+    ty: &'static str,
+    required: bool,
+}
+
+/// The keys `full` is written with, which are all the keys `T` accepts when every optional
+/// value of `full` is set (the values below are built without `..Default::default()`, so a new
+/// field does not compile until it is given one here).
+fn accepted<T>(full: &T) -> BTreeMap<String, StructKey>
+where
+    T: Serialize + serde::de::DeserializeOwned + PartialEq + std::fmt::Debug,
+{
+    let value = toml::Value::try_from(full).unwrap();
+    let toml::Value::Table(table) = value else {
+        panic!("{full:?} is not written as a table");
+    };
+    let back: T = toml::Value::Table(table.clone()).try_into().unwrap();
+    assert_eq!(&back, full, "written and read back, it changed");
+    table
+        .iter()
+        .map(|(key, v)| {
+            let mut without = table.clone();
+            without.remove(key);
+            let required = toml::Value::Table(without).try_into::<T>().is_err();
+            (
+                key.clone(),
+                StructKey {
+                    ty: v.type_str(),
+                    required,
+                },
+            )
+        })
+        .collect()
+}
+
+fn full_tls() -> TlsConfig {
+    TlsConfig {
+        ca: "pki/ca.pem".into(),
+        cert: "pki/a.pem".into(),
+        key: "pki/a.key".into(),
+        crl: Some("pki/crl.pem".into()),
+    }
+}
+
+fn full_field() -> FieldConfig {
+    FieldConfig {
+        name: "id_number".into(),
+        ty: "string".into(),
+        sensitivity: "personal".into(),
+        description: "公民身份号码".into(),
+    }
+}
+
+fn full_changes() -> SqlChangesConfig {
+    SqlChangesConfig {
+        column: "change_seq".into(),
+        poll_interval_ms: Some(1000),
+        notify_channel: Some("hr_changes".into()),
+    }
+}
+
+fn map(k: &str, v: &str) -> std::collections::BTreeMap<String, String> {
+    [(k.to_owned(), v.to_owned())].into()
+}
+
+/// One source of each kind, every option set. The match has no wildcard, so a new kind does
+/// not compile until it is listed here (and then documented).
+fn full_sources() -> Vec<SourceConfig> {
+    let all = vec![
+        SourceConfig::Jsonl {
+            path: "hr.jsonl".into(),
+        },
+        SourceConfig::Csv(CsvConfig {
+            path: "hr.csv".into(),
+            delimiter: Some(";".into()),
+            columns: map("name", "姓名"),
+        }),
+        SourceConfig::Sql(SqlConfig {
+            url: Some("sqlite:hr.db".into()),
+            url_file: Some("secrets/url".into()),
+            url_env: Some("HR_URL".into()),
+            password_file: Some("secrets/password".into()),
+            password_env: Some("HR_PASSWORD".into()),
+            table: Some("hr.persons".into()),
+            query: Some("SELECT * FROM persons WHERE region = :region".into()),
+            params: [("region".to_owned(), QueryParam::String("110000".into()))].into(),
+            columns: map("id_number", "sfzh"),
+            max_connections: Some(5),
+            connect_timeout_ms: Some(5000),
+            query_timeout_ms: Some(5000),
+            changes: Some(full_changes()),
+        }),
+        SourceConfig::Http(HttpConfig {
+            fetch: "https://api/p/{id_number}".into(),
+            search: vec!["https://api/p?d={district}".into()],
+            record: Some("data".into()),
+            records: Some("data.items".into()),
+            paths: map("name", "person.fullName"),
+            auth_header: Some("Authorization".into()),
+            auth_file: Some("secrets/token".into()),
+            auth_env: Some("API_TOKEN".into()),
+            ca_file: Some("pki/api-ca.pem".into()),
+            timeout_ms: Some(5000),
+        }),
+    ];
+    for s in &all {
+        match s {
+            SourceConfig::Jsonl { .. }
+            | SourceConfig::Csv(_)
+            | SourceConfig::Sql(_)
+            | SourceConfig::Http(_) => {}
+        }
+    }
+    all
+}
+
+fn full_resource() -> ResourceConfig {
+    ResourceConfig {
+        name: "household-register".into(),
+        title: "户籍登记".into(),
+        description: "d".into(),
+        sharing_class: "conditional".into(),
+        legal_basis: "户口登记条例".into(),
+        update_cycle: "daily".into(),
+        max_cache_age_seconds: 300,
+        stale_if_error_seconds: 3600,
+        key_fields: vec!["id_number".into()],
+        source: SourceConfig::default(),
+        fields: vec![full_field()],
+    }
+}
+
+fn full_file() -> ConfigFile {
+    ConfigFile {
+        dept: "public-security".into(),
+        listen: Some(DEFAULT_LISTEN.into()),
+        max_message_bytes: Some(4 << 20),
+        default_page_size: Some(100),
+        max_page_size: Some(1000),
+        metrics_listen: Some("127.0.0.1:9401".into()),
+        brokers: Some(vec![
+            "spiffe://gov.example/dept/exchange-office/broker".into(),
+        ]),
+        handshake_timeout_ms: Some(2000),
+        max_pending_handshakes_per_address: Some(64),
+        max_connections_per_address: Some(1024),
+        shutdown_grace_seconds: Some(10),
+        tls: Some(full_tls()),
+        resources: vec![full_resource()],
+    }
+}
+
+/// Every table of docs/adapter-config.md lists exactly the keys its struct accepts, with the
+/// type they are written as, "required" where the file does not parse without them, and the
+/// accepted names of enumerated values.
+#[test]
+fn the_reference_lists_exactly_the_keys_the_structs_accept() {
+    let mut expected: Vec<(String, &str, BTreeMap<String, StructKey>)> = vec![
+        ("Top level".into(), "ConfigFile", accepted(&full_file())),
+        ("`[tls]`".into(), "TlsConfig", accepted(&full_tls())),
+        (
+            "`[[resources]]`".into(),
+            "ResourceConfig",
+            accepted(&full_resource()),
+        ),
+        (
+            "`[[resources.fields]]`".into(),
+            "FieldConfig",
+            accepted(&full_field()),
+        ),
+        (
+            "`changes` (sql)".into(),
+            "SqlChangesConfig",
+            accepted(&full_changes()),
+        ),
+    ];
+    for s in full_sources() {
+        expected.push((
+            format!("`kind = \"{}\"`", s.kind()),
+            "SourceConfig",
+            accepted(&s),
+        ));
+    }
+
+    let documented = documented_tables(REFERENCE);
+    let mut problems = Vec::new();
+    for heading in documented.keys() {
+        if !expected.iter().any(|(h, _, _)| h == heading) {
+            problems.push(format!(
+                "section {heading:?} has a key table, but no struct is compared with it here"
+            ));
+        }
+    }
+    for (heading, name, keys) in &expected {
+        let Some(doc) = documented.get(heading) else {
+            problems.push(format!(
+                "there is no section {heading:?} with a key table for {name}"
+            ));
+            continue;
+        };
+        for (key, k) in keys {
+            let Some(d) = doc.get(key) else {
+                problems.push(format!(
+                    "{heading}: `{key}` is accepted by {name} but not documented"
+                ));
+                continue;
+            };
+            let doc_ty = d.ty.split_whitespace().next().unwrap_or("");
+            if doc_ty != k.ty {
+                problems.push(format!(
+                    "{heading}: `{key}` is documented as {:?}, but {name} writes it as {}",
+                    d.ty, k.ty
+                ));
+            }
+            if k.required && !d.default.starts_with("required") {
+                problems.push(format!(
+                    "{heading}: `{key}` is needed by {name}, but documented as {:?}, not required",
+                    d.default
+                ));
+            }
+        }
+        for key in doc.keys() {
+            if !keys.contains_key(key) {
+                problems.push(format!(
+                    "{heading}: `{key}` is documented, but {name} does not accept it"
+                ));
+            }
+        }
+    }
+
+    // Enumerated values: every accepted name is in the key's row.
+    let names = |all: &[&str]| all.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>();
+    for (heading, key, accepted) in [
+        (
+            "`[[resources.fields]]`",
+            "type",
+            names(
+                &FieldType::ALL
+                    .iter()
+                    .map(|t| t.as_str())
+                    .collect::<Vec<_>>(),
+            ),
+        ),
+        (
+            "`[[resources.fields]]`",
+            "sensitivity",
+            names(
+                &Sensitivity::ALL
+                    .iter()
+                    .map(|t| t.as_str())
+                    .collect::<Vec<_>>(),
+            ),
+        ),
+        (
+            "`[[resources]]`",
+            "sharing_class",
+            names(
+                &SharingClass::ALL
+                    .iter()
+                    .map(|t| t.as_str())
+                    .collect::<Vec<_>>(),
+            ),
+        ),
+    ] {
+        if let Some(d) = documented.get(heading).and_then(|t| t.get(key)) {
+            for name in accepted {
+                if !d.row.contains(&name) {
+                    problems.push(format!("{heading}: `{key}` does not list the value {name}"));
+                }
+            }
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "docs/adapter-config.md does not match the config structs:\n{}",
+        problems.join("\n")
+    );
+}
+
+/// The fenced TOML blocks of a document not marked `<!-- fragment -->`: (line, text).
+fn whole_toml_blocks(doc: &str) -> Vec<(usize, String)> {
+    let lines: Vec<&str> = doc.lines().collect();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < lines.len() {
+        if lines[i].trim() != "```toml" {
+            i += 1;
+            continue;
+        }
+        let fragment = lines[..i]
+            .iter()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .is_some_and(|l| l.trim().starts_with("<!-- fragment"));
+        let start = i + 1;
+        let mut text = String::new();
+        i += 1;
+        while i < lines.len() && !lines[i].trim().starts_with("```") {
+            text.push_str(lines[i]);
+            text.push('\n');
+            i += 1;
+        }
+        if !fragment {
+            out.push((start, text));
+        }
+        i += 1;
+    }
+    out
+}
+
+/// The reference's examples load (data files are not read here; the deploy tests run them
+/// through `huitong config check` with their files), and there is one for every kind of source.
+#[test]
+fn the_reference_examples_load_and_cover_every_source_kind() {
+    let mut kinds = BTreeSet::new();
+    for (line, text) in whole_toml_blocks(REFERENCE) {
+        let config = AdapterConfig::from_toml_str(&text, format!("adapter-config.md:{line}"))
+            .unwrap_or_else(|e| panic!("docs/adapter-config.md:{line}: {e}\n{text}"));
+        assert!(
+            config.raw().tls.is_some(),
+            "docs/adapter-config.md:{line}: no [tls]"
+        );
+        kinds.extend(config.sources().map(|(_, s)| s.kind()));
+    }
+    let all: BTreeSet<&str> = full_sources().iter().map(SourceConfig::kind).collect();
+    assert_eq!(
+        kinds, all,
+        "docs/adapter-config.md: the complete examples should use every kind of source"
+    );
+}
+
+/// The reader above finds what it should, so that an empty reading cannot pass.
+#[test]
+fn the_reference_reader_reads_tables_and_rows() {
+    let doc = "# T\n\n## `[x]`\n\n| key | type | required / default | meaning |\n|---|---|---|---|\n\
+               | `a` | string | required | m |\n| `b` | integer | `5` | n |\n\nprose | not a row\n";
+    let tables = documented_tables(doc);
+    let x = &tables["`[x]`"];
+    assert_eq!(x.keys().collect::<Vec<_>>(), ["a", "b"]);
+    assert_eq!(
+        (x["b"].ty.as_str(), x["b"].default.as_str()),
+        ("integer", "`5`")
+    );
+    assert_eq!(tables.len(), 1);
+    assert!(documented_tables(REFERENCE).len() >= 9);
+    let tls = accepted(&full_tls());
+    assert!(tls["ca"].required && !tls["crl"].required);
+    assert_eq!(tls["ca"].ty, "string");
+}
+
+/// The short example in this module's documentation loads too.
+#[test]
+fn the_module_doc_example_loads() {
+    let doc: String = include_str!("../config.rs")
+        .lines()
+        .map_while(|l| l.strip_prefix("//!"))
+        .map(|l| format!("{}\n", l.strip_prefix(' ').unwrap_or(l)))
+        .collect();
+    let blocks = whole_toml_blocks(&doc);
+    assert_eq!(blocks.len(), 1, "{doc}");
+    let config = AdapterConfig::from_toml_str(&blocks[0].1, "config.rs").unwrap();
+    assert!(config.raw().tls.is_some());
 }
