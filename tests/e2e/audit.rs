@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use huitong_client::{Audit, ListEntriesRequest, Query};
-use huitong_tests::{Exchange, MARRIAGE, Role, TempDir, huitong_bin, marriage_check};
+use huitong_tests::{Exchange, MARRIAGE, Role, TempDir, huitong_bin, marriage_check, sample};
 
 const REGISTER: &str = "public-security/household-register";
 
@@ -1430,16 +1430,6 @@ async fn one_more_exchange(ex: &Exchange) {
         .query(marriage_check(&ex.person(1)))
         .await
         .unwrap();
-}
-
-/// The value of the metrics sample whose line contains all of `parts`.
-fn sample(metrics: &str, parts: &[&str]) -> Option<f64> {
-    metrics
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .find(|l| parts.iter().all(|p| l.contains(p)))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
 }
 
 #[tokio::test(flavor = "multi_thread")]

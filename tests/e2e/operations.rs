@@ -7,19 +7,11 @@ use std::process::Command;
 use std::time::Duration;
 
 use huitong_client::Query;
-use huitong_tests::{Exchange, Proc, TempDir, free_port, http_get, huitong_bin, marriage_check};
+use huitong_tests::{
+    Exchange, Proc, TempDir, free_port, http_get, huitong_bin, marriage_check, sample,
+};
 
 const REGISTER: &str = "public-security/household-register";
-
-/// The value of the sample whose name and labels contain all of `parts`.
-fn sample(metrics: &str, parts: &[&str]) -> Option<f64> {
-    metrics
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .find(|l| parts.iter().all(|p| l.contains(p)))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn metrics_count_what_happened() {

@@ -10,20 +10,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use huitong_tests::{
-    Exchange, Proc, TempDir, free_port, http_get, huitong_bin, init_demo, marriage_check,
+    Exchange, Proc, TempDir, free_port, http_get, huitong_bin, init_demo, marriage_check, sample,
     write_broker_config,
 };
 use huitong_tls::Role;
-
-/// The value of the sample whose name and labels contain all of `parts`.
-fn sample(metrics: &str, parts: &[&str]) -> Option<f64> {
-    metrics
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .find(|l| parts.iter().all(|p| l.contains(p)))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-}
 
 fn huitong(args: &[&str]) -> std::process::Output {
     Command::new(huitong_bin()).args(args).output().unwrap()
@@ -85,8 +75,7 @@ async fn an_adapter_and_the_broker_stop_cleanly_under_load_and_the_replacement_s
     // The adapter gets a short grace too, and a fixed port for its replacement.
     let port = ex.adapter("public-security").addr.port();
     let cfg = ex.dir.path().join("public-security.toml");
-    let original = std::fs::read_to_string(&cfg).unwrap();
-    std::fs::write(&cfg, format!("shutdown_grace_seconds = 3\n{original}")).unwrap();
+    ex.restart_adapter_with("public-security", "shutdown_grace_seconds = 3");
     let listen = format!("127.0.0.1:{port}");
     let restart = |cfg: &std::path::Path| {
         Proc::start(&[
@@ -97,9 +86,6 @@ async fn an_adapter_and_the_broker_stop_cleanly_under_load_and_the_replacement_s
             &listen,
         ])
     };
-    let old = std::mem::replace(ex.adapter("public-security"), Proc::placeholder());
-    drop(old);
-    *ex.adapter("public-security") = restart(&cfg);
 
     let stopping = Arc::new(AtomicBool::new(false));
     let (task, answered) = load(&ex, Arc::clone(&stopping));
@@ -323,24 +309,10 @@ async fn a_certificate_ten_days_from_expiry_raises_the_metric_and_a_warning() {
     assert!(pki.join("public-security-adapter.old.pem").exists());
 
     let adapter_port = free_port();
-    let port = ex.adapter("public-security").addr.port();
-    let cfg = ex.dir.path().join("public-security.toml");
-    let original = std::fs::read_to_string(&cfg).unwrap();
-    std::fs::write(
-        &cfg,
-        format!("metrics_listen = \"127.0.0.1:{adapter_port}\"\n{original}"),
-    )
-    .unwrap();
-    let old = std::mem::replace(ex.adapter("public-security"), Proc::placeholder());
-    drop(old);
-    let listen = format!("127.0.0.1:{port}");
-    *ex.adapter("public-security") = Proc::start(&[
-        "adapter",
-        "--config",
-        cfg.to_str().unwrap(),
-        "--listen",
-        &listen,
-    ]);
+    ex.restart_adapter_with(
+        "public-security",
+        &format!("metrics_listen = \"127.0.0.1:{adapter_port}\""),
+    );
     let log = ex
         .adapter("public-security")
         .wait_for_stderr(Duration::from_secs(10), |l| {
@@ -713,23 +685,10 @@ fn pki_lists_certificates_and_revokes_by_serial() {
 async fn the_broker_never_watches_a_not_shared_resource() {
     let mut ex = Exchange::start("");
     let port = free_port();
-    let listen = format!("127.0.0.1:{}", ex.adapter("public-security").addr.port());
-    let cfg = ex.dir.path().join("public-security.toml");
-    let original = std::fs::read_to_string(&cfg).unwrap();
-    std::fs::write(
-        &cfg,
-        format!("metrics_listen = \"127.0.0.1:{port}\"\n{original}"),
-    )
-    .unwrap();
-    let old = std::mem::replace(ex.adapter("public-security"), Proc::placeholder());
-    drop(old);
-    *ex.adapter("public-security") = Proc::start(&[
-        "adapter",
-        "--config",
-        cfg.to_str().unwrap(),
-        "--listen",
-        &listen,
-    ]);
+    ex.restart_adapter_with(
+        "public-security",
+        &format!("metrics_listen = \"127.0.0.1:{port}\""),
+    );
     // Metrics are served before the adapter says it is serving.
     ex.adapter("public-security")
         .wait_for_stderr(Duration::from_secs(10), |l| l.contains("adapter serving"));

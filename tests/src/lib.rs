@@ -373,6 +373,24 @@ impl Exchange {
             .unwrap()
     }
 
+    /// Stops `dept`'s adapter and starts it again on the same address with `settings` (top-level
+    /// config lines, e.g. `metrics_listen = "…"`) put before its config. The old process is
+    /// killed first, so that the new one can take the port.
+    pub fn restart_adapter_with(&mut self, dept: &str, settings: &str) {
+        let listen = format!("127.0.0.1:{}", self.adapter(dept).addr.port());
+        let cfg = self.dir.path().join(format!("{dept}.toml"));
+        let original = std::fs::read_to_string(&cfg).unwrap();
+        std::fs::write(&cfg, format!("{settings}\n{original}")).unwrap();
+        drop(std::mem::replace(self.adapter(dept), Proc::placeholder()));
+        *self.adapter(dept) = Proc::start(&[
+            "adapter",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--listen",
+            &listen,
+        ]);
+    }
+
     pub fn adapter(&mut self, dept: &str) -> &mut Proc {
         &mut self.adapters.iter_mut().find(|(d, _)| d == dept).unwrap().1
     }
@@ -468,6 +486,16 @@ pub fn http_get(addr: &str, path: &str) -> String {
     let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
     assert!(head.starts_with("HTTP/1.1 200"), "GET {path}: {head}");
     body.to_owned()
+}
+
+/// The value of the metrics sample whose line contains all of `parts`.
+pub fn sample(metrics: &str, parts: &[&str]) -> Option<f64> {
+    metrics
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .find(|l| parts.iter().all(|p| l.contains(p)))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
 }
 
 /// Civil affairs' usual lookup: name and marital status under the demo policy's marriage grant.
